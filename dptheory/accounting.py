@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special
 
-from ._checks import check_choice, check_finite_array, check_int, check_real
+from .validation import check_choice, check_finite_array, check_int, check_real
 
 __all__ = [
     "DEFAULT_ORDERS",

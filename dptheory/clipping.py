@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import integrate, special, stats
 
-from ._checks import check_finite_array, check_int, check_real
+from .validation import check_finite_array, check_int, check_real
 from .noise_signal import _out, _real
 
 __all__ = [

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_choice, check_finite_array, check_int, check_real
+from .validation import check_choice, check_finite_array, check_int, check_real
 from .noise_signal import (_int, _k_d, _out, _real, noise_energy, optimal_keep_fraction,
                            tradeoff_bound, tradeoff_coefficients)
 

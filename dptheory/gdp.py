@@ -19,7 +19,7 @@ import math
 from scipy import optimize, special
 from scipy.stats import norm
 
-from ._checks import check_choice, check_int, check_real
+from .validation import check_choice, check_int, check_real
 
 __all__ = ["gdp_mu", "delta_gdp", "epsilon_for_mu", "epsilon_gdp"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from ._checks import check_choice, check_finite_array, check_int, check_real
+from .validation import check_choice, check_finite_array, check_int, check_real
 
 __all__ = [
     "noise_std", "noise_energy", "noise_energy_mean", "noise_energy_var", "noise_energy_interval",

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from dptheory._checks import check_choice, check_finite_array, check_int, check_real
+from dptheory.validation import check_choice, check_finite_array, check_int, check_real
 
-from .models._random import as_generator
+from dptheory.validation import as_generator
 
 __all__ = [
     "Dataset", "make_linear", "make_logistic", "make_mixture",

@@ -24,7 +24,7 @@ from scipy.optimize import minimize
 import dptheory
 from dptheory import convergence as conv
 from dptheory import noise_signal as ns
-from dptheory._checks import check_int
+from dptheory.validation import check_int
 
 from . import data as sdata
 from . import mechanisms as mech

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from dptheory._checks import check_finite_array, check_int, check_real
+from dptheory.validation import check_finite_array, check_int, check_real
 from dptheory.accounting import steps_per_epoch
 
 from .rng import derive_seed

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from dptheory._checks import check_int, check_real
+from dptheory.validation import check_int, check_real
 
 __all__ = [
     "Optimizer", "sgd", "momentum", "adam", "make_optimizer",

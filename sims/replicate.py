@@ -40,7 +40,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from dptheory._checks import check_choice, check_finite_array, check_int, check_real
+from dptheory.validation import check_choice, check_finite_array, check_int, check_real
 
 from . import rng as _r
 

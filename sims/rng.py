@@ -37,7 +37,7 @@ import math
 import numba
 import numpy as np
 
-from dptheory._checks import check_int
+from dptheory.validation import check_int
 
 __all__ = [
     "GAMMA", "mix64", "key_from_seed", "child_key", "word", "uniform64", "uniform_open64",

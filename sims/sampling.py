@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from dptheory._checks import check_int, check_real
+from dptheory.validation import check_int, check_real
 
 __all__ = ["poisson_mask", "poisson_batch", "shuffled_batches", "n_shuffled_batches"]
 

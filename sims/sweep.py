@@ -32,18 +32,18 @@ import pickle
 import sys
 import warnings
 
-# NOTE: only the standard library at module level (dptheory._checks, which imports NumPy, is imported
+# NOTE: only the standard library at module level (dptheory.validation, which imports NumPy, is imported
 # inside the functions): a spawned worker imports this module to unpickle its initializer, and the
 # thread-count environment variables must be set before NumPy's BLAS or Numba is loaded there.
 
 
 def _check_int(name, value, **kw):
-    from dptheory._checks import check_int
+    from dptheory.validation import check_int
     return check_int(name, value, **kw)
 
 
 def _check_choice(name, value, choices):
-    from dptheory._checks import check_choice
+    from dptheory.validation import check_choice
     return check_choice(name, value, choices)
 
 __all__ = ["grid", "run_sweep", "load_results", "config_key", "limit_threads", "THREAD_ENV_VARS",

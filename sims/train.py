@@ -12,7 +12,7 @@ One step ``t`` (Abadi et al. 2016, "Deep Learning with Differential Privacy", Al
    learning rate. The optimizer only sees ``u_t`` and public state, so it is post-processing.
 
 Randomness consumption (documented so that a reference implementation can replay it). The run's
-root is ``root = np.random.SeedSequence(random_state)`` (see :func:`root_seed_sequence`); every
+root is ``root = np.random.SeedSequence(random_state)`` (see :func:`dptheory.validation.as_seed_sequence`); every
 stream is a child with a FIXED spawn key, so step ``t`` draws the same numbers whatever happened
 before it and whatever the thread count:
 
@@ -33,12 +33,11 @@ history recorded so far (no NaN is ever written to the history).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory._checks import check_choice, check_finite_array, check_int, check_real
+from dptheory.validation import as_seed_sequence, check_choice, check_finite_array, check_int, check_real
 from dptheory.accounting import steps_per_epoch
 
 from . import optim as _optim
@@ -47,7 +46,7 @@ from .sampling import n_shuffled_batches, poisson_mask, shuffled_batches
 
 __all__ = [
     "train", "TrainResult", "TrainingDiverged", "default_mechanism", "default_delta",
-    "root_seed_sequence", "init_generators", "step_generators", "epoch_generator",
+    "init_generators", "step_generators", "epoch_generator",
     "MODES", "SAMPLINGS", "MECHANISM_METRICS",
 ]
 
@@ -106,26 +105,6 @@ class TrainingDiverged(FloatingPointError):
 
 
 # ----------------------------------------------------------------------------- randomness
-def root_seed_sequence(random_state) -> np.random.SeedSequence:
-    """Root ``SeedSequence`` of a run.
-
-    ``None``: fresh OS entropy (the entropy is stored in ``TrainResult.config["entropy"]`` so the run
-    can be replayed); an int ``>= 0``: ``SeedSequence(int)``; a ``SeedSequence``: itself; a
-    ``Generator``: ``SeedSequence(int(gen.integers(2**63)))`` (one draw).
-    """
-    if random_state is None:
-        return np.random.SeedSequence()
-    if isinstance(random_state, np.random.SeedSequence):
-        return random_state
-    if isinstance(random_state, np.random.Generator):
-        return np.random.SeedSequence(derive_seed(random_state))
-    if isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool):
-        if int(random_state) >= 0:
-            return np.random.SeedSequence(int(random_state))
-    raise ValueError(
-        f"random_state must be None, an int >= 0, a numpy SeedSequence or Generator, got {random_state!r}")
-
-
 def _child(root: np.random.SeedSequence, key: tuple) -> np.random.SeedSequence:
     return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + key)
 
@@ -447,7 +426,7 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
         lr_desc = lr
 
     # randomness and initial state
-    root = root_seed_sequence(random_state)
+    root = as_seed_sequence(random_state)
     params_rng, mech_init_rng = init_generators(root)
     if params0 is None:
         params = _dense.init_params(model, derive_seed(params_rng))

@@ -42,7 +42,7 @@ def blocks(layout, layerwise: bool):
 
 def check_k(name: str, k, layout, layerwise: bool) -> int:
     """Validate ``k`` in ``[1, d]`` (or ``[1, smallest layer size]`` when layer-wise)."""
-    from dptheory._checks import check_int
+    from dptheory.validation import check_int
 
     k = check_int(name, k, low=1)
     if layout is not None:

@@ -106,7 +106,7 @@ class Effect:
     reads: str = "none"
 
     def __post_init__(self):
-        from dptheory._checks import check_choice
+        from dptheory.validation import check_choice
 
         check_choice("stage", self.stage, STAGES)
         check_choice("noise_on", self.noise_on, NOISE_ON)

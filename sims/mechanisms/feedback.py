@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dptheory._checks import check_choice
+from dptheory.validation import check_choice
 
 from ._util import sq
 from .base import Effect, Transform

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dptheory._checks import check_choice, check_int, check_real
+from dptheory.validation import check_choice, check_int, check_real
 from dptheory.noise_signal import FREEZE_KINDS as RAMPS, freeze_schedule, n_frozen
 
 from sims.models.pergrad import mask_blocks

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dptheory._checks import check_choice, check_int
+from dptheory.validation import check_choice, check_int
 
 from .base import Effect, Transform
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dptheory._checks import check_choice, check_int, check_real
+from dptheory.validation import check_choice, check_int, check_real
 from dptheory.noise_signal import n_frozen
 from sims.models.pergrad import weighted_sum
 

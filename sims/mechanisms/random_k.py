@@ -13,7 +13,7 @@ With ``rescale=True`` the released update is multiplied by ``d/k`` (``k/d``-unbi
 """
 from __future__ import annotations
 
-from dptheory._checks import check_choice, check_int
+from dptheory.validation import check_choice, check_int
 
 from ._util import check_k, random_k_mask
 from .base import Effect, Transform

@@ -16,7 +16,7 @@
 """
 from __future__ import annotations
 
-from dptheory._checks import check_choice, check_int
+from dptheory.validation import check_choice, check_int
 
 from ._util import check_k, sq, top_k_mask
 from .base import Effect, Transform

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from dptheory._checks import check_int, check_real
+from dptheory.validation import check_int, check_real
 from sims.models.pergrad import Backprop, materialize
 
 from ._util import check_k, normals, sq

@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from dptheory._checks import check_real
+from dptheory.validation import check_real
 
 from .layout import Layout
 from .pergrad import Backprop, sq_norms, weighted_sum

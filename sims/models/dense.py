@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from dptheory._checks import check_choice, check_finite_array, check_int
+from dptheory.validation import check_choice, check_finite_array, check_int
 
-from ._random import as_generator
+from dptheory.validation import as_generator
 from .layout import Layout
 from .pergrad import Backprop, sq_norms, weighted_sum
 

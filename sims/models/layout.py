@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from dptheory._checks import check_int
+from dptheory.validation import check_int
 
 __all__ = ["Layout"]
 

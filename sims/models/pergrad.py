@@ -173,7 +173,7 @@ def mask_blocks(layout: Layout, mask, dtype) -> MaskBlocks:
     ValueError
         If ``mask`` does not have shape ``(layout.n_params,)`` or ``dtype`` is not float32/float64.
     """
-    from dptheory._checks import check_choice
+    from dptheory.validation import check_choice
 
     dt = np.dtype(dtype)
     check_choice("dtype", dt.name, ("float32", "float64"))

@@ -1,8 +1,9 @@
-"""Argument validation shared by ``dptheory`` and ``sims``.
+"""Argument validation shared by ``dptheory`` and ``sims`` (the project's one validation module).
 
-Every public function checks its arguments at the boundary and raises a
-``ValueError`` that names the parameter and the allowed range, never
-returning NaN or silently clamping (scikit-learn style).
+Every public function checks its arguments at the boundary and raises a ``ValueError`` that
+names the parameter and the allowed range, never returning NaN or silently clamping
+(scikit-learn style). :func:`as_seed_sequence` is the one ``random_state`` normaliser;
+:func:`as_generator` is its ``Generator`` view.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_real", "check_int", "check_finite_array", "check_choice"]
+__all__ = ["check_real", "check_int", "check_finite_array", "check_choice", "check_delta",
+           "as_seed_sequence", "as_generator"]
 
 
 def _interval(low, high, low_open, high_open) -> str:
@@ -72,3 +74,47 @@ def check_choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def check_delta(delta, n=None) -> float:
+    """``delta`` in ``(0, 1)``; with the dataset size ``n``, also ``delta < 1/n``.
+
+    A ``delta >= 1/n`` admits a mechanism that publishes one random example outright and still
+    claims ``(epsilon, delta)``-DP (Dwork & Roth 2014, Sec. 2.3), so it is refused, naming ``n``.
+    """
+    d = check_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
+    if n is not None and d * n >= 1.0:
+        raise ValueError(f"delta must be below 1/n = {1.0 / n:.6g} for n = {n} training examples "
+                         f"(a delta >= 1/n permits publishing a random example), got {delta!r}")
+    return d
+
+
+_RS_ERROR = "random_state must be None, an int >= 0, a numpy SeedSequence or Generator, got {!r}"
+
+
+def as_seed_sequence(random_state) -> np.random.SeedSequence:
+    """The root ``SeedSequence`` of ``random_state``: the project's one ``random_state`` rule.
+
+    ``None``: fresh OS entropy (``.entropy`` records it, so the run can be replayed); an int
+    ``>= 0``: ``SeedSequence(int)``; a ``SeedSequence``: itself; a ``Generator``:
+    ``SeedSequence(int(gen.integers(2**63)))`` (one draw). Anything else raises ``ValueError``.
+    """
+    if random_state is None:
+        return np.random.SeedSequence()
+    if isinstance(random_state, np.random.SeedSequence):
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.SeedSequence(int(random_state.integers(2 ** 63)))
+    if isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool):
+        if int(random_state) >= 0:
+            return np.random.SeedSequence(int(random_state))
+    raise ValueError(_RS_ERROR.format(random_state))
+
+
+def as_generator(random_state) -> np.random.Generator:
+    """A ``Generator`` for ``random_state``: a ``Generator`` is returned as is (shared, so draws
+    advance it); anything else is ``default_rng(as_seed_sequence(random_state))`` (for an int this
+    is ``default_rng(int)``, the same stream)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(as_seed_sequence(random_state))

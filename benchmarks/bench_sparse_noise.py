@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sims.step import dpsgd_step  # noqa: E402
 from sims.mechanisms import InitContext, StepContext, chain, clip, gaussian_noise, random_freeze  # noqa: E402
 from sims.mechanisms.base import Work  # noqa: E402
 from sims.mechanisms.clip_noise import finish_clip  # noqa: E402
@@ -114,16 +116,16 @@ def main(quick=False):
     for frozen in frozens:
         ch = chain(clip(1.0), gaussian_noise(1.0)) if frozen == 0 else \
             chain(random_freeze(frozen, "constant"), clip(1.0), gaussian_noise(1.0))
-        ic = InitContext(None, lay, params, 100, 10, float(B), None, np.random.default_rng(2))
+        ic = InitContext(model=None, layout=lay, params=params, total_steps=100, steps_per_epoch=10, expected_batch_size=float(B), rng=np.random.default_rng(2))
         state = ch.init(ic)
-        sc = StepContext(None, lay, 0, 0, params, bp, float(B), None, np.random.default_rng(3))
-        _, state, _ = ch.step(sc, state)  # first step fills the cached mask blocks (once per redraw)
+        sc = StepContext(model=None, layout=lay, step=0, epoch=0, params=params, bp=bp, expected_batch_size=float(B), rng=np.random.default_rng(3))
+        _, state, _ = dpsgd_step(ch, state, sc)  # first step fills the cached mask blocks (once per redraw)
         ks.append(d if frozen == 0 else int((~ch.frozen_mask(state)).sum()))
         if frozen:
             blk = state[0]["blocks"]
             s_kept[id(blk)] = np.ascontiguousarray(s[blk.idx])
         fns.append((lambda ch=ch, state=state, sc=sc: _non_blas_part(ch, state, sc, s, s_kept, nsq),
-                    lambda ch=ch, state=state, sc=sc: ch.step(sc, state)))
+                    lambda ch=ch, state=state, sc=sc: dpsgd_step(ch, state, sc)))
     t_nb, _ = paired([f for f, _ in fns], 7 if quick else 15)
     t_step, _ = paired([g for _, g in fns], 3 if quick else 7)
     print(f"\n{'frozen':>7} {'k':>9} {'path':>8} {'non-BLAS ms':>12} {'dense/this':>10} {'chain step ms':>14} "

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sims.models import (  # noqa: E402
     backprop, clipped_grad_sum, init_params, logistic_regression, materialize, mlp, weighted_sum,
 )
 
+from sims.step import dpsgd_step  # noqa: E402
 from sims.mechanisms import InitContext, StepContext, chain, clip, gaussian_noise  # noqa: E402
 from sims.mechanisms._kernels import noisy_release  # noqa: E402
 
@@ -123,12 +125,12 @@ def bench(quick=False):
 
         ch = chain(clip(CLIP), gaussian_noise(SIGMA))
         lay = model.layout if hasattr(model, "layout") else backprop(model, params, X, y).layout
-        ch_state = ch.init(InitContext(model, lay, params, 10, 1, float(B), None, np.random.default_rng(3)))
+        ch_state = ch.init(InitContext(model=model, layout=lay, params=params, total_steps=10, steps_per_epoch=1, expected_batch_size=float(B), rng=np.random.default_rng(3)))
 
         def dp_chain():  # the full mechanism chain step (with its metrics)
             bp = backprop(model, params, X, y)
-            sc = StepContext(model, lay, 0, 0, params, bp, float(B), None, seed_rng)  # noqa: B023
-            u, _, _ = ch.step(sc, ch_state)  # noqa: B023
+            sc = StepContext(model=model, layout=lay, step=0, epoch=0, params=params, bp=bp, expected_batch_size=float(B), rng=seed_rng)  # noqa: B023
+            u, _, _ = dpsgd_step(ch, ch_state, sc)  # noqa: B023
             np.subtract(params, DT(LR) * u, out=params)
 
         def naive():

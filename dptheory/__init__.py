@@ -1,16 +1,16 @@
 """Closed-form theory of differentially private SGD with sparse updates.
 
 Numbers in, numbers out: privacy accounting of the (Poisson-subsampled) Gaussian
-mechanism, noise-to-signal ratios of sparse updates, convergence bounds and
-clipping bias. Every closed form is checked symbolically in :mod:`proofs` and
-against simulation (:mod:`sims`) in the tests.
+mechanism and typed privacy events (:mod:`dptheory.events`), noise-to-signal ratios of
+sparse updates, convergence bounds and clipping bias. Every closed form is checked
+symbolically in :mod:`proofs` and against simulation (:mod:`sims`) in the tests.
 """
 
-# --- accounting (dptheory.accounting, dptheory.gdp) ---
-from .accounting import (DEFAULT_ORDERS, PoissonGaussian, calibrate_noise,  # noqa: F401
-                         calibrate_noise_gaussian_closed_form, epsilon, epsilon_from_rdp,
-                         epsilon_from_rdp_classic, epsilon_of, rdp_gaussian, rdp_subsampled_gaussian,
-                         steps_for_epochs, steps_per_epoch)
+# --- accounting (dptheory.accounting, dptheory.events, dptheory.gdp) ---
+from .accounting import (DEFAULT_ORDERS, calibrate_noise, calibrate_noise_gaussian_closed_form,  # noqa: F401
+                         epsilon, epsilon_from_rdp, epsilon_from_rdp_classic, rdp_gaussian,
+                         rdp_subsampled_gaussian, steps_for_epochs, steps_per_epoch)
+from .events import Gaussian, NonPrivate, PoissonGaussian, epsilon_of  # noqa: F401
 from .gdp import delta_gdp, epsilon_for_mu, epsilon_gdp, gdp_mu  # noqa: F401
 # --- end accounting ---
 

@@ -8,7 +8,10 @@ noise multiplier ``sigma`` (noise std divided by the L2 sensitivity), ``T`` step
 * :func:`epsilon` -- composed over ``T`` steps and optimised over the order; ``accountant="pld"``
   delegates to dp-accounting's privacy-loss-distribution accountant (optional dependency).
 * :func:`calibrate_noise` -- the smallest noise multiplier meeting an (eps, delta) target.
-* :class:`PoissonGaussian` and :func:`epsilon_of` -- a small immutable description of a run.
+
+Typed privacy events (:class:`~dptheory.events.Gaussian`, :class:`~dptheory.events.PoissonGaussian`,
+:class:`~dptheory.events.NonPrivate`) and :func:`~dptheory.events.epsilon_of` live in
+:mod:`dptheory.events`, which builds on this module (never the reverse).
 
 Numerics: everything is computed in log space (``logsumexp``, ``log1p``, ``gammaln`` with signs,
 ``log_ndtr``). Integer orders use the exact finite sum written as ``A - 1`` (every term positive,
@@ -23,7 +26,6 @@ the relative accuracy of the RDP of a fractional order is about ``1e-15 / log(A_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, special
@@ -39,8 +41,6 @@ __all__ = [
     "epsilon",
     "calibrate_noise",
     "calibrate_noise_gaussian_closed_form",
-    "PoissonGaussian",
-    "epsilon_of",
     "steps_per_epoch",
     "steps_for_epochs",
 ]
@@ -339,12 +339,17 @@ def _optimise_order(q, sigma, steps, delta, convert):
     return max(0.0, best_eps), best_order
 
 
-def _pld_epsilon(q, sigma, steps, delta):
+def _require_dp_accounting(what: str):
+    """Import and return the optional ``dp_accounting`` package, or raise an install hint."""
     try:
         import dp_accounting
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError('accountant="pld" needs dp-accounting: pip install "dpsparse[pld]"') from exc
+    except ImportError as exc:  # depends on the environment; tested by hiding the module
+        raise ImportError(f'{what} needs dp-accounting: pip install "dpsparse[pld]"') from exc
+    return dp_accounting
 
+
+def _pld_epsilon(q, sigma, steps, delta):
+    dp_accounting = _require_dp_accounting('accountant="pld"')
     event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
 
     def run(interval):
@@ -490,56 +495,3 @@ def calibrate_noise_gaussian_closed_form(steps, epsilon, delta) -> float:
     d = _check_delta(delta)
     lg = math.log(1.0 / d)
     return math.sqrt(t / 2.0) / (math.sqrt(lg + e) - math.sqrt(lg))
-
-
-# --------------------------------------------------------------------------- events
-@dataclass(frozen=True)
-class PoissonGaussian:
-    """``steps`` steps of the Poisson-subsampled Gaussian mechanism (a privacy event).
-
-    The analogue of dp-accounting's ``SelfComposedDpEvent(PoissonSampledDpEvent(q,
-    GaussianDpEvent(sigma)), steps)``; mechanism chains describe their privacy cost with it.
-    Validated on construction.
-    """
-
-    sampling_rate: float
-    noise_multiplier: float
-    steps: int = 1
-
-    def __post_init__(self):
-        object.__setattr__(self, "sampling_rate", _check_q(self.sampling_rate))
-        object.__setattr__(self, "noise_multiplier", _check_sigma(self.noise_multiplier))
-        object.__setattr__(self, "steps", _check_steps(self.steps))
-
-    def rdp(self, orders) -> np.ndarray:
-        """Composed RDP steps * eps_SGM(alpha) at ``orders``."""
-        return self.steps * rdp_subsampled_gaussian(orders, self.sampling_rate, self.noise_multiplier)
-
-
-def epsilon_of(event, delta, *, accountant="rdp"):
-    """(epsilon, order) of a :class:`PoissonGaussian` event, or of a sequence of them composed.
-
-    A single event is :func:`epsilon` of its parameters. For a sequence (e.g. phases with different
-    noise), RDP adds order-wise on the default grid (PLD composes the events in dp-accounting).
-    """
-    check_choice("accountant", accountant, _ACCOUNTANTS)
-    if isinstance(event, PoissonGaussian):
-        return epsilon(event.sampling_rate, event.noise_multiplier, event.steps, delta,
-                       accountant=accountant)
-    events = list(event)
-    if not events or not all(isinstance(e, PoissonGaussian) for e in events):
-        raise ValueError("event must be a PoissonGaussian or a non-empty sequence of them")
-    d = _check_delta(delta)
-    if accountant == "pld":
-        try:
-            import dp_accounting
-        except ImportError as exc:  # pragma: no cover
-            raise ImportError('accountant="pld" needs dp-accounting: pip install "dpsparse[pld]"') from exc
-        acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
-        for e in events:
-            acc.compose(dp_accounting.PoissonSampledDpEvent(
-                e.sampling_rate, dp_accounting.GaussianDpEvent(e.noise_multiplier)), e.steps)
-        return float(acc.get_epsilon(d)), None
-    orders = DEFAULT_ORDERS
-    total = sum(e.rdp(orders) for e in events)
-    return epsilon_from_rdp(orders, total, d)

@@ -8,26 +8,38 @@ generated offline by the ``mnist1d`` package (Greydanus 2020, "Scaling down deep
 
 Train/test split rule used throughout: ``n_test = round(test_size * n)`` restricted to
 ``[1, n - 1]`` (so both splits are non-empty), drawn by a random permutation.
+
+Privacy bookkeeping: ``X_train`` / ``y_train`` are the private rows. A public split must never
+share a row with them; :func:`public_split` (or :func:`public_split_of` for a :class:`Dataset`) is
+the one way to obtain a checked :class:`PublicSplit`. Any loader or transform here that computes a
+statistic from private rows appends a sentence to ``meta["private_preprocessing"]`` (a tuple of
+strings, kept by every later transform); :func:`private_preprocessing_notes` reads it.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import random as _pyrandom
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 
 import numpy as np
 
-from dptheory.validation import check_choice, check_finite_array, check_int, check_real
-
-from dptheory.validation import as_generator
+from dptheory.validation import as_generator, check_choice, check_finite_array, check_int, check_real
 
 __all__ = [
     "Dataset", "make_linear", "make_logistic", "make_mixture",
     "load_digits", "load_breast_cancer", "load_wine", "load_mnist1d",
     "standardize", "split_public",
+    "PublicSplit", "public_split", "public_split_of", "private_preprocessing_notes",
 ]
 
 TASKS = ("regression", "binary", "multiclass")
+
+#: ``meta`` key of the tuple of notes about pre-processing that read private rows.
+_NOTES_KEY = "private_preprocessing"
+_MNIST1D_NOTE = ("load_mnist1d: the mnist1d package centres and scales the signals with one scalar "
+                 "mean and std computed over all {n} generated rows, the private training rows "
+                 "included; this release is not covered by epsilon")
 
 
 def _check_dtype(dtype):
@@ -52,10 +64,13 @@ class Dataset:
     n_classes : int or None
         ``None`` for regression, 2 for binary, ``K`` for multiclass.
     X_public, y_public : ndarray or None
-        Public data (see :func:`split_public`), never part of ``X_train``.
+        Public data (see :func:`split_public`), never part of ``X_train``; mechanisms get it as a
+        checked :class:`PublicSplit` from :func:`public_split_of`.
     name : str
     meta : dict
-        Ground truth and provenance, e.g. ``w_star`` for :func:`make_linear`.
+        Ground truth and provenance, e.g. ``w_star`` for :func:`make_linear`;
+        ``meta["private_preprocessing"]`` lists steps that read private rows
+        (:func:`private_preprocessing_notes`).
     """
 
     X_train: np.ndarray
@@ -226,7 +241,10 @@ def load_mnist1d(n=5000, *, test_size=0.2, random_state=None, dtype=np.float64) 
     package's default seed 42 (the published dataset's generation seed); an int is used as the seed
     (``< 2**32``); a Generator draws one. The package seeds NumPy's and Python's global RNGs: their
     states are saved and restored, so callers' global random streams are unaffected.
-    The package standardises the signals over the whole set (its own convention).
+    The package standardises the signals over the whole set (its own convention): one scalar mean
+    and std over all ``n`` rows, the private training rows included, so this release is not covered
+    by epsilon; a note says so in ``meta["private_preprocessing"]`` (see
+    :func:`private_preprocessing_notes`).
     """
     n = check_int("n", n, low=20)
     if n % 10:
@@ -253,27 +271,230 @@ def load_mnist1d(n=5000, *, test_size=0.2, random_state=None, dtype=np.float64) 
         _pyrandom.setstate(py_state)
     return Dataset(np.asarray(raw["x"], dtype=dt), np.asarray(raw["y"], dtype=np.int64),
                    np.asarray(raw["x_test"], dtype=dt), np.asarray(raw["y_test"], dtype=np.int64),
-                   "multiclass", 10, name="mnist1d", meta={"seed": seed})
+                   "multiclass", 10, name="mnist1d",
+                   meta={"seed": seed, _NOTES_KEY: (_MNIST1D_NOTE.format(n=n),)})
 
 
-# ----------------------------------------------------------------------------- transforms
-def standardize(ds: Dataset, *, fit_on: str = "train") -> Dataset:
-    """Centre and scale every feature with the mean and standard deviation of one split.
+# ----------------------------------------------------------------------------- privacy bookkeeping
+def _with_note(meta: dict, note: str) -> dict:
+    """A copy of ``meta`` with ``note`` appended to ``meta["private_preprocessing"]``."""
+    return dict(meta, **{_NOTES_KEY: tuple(meta.get(_NOTES_KEY, ())) + (note,)})
 
-    ``x -> (x - mean) / std`` applied to train, test and public features, with the statistics of
-    ``fit_on``: ``"train"`` (the private split; default) or ``"public"`` (the public split only).
-    A constant feature (std 0) is only centred (scale 1), as in scikit-learn's ``StandardScaler``.
 
-    Privacy: with ``fit_on="train"`` the statistics are computed from private data and this
-    release is NOT covered by the DP-SGD accounting (changing one private row moves every row's
-    features). For an end-to-end private pipeline split off the public part first and use
-    ``fit_on="public"``. ``meta["standardize"] = (mean, scale)``.
+def private_preprocessing_notes(ds: Dataset) -> tuple[str, ...]:
+    """The notes of every loader / transform applied to ``ds`` that read private training rows.
+
+    Parameters
+    ----------
+    ds : Dataset
+
+    Returns
+    -------
+    tuple of str
+        ``ds.meta["private_preprocessing"]`` in the order the steps ran; ``()`` when no step read a
+        private row. Each note describes a release that the DP-SGD accounting does NOT cover.
     """
     if not isinstance(ds, Dataset):
         raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
+    return tuple(ds.meta.get(_NOTES_KEY, ()))
+
+
+# ----------------------------------------------------------------------------- checked public split
+_PUBLIC_SPLIT_TOKEN = object()  # only public_split() holds it; PublicSplit(...) without it is refused
+_HASH_CHUNK = 4096  # rows converted to float64 at a time (bounded memory for 70 000 x 784)
+
+
+def _row_digests(X: np.ndarray) -> list:
+    """blake2b digest of every row of ``X`` as contiguous float64 with ``-0.0`` mapped to ``0.0``.
+
+    Equal rows (as real numbers, whatever their float dtype) get equal digests; the converse is only
+    true up to a hash collision, so callers confirm a digest match with ``np.array_equal``.
+    """
+    out = []
+    for start in range(0, X.shape[0], _HASH_CHUNK):
+        block = np.ascontiguousarray(X[start:start + _HASH_CHUNK], dtype=np.float64) + 0.0
+        out.extend(hashlib.blake2b(row, digest_size=16).digest() for row in block)
+    return out
+
+
+def _overlapping_rows(X_public, X_private, pub_digests=None, priv_digests=None) -> list:
+    """Indices of the rows of ``X_public`` equal to some row of ``X_private``: O(n + m) expected."""
+    if pub_digests is None:
+        pub_digests = _row_digests(X_public)
+    if priv_digests is None:
+        priv_digests = _row_digests(X_private)
+    index: dict = {}
+    for j, h in enumerate(priv_digests):
+        index.setdefault(h, []).append(j)
+    hits = []
+    for i, h in enumerate(pub_digests):
+        js = index.get(h)
+        # a digest match is confirmed exactly, so a collision can never cause a false refusal
+        if js is not None and any(np.array_equal(X_public[i], X_private[j]) for j in js):
+            hits.append(i)
+    return hits
+
+
+def _overlap_error(hits) -> ValueError:
+    shown = ", ".join(str(i) for i in hits[:5]) + (", ..." if len(hits) > 5 else "")
+    return ValueError(f"public split overlaps the private training rows: {len(hits)} public row(s) "
+                      f"equal a private row (public indices [{shown}]); a public-data mechanism would "
+                      f"then read private data")
+
+
+@dataclass(frozen=True, eq=False)
+class PublicSplit:
+    """Public rows checked to share no row with the private training rows.
+
+    Obtain one only from :func:`public_split` (or :func:`public_split_of`); calling
+    ``PublicSplit(...)`` (or ``dataclasses.replace`` on one) raises ``TypeError``.
+
+    Attributes
+    ----------
+    X : ndarray, shape (m, d)
+        Public features, a read-only copy (float dtype kept; integer input becomes float64).
+    y : ndarray, shape (m,)
+        Public targets, a read-only copy.
+    n_private : int
+        Number of private rows the split was checked against.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    n_private: int
+    _token: InitVar[object] = None
+
+    def __post_init__(self, _token):
+        if _token is not _PUBLIC_SPLIT_TOKEN:
+            raise TypeError("PublicSplit cannot be constructed directly: use "
+                            "sims.data.public_split(X_public, y_public, X_private) (or "
+                            "public_split_of(ds)), which checks that no public row equals a private "
+                            "training row")
+
+    @property
+    def n_public(self) -> int:
+        return self.X.shape[0]
+
+    def verify_disjoint(self, X_private) -> "PublicSplit":
+        """Re-check against ``X_private`` (e.g. the rows a training loop is given); return ``self``.
+
+        Raises ``ValueError`` naming ``X_private`` on a shape mismatch, or the overlap error of
+        :func:`public_split` if some public row equals a row of ``X_private``.
+        """
+        Xq = _check_private(X_private, self.X.shape[1])
+        hits = _overlapping_rows(self.X, Xq)
+        if hits:
+            raise _overlap_error(hits)
+        return self
+
+
+def _check_private(X_private, d):
+    Xq = check_finite_array("X_private", X_private, ndim=2)
+    if Xq.shape[1] != d:
+        raise ValueError(f"X_private must have {d} columns like X_public, got {Xq.shape[1]}")
+    return Xq
+
+
+def public_split(X_public, y_public, X_private) -> PublicSplit:
+    """Check that no public row equals a private training row and wrap the public rows.
+
+    Rows are compared as real numbers (``-0.0 == 0.0``; float32 and float64 rows compare by value):
+    each row is hashed (blake2b of its float64 bytes, ``-0.0`` normalised), the hash sets are
+    compared, and every hash match is confirmed with ``np.array_equal``. Time and memory are
+    ``O((n + m) d)`` (70 000 x 784 takes well under a few seconds); labels are not compared.
+
+    Parameters
+    ----------
+    X_public : array_like, shape (m, d)
+        Public features, finite, ``m >= 1``, ``d >= 1``.
+    y_public : array_like, shape (m,)
+        Public targets, finite.
+    X_private : array_like, shape (n, d)
+        The private training features (``Dataset.X_train``), finite.
+
+    Returns
+    -------
+    PublicSplit
+        Read-only copies of ``X_public`` and ``y_public``.
+
+    Raises
+    ------
+    ValueError
+        On a shape or finiteness problem (naming ``X_public``, ``y_public`` or ``X_private``), or
+        if some public row equals a private row ("public split overlaps the private training
+        rows: ...", with the number of such rows and the first five public indices).
+    """
+    Xp = check_finite_array("X_public", X_public, ndim=2)
+    yp = check_finite_array("y_public", y_public, ndim=1)
+    if Xp.shape[0] < 1 or Xp.shape[1] < 1:
+        raise ValueError(f"X_public must have at least one row and one column, got shape {Xp.shape}")
+    if yp.shape[0] != Xp.shape[0]:
+        raise ValueError(f"X_public and y_public must have the same number of rows, "
+                         f"got {Xp.shape[0]} and {yp.shape[0]}")
+    Xq = _check_private(X_private, Xp.shape[1])
+    hits = _overlapping_rows(Xp, Xq)
+    if hits:
+        raise _overlap_error(hits)
+    X = np.array(Xp, dtype=Xp.dtype if Xp.dtype.kind == "f" else np.float64, copy=True)
+    y = np.array(yp, copy=True)
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return PublicSplit(X, y, int(Xq.shape[0]), _PUBLIC_SPLIT_TOKEN)
+
+
+def public_split_of(ds: Dataset) -> PublicSplit | None:
+    """``public_split(ds.X_public, ds.y_public, ds.X_train)``, or ``None`` without a public split."""
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
+    if ds.X_public is None:
+        return None
+    return public_split(ds.X_public, ds.y_public, ds.X_train)
+
+
+# ----------------------------------------------------------------------------- transforms
+def standardize(ds: Dataset, *, fit_on: str | None = None) -> Dataset:
+    """Centre and scale every feature with the mean and standard deviation of one split.
+
+    ``x -> (x - mean) / std`` is applied to the train, test and public features, with the
+    statistics of the ``fit_on`` split. A constant feature (std 0) is only centred (scale 1), as in
+    scikit-learn's ``StandardScaler``. ``meta["standardize"] = (mean, scale)``.
+
+    Privacy: with ``fit_on="train"`` the statistics are computed from the private rows, so the
+    released features are NOT covered by the DP-SGD accounting (changing one private row moves
+    every row's features); the note ``"standardize: feature mean and std fitted on the n private
+    training rows; this release is not covered by epsilon"`` is then appended to
+    ``meta["private_preprocessing"]`` (see :func:`private_preprocessing_notes`). With
+    ``fit_on="public"`` (the default whenever ``ds`` has a public split) nothing private is read;
+    the public split is first checked to share no row with the private one (:func:`public_split`).
+
+    Parameters
+    ----------
+    ds : Dataset
+    fit_on : {"public", "train"} or None, default None
+        Split whose statistics are used. ``None`` means ``"public"`` when ``ds.X_public`` is not
+        ``None`` and ``"train"`` otherwise. ``"public"`` without a public split raises; split one
+        off first with :func:`split_public`.
+
+    Returns
+    -------
+    Dataset
+        A new dataset with standardised features; ``meta`` is copied (earlier notes kept).
+
+    Raises
+    ------
+    ValueError
+        If ``ds`` is not a :class:`Dataset`, ``fit_on`` is not a valid choice, ``fit_on="public"``
+        without a public split, or the public split overlaps the private rows.
+    """
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
+    if fit_on is None:
+        fit_on = "train" if ds.X_public is None else "public"
     check_choice("fit_on", fit_on, {"train", "public"})
     if fit_on == "public" and ds.X_public is None:
         raise ValueError("fit_on='public' needs a public split: call split_public(ds, fraction) first")
+    if fit_on == "public":
+        public_split_of(ds)  # raises if a public row is a private row (fitting would read it)
     X_fit = ds.X_train if fit_on == "train" else ds.X_public
     mean = X_fit.mean(axis=0)
     scale = X_fit.std(axis=0)
@@ -283,6 +504,9 @@ def standardize(ds: Dataset, *, fit_on: str = "train") -> Dataset:
         return None if X is None else ((X - mean) / scale).astype(ds.X_train.dtype)
 
     meta = dict(ds.meta, standardize=(mean, scale))
+    if fit_on == "train":
+        meta = _with_note(meta, f"standardize: feature mean and std fitted on the {ds.n_train} private "
+                                f"training rows; this release is not covered by epsilon")
     return replace(ds, X_train=tr(ds.X_train), X_test=tr(ds.X_test), X_public=tr(ds.X_public), meta=meta)
 
 
@@ -290,12 +514,19 @@ def split_public(ds: Dataset, fraction, *, shift=0.0, random_state=None) -> Data
     """Carve a public split off the train set; optionally move it to a shifted distribution.
 
     ``m = round(fraction * n_train)`` (restricted to ``[1, n_train - 1]``) random train rows become
-    ``X_public, y_public`` and are removed from the private train split (the two are disjoint).
+    ``X_public, y_public`` and are removed from the private train split. The two are disjoint as
+    sets of rows, not only of indices: identical train rows always go to the same side (the side
+    of the copy that comes first in the random permutation), so with duplicated rows the public
+    size can differ from ``m``; ``meta["public_duplicates_moved"]`` counts the rows so reassigned
+    (0 without duplicates, when the split is exactly the first ``m`` rows of the permutation).
     With ``shift > 0`` the public features get a covariate shift ``x -> x + shift * u`` for a random
     unit direction ``u`` drawn from ``random_state`` (labels unchanged), so the public mean moves by
     exactly ``shift`` along ``u``: a model of public data that is informative but not identically
     distributed. ``meta["public_shift_direction"] = u``, ``meta["public_indices"]`` = the rows taken
-    (indices into the original ``X_train``). Raises if ``ds`` already has a public split.
+    (indices into the original ``X_train``); other ``meta`` entries (e.g. the notes of
+    :func:`private_preprocessing_notes`) are kept. Raises if ``ds`` already has a public split, if
+    all train rows are identical (no disjoint split exists), or if a shifted public row happens to
+    equal a private row.
     """
     if not isinstance(ds, Dataset):
         raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
@@ -309,13 +540,32 @@ def split_public(ds: Dataset, fraction, *, shift=0.0, random_state=None) -> Data
     rng = as_generator(random_state)
     m = min(max(int(round(frac * n)), 1), n - 1)
     perm = rng.permutation(n)
-    pub, priv = np.sort(perm[:m]), np.sort(perm[m:])
+    # identical rows go to the side of their first copy in the permutation
+    digests = _row_digests(ds.X_train)
+    first_rank: dict = {}
+    for r, i in enumerate(perm):
+        first_rank.setdefault(digests[i], r)
+    group_rank = np.fromiter((first_rank[h] for h in digests), dtype=np.int64, count=n)
+    is_pub = group_rank < m
+    if is_pub.all():
+        if len(first_rank) < 2:
+            raise ValueError("ds.X_train rows are all identical: no public split can be disjoint "
+                             "from the private rows")
+        is_pub &= group_rank != group_rank.max()  # the last-drawn group stays private
+    naive = np.zeros(n, dtype=bool)
+    naive[perm[:m]] = True
+    moved = int(np.count_nonzero(is_pub != naive))
+    pub, priv = np.flatnonzero(is_pub), np.flatnonzero(~is_pub)
     u = rng.standard_normal(ds.n_features)
     u /= np.linalg.norm(u)
     Xp = ds.X_train[pub]
+    X_priv = ds.X_train[priv]
     if shift > 0:
         Xp = (Xp + shift * u).astype(ds.X_train.dtype)
+        hits = _overlapping_rows(Xp, X_priv, priv_digests=[digests[i] for i in priv])
+        if hits:
+            raise _overlap_error(hits)
     meta = dict(ds.meta, public_shift_direction=u.astype(ds.X_train.dtype), public_shift=shift,
-                public_indices=pub)
-    return replace(ds, X_train=ds.X_train[priv], y_train=ds.y_train[priv],
+                public_indices=pub, public_duplicates_moved=moved)
+    return replace(ds, X_train=X_priv, y_train=ds.y_train[priv],
                    X_public=Xp, y_public=ds.y_train[pub], meta=meta)

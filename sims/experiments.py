@@ -30,6 +30,7 @@ from . import data as sdata
 from . import mechanisms as mech
 from . import models as M
 from .replicate import full_loss, replicate_dpsgd
+from .step import dpsgd_step
 from .train import train
 
 __all__ = ["accounting_curves", "nsr_vs_k", "convex_bound_vs_steps", "keep_fraction_tradeoff",
@@ -120,12 +121,14 @@ def nsr_vs_k(*, n_k=9, clip_norm=0.05, noise_multiplier=1.0, batch_size=64, repe
             steps_ = (rk, mech.clip(clip_norm)) if order == "mask_then_clip" else (mech.clip(clip_norm), rk)
             ch = mech.chain(*steps_, mech.gaussian_noise(noise_multiplier))
             step_rng = np.random.default_rng([random_state, int(k), order == "mask_then_clip"])
-            ictx = mech.InitContext(model, model.layout, params, repeats, repeats, float(batch_size), None, step_rng)
-            state = ch.init(ictx)
+            state = ch.init(mech.InitContext(model=model, layout=model.layout, params=params, total_steps=repeats,
+                                             steps_per_epoch=repeats, expected_batch_size=float(batch_size),
+                                             rng=step_rng))
             sig, noi = np.empty(repeats), np.empty(repeats)
             for r in range(repeats):
-                ctx = mech.StepContext(model, model.layout, r, 0, params, bp, float(batch_size), None, step_rng)
-                _, state, m = ch.step(ctx, state)
+                ctx = mech.StepContext(model=model, layout=model.layout, step=r, epoch=0, params=params, bp=bp,
+                                       expected_batch_size=float(batch_size), rng=step_rng)
+                _, state, m = dpsgd_step(ch, state, ctx)
                 sig[r], noi[r] = m["signal_sq_after_mask"], m["noise_sq"]
             ms, mn = sig.mean(), noi.mean()
             se_s, se_n = sig.std(ddof=1) / np.sqrt(repeats), noi.std(ddof=1) / np.sqrt(repeats)

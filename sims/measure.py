@@ -2,7 +2,7 @@
 loop many times and return the empirical quantities (energies, ratios, iterates) that the closed
 forms of :mod:`dptheory` predict, with the error bars the tests need.
 
-Everything is a pure function of its ``seed`` (same seed -> same arrays, bit for bit). Nothing here
+Everything is a pure function of its ``random_state`` (same seed -> same arrays, bit for bit). Nothing here
 is compiled: these are small NumPy loops around :mod:`sims.mechanisms` and :mod:`sims.models`.
 """
 from __future__ import annotations
@@ -11,11 +11,12 @@ import math
 
 import numpy as np
 
-from dptheory.validation import check_finite_array, check_int, check_real
+from dptheory.validation import as_generator, as_seed_sequence, check_finite_array, check_int, check_real
 from dptheory.accounting import steps_per_epoch
 
 from .rng import derive_seed
 from .sampling import poisson_batch
+from .step import dpsgd_step, step_context
 
 __all__ = [
     "backprop_from_rows", "clip_rows", "mechanism_steps", "mean_se", "bernstein_halfwidth",
@@ -45,27 +46,29 @@ def backprop_from_rows(G):
                     (np.ones((B, 1)),), np.zeros(B))
 
 
-def clip_rows(G, clip):
+def clip_rows(G, clip_norm):
     """Naive per-example clipping ``g_i min(1, C/||g_i||)`` of the rows of ``G`` (Abadi et al. 2016, Alg. 1).
 
     Returns the clipped rows (B, d); a zero row stays zero. Reference for the tests.
     """
     G = check_finite_array("G", G, ndim=2, dtype=np.float64)
-    C = check_real("clip", clip, low=0.0, low_open=True)
+    C = check_real("clip_norm", clip_norm, low=0.0, low_open=True)
     n = np.linalg.norm(G, axis=1)
     f = np.where(n > C, C / np.where(n > 0, n, 1.0), 1.0)
     return G * f[:, None]
 
 
 # ----------------------------------------------------------------------------- many steps of one mechanism
-def mechanism_steps(mechanism, bp, n_steps, seed, *, batch=None, total_steps=1, steps_per_epoch=1,
+def mechanism_steps(mechanism, bp, n_steps, random_state, *, batch_size=None, total_steps=1, steps_per_epoch=1,
                     epoch=0, fresh_state=True):
     """Run one step of ``mechanism`` (a :class:`sims.mechanisms.Chain`) ``n_steps`` times on ``bp``.
 
-    Step ``r`` uses ``StepContext.rng = default_rng(SeedSequence(seed).spawn(n_steps)[r])`` and, when
-    ``fresh_state``, a fresh ``mechanism.init`` with the init generator ``default_rng(SeedSequence(seed,
-    spawn_key=(n_steps, r)))`` (so e.g. a fixed random mask is redrawn for every replicate); otherwise
-    one state initialised once is carried along (the sequence of steps of one run at a fixed point).
+    With ``root = dptheory.validation.as_seed_sequence(random_state)``, step ``r`` uses
+    ``StepContext.rng = default_rng(root.spawn(n_steps)[r])`` and, when ``fresh_state``, a fresh
+    ``mechanism.init`` with the init generator ``default_rng(SeedSequence(root.entropy,
+    spawn_key=root.spawn_key + (n_steps, r)))`` (so e.g. a fixed random mask is redrawn for every
+    replicate); otherwise one state initialised once is carried along (the sequence of steps of one
+    run at a fixed point). Each step is :func:`sims.step.dpsgd_step`.
 
     Parameters
     ----------
@@ -73,8 +76,8 @@ def mechanism_steps(mechanism, bp, n_steps, seed, *, batch=None, total_steps=1, 
     bp : Backprop
         The batch (e.g. :func:`backprop_from_rows`).
     n_steps : int >= 1
-    seed : int >= 0
-    batch : float > 0, optional
+    random_state : int >= 0 or SeedSequence
+    batch_size : float > 0, optional
         Expected batch size ``B`` dividing the sum (default ``bp.batch_size``).
     total_steps, steps_per_epoch, epoch : int
         Passed to the contexts (schedules such as random freeze read them).
@@ -89,17 +92,18 @@ def mechanism_steps(mechanism, bp, n_steps, seed, *, batch=None, total_steps=1, 
     from sims.mechanisms import InitContext, StepContext
 
     n_steps = check_int("n_steps", n_steps, low=1)
-    seed = check_int("seed", seed, low=0)
-    B = float(bp.batch_size) if batch is None else check_real("batch", batch, low=0.0, low_open=True)
+    root = _root(random_state)
+    B = float(bp.batch_size) if batch_size is None else check_real("batch_size", batch_size, low=0.0, low_open=True)
     if B <= 0:
-        raise ValueError("batch must be in (0, inf): give it explicitly for an empty bp")
+        raise ValueError("batch_size must be in (0, inf): give it explicitly for an empty bp")
     lay = bp.layout
     p = np.zeros(lay.n_params, dtype=bp.losses.dtype)
-    children = np.random.SeedSequence(seed).spawn(n_steps)
+    children = root.spawn(n_steps)
 
     def ictx(r):
-        return InitContext(None, lay, p, int(total_steps), int(steps_per_epoch), B, None,
-                           np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(n_steps, r))))
+        rng = np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (n_steps, r)))
+        return InitContext(model=None, layout=lay, params=p, total_steps=int(total_steps),
+                           steps_per_epoch=int(steps_per_epoch), expected_batch_size=B, rng=rng)
 
     state = mechanism.init(ictx(0))
     ups = np.empty((n_steps, lay.n_params), dtype=bp.losses.dtype)
@@ -107,13 +111,20 @@ def mechanism_steps(mechanism, bp, n_steps, seed, *, batch=None, total_steps=1, 
     for r in range(n_steps):
         if fresh_state and r > 0:
             state = mechanism.init(ictx(r))
-        sc = StepContext(None, lay, r if not fresh_state else 0, int(epoch), p, bp, B, None,
-                         np.random.default_rng(children[r]))
-        u, state, m = mechanism.step(sc, state)
+        sc = StepContext(model=None, layout=lay, step=r if not fresh_state else 0, epoch=int(epoch), params=p, bp=bp,
+                         expected_batch_size=B, rng=np.random.default_rng(children[r]))
+        u, state, m = dpsgd_step(mechanism, state, sc)
         ups[r] = u
         for k, v in m.items():
             mets.setdefault(k, np.empty(n_steps))[r] = v
     return ups, mets
+
+
+def _root(random_state) -> np.random.SeedSequence:
+    """An int >= 0 or a SeedSequence (a fresh or shared Generator would make the runs unreplayable)."""
+    if random_state is None or isinstance(random_state, np.random.Generator):
+        raise ValueError(f"random_state must be an int >= 0 or a numpy SeedSequence, got {random_state!r}")
+    return as_seed_sequence(random_state)
 
 
 # ----------------------------------------------------------------------------- error bars
@@ -143,15 +154,16 @@ def bernstein_halfwidth(variance, n, bound, p):
 
 
 # ----------------------------------------------------------------------------- short DP-SGD loops
-def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params0, seed,
+def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params0, random_state,
                      project_radius=None):
     """Iterates ``x_0, ..., x_T`` of SGD driven by a mechanism chain, optionally projected.
 
     Step ``t``: Poisson-sample the batch at rate ``q`` (``q = 1``: every example), backprop, let the
     chain release ``u_t`` (its sum is divided by the expected batch ``q n``), ``x <- x - lr u_t``,
     then ``x <- x min(1, R/||x||)`` if ``project_radius = R`` is given (projected SGD, the setting
-    of THEORY.md 3.1). Step ``t`` draws from ``default_rng(SeedSequence(seed).spawn(steps)[t])``:
-    first the sampling uniforms, then the chain's generator is ``default_rng(one 63-bit draw)``.
+    of THEORY.md 3.1). With ``root = as_seed_sequence(random_state)``, step ``t`` draws from
+    ``default_rng(root.spawn(steps + 1)[t])``: first the sampling uniforms, then the chain's generator
+    is ``default_rng(one 63-bit draw)``; the release is :func:`sims.step.dpsgd_step`.
     Unlike :func:`sims.train.train` this returns every iterate (for averaged iterates and gradient
     norms along the run).
 
@@ -164,19 +176,18 @@ def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params
     steps : int >= 1
     sampling_rate : float in (0, 1]
     params0 : array (d,)
-    seed : int >= 0
+    random_state : int >= 0 or SeedSequence
     project_radius : float > 0 or None
 
     Returns
     -------
     ndarray (steps + 1, d)
     """
-    from sims.mechanisms import InitContext, StepContext
-    from sims.models import dense
+    from sims.mechanisms import InitContext
 
     steps = check_int("steps", steps, low=1)
     q = check_real("sampling_rate", sampling_rate, low=0.0, high=1.0, low_open=True)
-    seed = check_int("seed", seed, low=0)
+    root = _root(random_state)
     R = None if project_radius is None else check_real("project_radius", project_radius, low=0.0, low_open=True)
     sched = lr if callable(lr) else (lambda t, _v=check_real("lr", lr, low=0.0, low_open=True): _v)
     X = np.ascontiguousarray(check_finite_array("X", X, ndim=2), dtype=model.dtype)
@@ -188,19 +199,18 @@ def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params
     if x.shape != (d,):
         raise ValueError(f"params0 must have shape ({d},), got {x.shape}")
     lay = model.layout
-    kids = np.random.SeedSequence(seed).spawn(steps + 1)
+    kids = root.spawn(steps + 1)
     spe = steps_per_epoch(q)
-    state = mechanism.init(InitContext(model, lay, x.copy(), steps, spe, B, None,
-                                       np.random.default_rng(kids[steps])))
+    state = mechanism.init(InitContext(model=model, layout=lay, params=x.copy(), total_steps=steps,
+                                       steps_per_epoch=spe, expected_batch_size=B, rng=np.random.default_rng(kids[steps])))
     out = np.empty((steps + 1, d), dtype=model.dtype)
     out[0] = x
     for t in range(steps):
         g = np.random.default_rng(kids[t])
         idx = poisson_batch(n, q, g)
-        bp = dense.backprop(model, x, X[idx], y[idx])
-        sc = StepContext(model, lay, t, t // spe, x.copy(), bp, B, None,
-                         np.random.default_rng(derive_seed(g)))
-        u, state, _ = mechanism.step(sc, state)
+        sc = step_context(model, x, X[idx], y[idx], step=t, epoch=t // spe, expected_batch_size=B,
+                          rng=np.random.default_rng(derive_seed(g)))
+        u, state, _ = dpsgd_step(mechanism, state, sc)
         x = x - float(sched(t)) * np.asarray(u, dtype=model.dtype)
         if R is not None:
             nrm = float(np.linalg.norm(x))
@@ -211,7 +221,7 @@ def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params
 
 
 def ridge_sgd_replicates(X, y, *, weight_decay, clip_norm, noise_multiplier, sampling_rate, steps,
-                         n_replicates, lr, project_radius, seed, record):
+                         n_replicates, lr, project_radius, random_state, record):
     """Many projected DP-SGD runs of ridge regression at once, vectorised over replicates (NumPy).
 
     Model ``z = w.x + b``, ``theta = [w, b]``, objective
@@ -221,7 +231,7 @@ def ridge_sgd_replicates(X, y, *, weight_decay, clip_norm, noise_multiplier, sam
     ``theta <- P_R(theta - lr(t) (u + lambda theta))`` with ``P_R`` the projection on the ball of
     radius ``R`` -- the same update as :func:`sims.replicate.replicate_dpsgd` (``model="linear"``),
     but with a learning-rate schedule ``lr(t)`` (e.g. ``1/(lambda (t+1))``, Rakhlin, Shamir &
-    Sridharan 2012). Starts at ``theta = 0``. Randomness: ``default_rng(seed)``, sampling then noise.
+    Sridharan 2012). Starts at ``theta = 0``. Randomness: ``as_generator(random_state)``, sampling then noise.
 
     Parameters
     ----------
@@ -241,14 +251,13 @@ def ridge_sgd_replicates(X, y, *, weight_decay, clip_norm, noise_multiplier, sam
     steps = check_int("steps", steps, low=1)
     Rn = check_int("n_replicates", n_replicates, low=1)
     Rad = check_real("project_radius", project_radius, low=0.0, low_open=True)
-    seed = check_int("seed", seed, low=0)
     rec = [check_int("record", r, low=1, high=steps) for r in record]
     sched = lr if callable(lr) else (lambda t, _v=check_real("lr", lr, low=0.0, low_open=True): _v)
     n, d = X.shape
     Xa = np.hstack([X, np.ones((n, 1))])
     norm_a = np.linalg.norm(Xa, axis=1)
     theta = np.zeros((Rn, d + 1))
-    rng = np.random.default_rng(seed)
+    rng = as_generator(random_state)
     out = np.empty((len(rec), Rn, d + 1))
     want = {r: i for i, r in enumerate(rec)}
     for t in range(steps):

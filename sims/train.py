@@ -37,25 +37,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory.validation import as_seed_sequence, check_choice, check_finite_array, check_int, check_real
 from dptheory.accounting import steps_per_epoch
+from dptheory.events import epsilon_of
+from dptheory.validation import (as_seed_sequence, check_choice, check_delta, check_finite_array, check_int,
+                                 check_real)
 
 from . import optim as _optim
+from .data import Dataset, PublicSplit, private_preprocessing_notes, public_split
+from .mechanisms.base import METRICS
 from .rng import derive_seed
 from .sampling import n_shuffled_batches, poisson_mask, shuffled_batches
+from .step import dpsgd_step, step_context
 
 __all__ = [
     "train", "TrainResult", "TrainingDiverged", "default_mechanism", "default_delta",
     "init_generators", "step_generators", "epoch_generator",
-    "MODES", "SAMPLINGS", "MECHANISM_METRICS",
+    "MODES", "SAMPLINGS",
 ]
 
 MODES = ("dp", "nonprivate", "clip_only", "noise_only")
 SAMPLINGS = ("poisson", "shuffle")
-MECHANISM_METRICS = (
-    "kept_fraction", "clipped_fraction", "signal_sq_before_mask", "signal_sq_after_mask", "noise_sq",
-    "nsr", "phi", "grad_norm_q10", "grad_norm_q50", "grad_norm_q90",
-)
 
 SHUFFLE_CAVEAT = (
     "sampling='shuffle' (fixed-size shuffled batches): the reported epsilon is the RDP accounting of "
@@ -156,7 +157,9 @@ def default_mechanism(mode: str, clip_norm, noise_multiplier):
 
 
 def _unpack_data(data, model):
-    """``(X, y, X_test, y_test, public)`` from a ``sims.data.Dataset`` (or a duck-typed equivalent)."""
+    """``(X, y, X_test, y_test, public, notes)`` from a ``sims.data.Dataset`` (or a duck-typed
+    equivalent): ``public`` a :class:`sims.data.PublicSplit` checked disjoint from ``X``, ``notes``
+    the pre-processing that read private rows (:func:`sims.data.private_preprocessing_notes`)."""
     def first(*names):
         for name in names:
             if hasattr(data, name):
@@ -190,13 +193,14 @@ def _unpack_data(data, model):
     else:
         X_test = y_test = None
     if public is not None:
-        Xp, yp = public
+        Xp, yp = (public.X, public.y) if isinstance(public, PublicSplit) else public
         Xp = check_finite_array("data.X_public", Xp, ndim=2)
         yp = check_finite_array("data.y_public", yp, ndim=1)
         if Xp.shape[0] != yp.shape[0] or Xp.shape[1] != model.n_features:
             raise ValueError(f"data.X_public / data.y_public shapes {Xp.shape} / {yp.shape} disagree with the model")
-        public = (np.ascontiguousarray(Xp, dtype=model.dtype), yp)
-    return X, y, X_test, y_test, public
+        public = public_split(np.ascontiguousarray(Xp, dtype=model.dtype), yp, X)  # refuses an overlap
+    notes = private_preprocessing_notes(data) if isinstance(data, Dataset) else ()
+    return X, y, X_test, y_test, public, notes
 
 
 def _resolve_sampling(n, sampling, sampling_rate, batch_size):
@@ -219,26 +223,31 @@ def _resolve_sampling(n, sampling, sampling_rate, batch_size):
     return q, float(B), spe
 
 
-def _privacy_report(desc, sampling, q, steps, delta):
-    from dptheory.accounting import epsilon as _epsilon
-
-    notes = list(getattr(desc, "notes", ()) or ())
+def _privacy_report(run, steps: int) -> dict:
+    """The privacy report after ``steps`` steps: the chain's per-step event Poisson-sampled at ``q``
+    and self-composed ``steps`` times, accounted by :func:`dptheory.epsilon_of` (RDP)."""
+    desc = run.mech.privacy
+    notes = list(desc.notes)
     private = bool(desc.private)
-    if private:
-        eps, order = _epsilon(q, desc.noise_multiplier, max(steps, 1), delta) if steps > 0 else (0.0, None)
+    if private and steps > 0:
+        event = desc.event.poisson_sampled(run.q, steps)
+        eps, order = epsilon_of(event, run.delta)
         eps = float(eps)
+    elif private:
+        event, eps, order = desc.event, 0.0, None
     else:
-        eps, order = math.inf, None
+        event, eps, order = desc.event, math.inf, None
         notes.append(f"not private: {desc.reason}")
-    valid = private and sampling == "poisson"
-    if sampling == "shuffle":
+    if run.sampling == "shuffle":
         notes.append(SHUFFLE_CAVEAT)
+    notes.extend(f"pre-processing not covered by epsilon: {n}" for n in run.notes)
     return {
-        "private": private, "epsilon": eps, "delta": delta, "order": order,
+        "private": private, "epsilon": eps, "delta": run.delta, "order": order,
         "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
-        "sampling_rate": q, "steps": int(steps), "sampling": sampling,
-        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.accounting.epsilon)",
-        "accounting_valid": valid, "event": desc.event, "reason": desc.reason, "notes": tuple(notes),
+        "sampling_rate": run.q, "steps": int(steps), "sampling": run.sampling,
+        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
+        "accounting_valid": private and run.sampling == "poisson", "event": event, "reason": desc.reason,
+        "private_preprocessing": tuple(run.notes), "notes": tuple(notes),
     }
 
 
@@ -267,7 +276,7 @@ class _History:
     def record(self, fixed: dict):
         row = {k: v / self.count for k, v in self.acc.items()} if self.count else {}
         row.update(fixed)
-        for k in MECHANISM_METRICS:
+        for k in METRICS:
             row.setdefault(k, 0.0)
         n_prev = len(next(iter(self.rows.values()))) if self.rows else 0
         for k in row:
@@ -284,7 +293,204 @@ class _History:
         return out
 
 
+# ----------------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class _Run:
+    """Everything :func:`train` resolved before the first step."""
+
+    model: object
+    X: np.ndarray
+    y: np.ndarray
+    X_test: object
+    y_test: object
+    public: object
+    sampling: str
+    q: float
+    B: float
+    spe: int
+    total_steps: int
+    delta: float
+    rec: int
+    mech: object
+    opt: object
+    sched: object
+    root: np.random.SeedSequence
+    notes: tuple
+    config: dict
+
+
+def _resolve_mechanism(mode, mechanism, clip_norm, noise_multiplier):
+    from sims.mechanisms import Chain
+
+    if mechanism is not None:
+        if mode != "dp":
+            raise ValueError(f"mode must be 'dp' when a mechanism is given (the chain decides), got {mode!r}")
+        if not isinstance(mechanism, Chain):
+            raise ValueError(f"mechanism must be a sims.mechanisms.Chain made by sims.mechanisms.chain(...), "
+                             f"got {type(mechanism).__name__}")
+        return mechanism, clip_norm, noise_multiplier
+    if mode != "nonprivate":
+        clip_norm = check_real("clip_norm", clip_norm, low=0.0, low_open=True)
+    if mode in ("dp", "noise_only"):
+        noise_multiplier = check_real("noise_multiplier", noise_multiplier, low=0.0, low_open=True)
+    elif noise_multiplier is not None:
+        noise_multiplier = check_real("noise_multiplier", noise_multiplier, low=0.0)
+    return default_mechanism(mode, clip_norm, noise_multiplier), clip_norm, noise_multiplier
+
+
+def _resolve_optimizer(optimizer, momentum, weight_decay):
+    if isinstance(optimizer, _optim.Optimizer):
+        if momentum or weight_decay:
+            raise ValueError("momentum and weight_decay must be 0 when optimizer is an Optimizer object "
+                             "(configure the object instead)")
+        return optimizer
+    check_choice("optimizer", optimizer, ("sgd", "momentum", "nesterov", "adam"))
+    if optimizer == "adam" and momentum:
+        raise ValueError(f"momentum must be 0 with optimizer='adam' (use sims.optim.adam(beta1=...)), got {momentum!r}")
+    return _optim.make_optimizer(optimizer, momentum_=check_real("momentum", momentum, low=0.0, high=1.0, high_open=True),
+                                 weight_decay=check_real("weight_decay", weight_decay, low=0.0))
+
+
+def _resolve_schedule(lr, schedule, strong_convexity, total_steps):
+    """``(schedule t -> lr_t, description of lr for the config)``."""
+    if callable(lr):
+        if schedule is not None:
+            raise ValueError("give the learning-rate schedule either as a callable lr or as schedule, not both")
+        return lr, "callable"
+    lr = check_real("lr", lr, low=0.0)
+    kw = {} if strong_convexity is None else {"strong_convexity": strong_convexity}
+    return _optim.make_schedule(schedule, lr, total_steps, **kw), lr
+
+
+def _resolve(model, data, a: dict) -> _Run:
+    """Validate and resolve the arguments ``a`` of :func:`train` (one error per bad argument)."""
+    from sims.models import dense as _dense
+
+    if not isinstance(model, _dense.Model):
+        raise ValueError(f"model must be a sims.models.Model, got {type(model).__name__}")
+    check_choice("mode", a["mode"], MODES)
+    sampling = check_choice("sampling", a["sampling"], SAMPLINGS)
+    X, y, X_test, y_test, public, notes = _unpack_data(data, model)
+    n = X.shape[0]
+    q, B, spe = _resolve_sampling(n, sampling, a["sampling_rate"], a["batch_size"])
+    if (a["steps"] is None) == (a["epochs"] is None):
+        raise ValueError("give exactly one of steps (int >= 1) and epochs (int >= 1)")
+    total = check_int("steps", a["steps"], low=1) if a["steps"] is not None else check_int("epochs", a["epochs"], low=1) * spe
+    delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
+    rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
+    mech, clip_norm, sigma = _resolve_mechanism(a["mode"], a["mechanism"], a["clip_norm"], a["noise_multiplier"])
+    opt = _resolve_optimizer(a["optimizer"], a["momentum"], a["weight_decay"])
+    sched, lr_desc = _resolve_schedule(a["lr"], a["schedule"], a["strong_convexity"], total)
+    root = as_seed_sequence(a["random_state"])
+    custom = a["mechanism"] is not None
+    schedule = a["schedule"]
+    config = {
+        "n": n, "d": model.layout.n_params, "steps": total, "steps_per_epoch": spe, "sampling": sampling,
+        "sampling_rate": q, "expected_batch_size": B, "mode": "custom" if custom else a["mode"],
+        "clip_norm": None if custom else clip_norm,
+        "noise_multiplier": mech.privacy.noise_multiplier if custom else sigma,
+        "optimizer": opt.name, "optimizer_hyperparams": opt.hyperparams, "lr": lr_desc,
+        "schedule": schedule if (schedule is None or isinstance(schedule, str)) else "callable",
+        "delta": delta, "record_every": rec, "entropy": root.entropy, "spawn_key": tuple(root.spawn_key),
+        "dtype": str(model.dtype),
+    }
+    return _Run(model, X, y, X_test, y_test, public, sampling, q, B, spe, total, delta, rec, mech, opt, sched,
+                root, notes, config)
+
+
+def _initial_params(run: _Run, params0, params_rng) -> np.ndarray:
+    from sims.models import dense as _dense
+
+    if params0 is None:
+        return _dense.init_params(run.model, derive_seed(params_rng))
+    d = run.model.layout.n_params
+    params = check_finite_array("params0", params0, ndim=1)
+    if params.shape != (d,):
+        raise ValueError(f"params0 must have shape ({d},), got {params.shape}")
+    return np.array(params, dtype=run.model.dtype, copy=True)
+
+
 # ----------------------------------------------------------------------------- the loop
+class _Loop:
+    """The training loop of one resolved run: the step, the optimizer, records, divergence."""
+
+    def __init__(self, run: _Run, params0):
+        from sims.mechanisms import InitContext
+
+        self.run = run
+        params_rng, mech_init_rng = init_generators(run.root)
+        self.params = _initial_params(run, params0, params_rng)
+        self.mstate = run.mech.init(InitContext(
+            model=run.model, layout=run.model.layout, params=self.params.copy(), total_steps=run.total_steps,
+            steps_per_epoch=run.spe, expected_batch_size=run.B, public=run.public, rng=mech_init_rng))
+        self.ostate = run.opt.init(self.params)
+        self.hist = _History()
+        self.eps_cache = {}
+        self.epoch_batches = None
+
+    def batch(self, t: int, sampling_rng) -> np.ndarray:
+        run = self.run
+        if run.sampling == "poisson":
+            return np.flatnonzero(poisson_mask(run.X.shape[0], run.q, sampling_rng))
+        if t % run.spe == 0:
+            self.epoch_batches = shuffled_batches(run.X.shape[0], int(run.B), epoch_generator(run.root, t // run.spe))
+        return self.epoch_batches[t % run.spe]
+
+    def step(self, t: int) -> None:
+        """Step ``t``: sample, release (:func:`sims.step.dpsgd_step`), apply, accumulate metrics."""
+        run = self.run
+        sampling_rng, mech_rng = step_generators(run.root, t)
+        idx = self.batch(t, sampling_rng)
+        ctx = step_context(run.model, self.params, run.X[idx], run.y[idx], step=t, epoch=t // run.spe,
+                           expected_batch_size=run.B, public=run.public, rng=mech_rng)
+        update, self.mstate, metrics = dpsgd_step(run.mech, self.mstate, ctx)
+        usq = float(np.dot(update.astype(np.float64), update.astype(np.float64)))
+        if not math.isfinite(usq):
+            self.diverged("the released update", t)
+        lr_t = float(run.sched(t))
+        if not (math.isfinite(lr_t) and lr_t >= 0):
+            raise ValueError(f"lr schedule must give finite rates >= 0, got {lr_t!r} at step {t}")
+        new_params, self.ostate = run.opt.step(self.params, update, self.ostate, lr_t)
+        if not np.all(np.isfinite(new_params)):
+            self.diverged("the parameter vector", t)
+        self.params = np.asarray(new_params, dtype=run.model.dtype)
+        self.hist.add_step(metrics, idx.size, usq)
+        done = t + 1
+        if done % run.rec == 0 or done == run.total_steps:
+            self.record(done, t, lr_t)
+
+    def record(self, done: int, t: int, lr_t: float) -> None:
+        run = self.run
+        with np.errstate(over="ignore", invalid="ignore"):
+            row = _evaluate(run, self.params)
+        if not all(math.isfinite(v) for v in row.values()):
+            self.diverged("the recorded loss", t)
+        if done not in self.eps_cache:
+            self.eps_cache[done] = _privacy_report(run, done)["epsilon"]
+        row.update(step=done, epoch=done / run.spe, lr=lr_t, epsilon=self.eps_cache[done])
+        self.hist.record(row)
+
+    def result(self, t_done: int) -> TrainResult:
+        return TrainResult(params=self.params, history=self.hist.arrays(), privacy=_privacy_report(self.run, t_done),
+                           config=dict(self.run.config), steps_done=t_done)
+
+    def diverged(self, what: str, t: int):
+        raise TrainingDiverged(f"training diverged at step {t} (0-based): {what} is not finite "
+                               f"(lr={float(self.run.sched(t))!r}); history kept up to the last finite record",
+                               t, self.result(t))
+
+
+def _evaluate(run: _Run, p) -> dict:
+    from sims.models import dense as _dense
+
+    m = run.model
+    row = {"train_loss": _dense.loss(m, p, run.X, run.y), "train_accuracy": _dense.accuracy(m, p, run.X, run.y)}
+    if run.X_test is not None:
+        row["test_loss"] = _dense.loss(m, p, run.X_test, run.y_test)
+        row["test_accuracy"] = _dense.accuracy(m, p, run.X_test, run.y_test)
+    return row
+
+
 def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_size=None,
           clip_norm=1.0, noise_multiplier=1.0, mode="dp", mechanism=None, optimizer="sgd",
           lr=0.1, schedule=None, momentum=0.0, weight_decay=0.0, strong_convexity=None,
@@ -335,8 +541,9 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
     schedule : None, "constant", "cosine", "step", "warmup_cosine", "inverse_time" or callable
         See :func:`sims.optim.make_schedule`; "inverse_time" needs ``strong_convexity`` (lambda > 0).
     sampling : {"poisson", "shuffle"}
-    delta : float in (0, 1), optional
-        Defaults to :func:`default_delta` ``= min(1e-5, n^-1.1)``.
+    delta : float in (0, 1/n), optional
+        Defaults to :func:`default_delta` ``= min(1e-5, n^-1.1)``. A ``delta >= 1/n`` is refused
+        (it admits publishing a random example outright).
     record_every : None, "epoch" or int >= 1
         History record interval in steps (default: once per epoch); the last step is always recorded.
     params0 : ndarray (d,), optional
@@ -351,7 +558,7 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
         per epoch), ``lr``, ``train_loss`` (full training set), ``train_accuracy``, ``test_loss``,
         ``test_accuracy`` (when a test split exists; "accuracy" is R^2 for the squared head),
         ``epsilon`` (spent so far; inf when not private), and the MEAN over the steps since the
-        previous record of: the chain's metrics (:data:`MECHANISM_METRICS`), ``signal_norm`` =
+        previous record of: the chain's metrics (:data:`sims.mechanisms.METRICS`), ``signal_norm`` =
         sqrt(signal_sq_after_mask), ``noise_norm`` = sqrt(noise_sq), ``update_norm`` and
         ``batch_size`` (realised). Undefined metrics are 0.0, never NaN.
 
@@ -362,156 +569,12 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
     TrainingDiverged
         (a ``FloatingPointError``) when the run produces a non-finite update, parameter or loss.
     """
-    from sims.models import dense as _dense
-    from sims.mechanisms.base import InitContext, StepContext
-
-    if not isinstance(model, _dense.Model):
-        raise ValueError(f"model must be a sims.models.Model, got {type(model).__name__}")
-    check_choice("mode", mode, MODES)
-    check_choice("sampling", sampling, SAMPLINGS)
-    X, y, X_test, y_test, public = _unpack_data(data, model)
-    n = X.shape[0]
-    layout = model.layout
-    d = layout.n_params
-
-    q, B, spe = _resolve_sampling(n, sampling, sampling_rate, batch_size)
-    if (steps is None) == (epochs is None):
-        raise ValueError("give exactly one of steps (int >= 1) and epochs (int >= 1)")
-    total_steps = check_int("steps", steps, low=1) if steps is not None else check_int("epochs", epochs, low=1) * spe
-    delta = default_delta(n) if delta is None else check_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
-
-    if record_every is None or record_every == "epoch":
-        rec = spe
-    else:
-        rec = check_int("record_every", record_every, low=1)
-
-    # mechanism
-    if mechanism is None:
-        if mode != "nonprivate":
-            clip_norm = check_real("clip_norm", clip_norm, low=0.0, low_open=True)
-        if mode in ("dp", "noise_only"):
-            noise_multiplier = check_real("noise_multiplier", noise_multiplier, low=0.0, low_open=True)
-        elif noise_multiplier is not None:
-            noise_multiplier = check_real("noise_multiplier", noise_multiplier, low=0.0)
-        mech = default_mechanism(mode, clip_norm, noise_multiplier)
-    else:
-        if mode != "dp":
-            raise ValueError(f"mode must be 'dp' when a mechanism is given (the chain decides), got {mode!r}")
-        for attr in ("init", "step", "privacy"):
-            if not hasattr(mechanism, attr):
-                raise ValueError(f"mechanism must be a sims.mechanisms chain (missing .{attr})")
-        mech = mechanism
-
-    # optimizer and schedule
-    if isinstance(optimizer, _optim.Optimizer):
-        if momentum or weight_decay:
-            raise ValueError("momentum and weight_decay must be 0 when optimizer is an Optimizer object "
-                             "(configure the object instead)")
-        opt = optimizer
-    else:
-        check_choice("optimizer", optimizer, ("sgd", "momentum", "nesterov", "adam"))
-        if optimizer == "adam" and momentum:
-            raise ValueError(f"momentum must be 0 with optimizer='adam' (use sims.optim.adam(beta1=...)), got {momentum!r}")
-        opt = _optim.make_optimizer(optimizer, momentum_=check_real("momentum", momentum, low=0.0, high=1.0, high_open=True),
-                                    weight_decay=check_real("weight_decay", weight_decay, low=0.0))
-    if callable(lr):
-        if schedule is not None:
-            raise ValueError("give the learning-rate schedule either as a callable lr or as schedule, not both")
-        sched = lr
-        lr_desc = "callable"
-    else:
-        lr = check_real("lr", lr, low=0.0)
-        kw = {} if strong_convexity is None else {"strong_convexity": strong_convexity}
-        sched = _optim.make_schedule(schedule, lr, total_steps, **kw)
-        lr_desc = lr
-
-    # randomness and initial state
-    root = as_seed_sequence(random_state)
-    params_rng, mech_init_rng = init_generators(root)
-    if params0 is None:
-        params = _dense.init_params(model, derive_seed(params_rng))
-    else:
-        params = check_finite_array("params0", params0, ndim=1)
-        if params.shape != (d,):
-            raise ValueError(f"params0 must have shape ({d},), got {params.shape}")
-        params = np.array(params, dtype=model.dtype, copy=True)
-
-    mstate = mech.init(InitContext(model=model, layout=layout, params=params.copy(), total_steps=total_steps,
-                                   steps_per_epoch=spe, expected_batch_size=B, public=public, rng=mech_init_rng))
-    ostate = opt.init(params)
-    desc = mech.privacy
-
-    config = {
-        "n": n, "d": d, "steps": total_steps, "steps_per_epoch": spe, "sampling": sampling,
-        "sampling_rate": q, "expected_batch_size": B, "mode": mode if mechanism is None else "custom",
-        "clip_norm": clip_norm if mechanism is None else None,
-        "noise_multiplier": noise_multiplier if mechanism is None else desc.noise_multiplier,
-        "optimizer": opt.name, "optimizer_hyperparams": opt.hyperparams, "lr": lr_desc,
-        "schedule": schedule if (schedule is None or isinstance(schedule, str)) else "callable",
-        "delta": delta, "record_every": rec, "entropy": root.entropy, "spawn_key": tuple(root.spawn_key),
-        "dtype": str(model.dtype),
-    }
-
-    hist = _History()
-    eps_cache = {}
-
-    def eps_at(t_done):
-        if t_done not in eps_cache:
-            eps_cache[t_done] = _privacy_report(desc, sampling, q, t_done, delta)["epsilon"]
-        return eps_cache[t_done]
-
-    def result(p, t_done):
-        return TrainResult(params=p, history=hist.arrays(), privacy=_privacy_report(desc, sampling, q, t_done, delta),
-                           config=dict(config), steps_done=t_done)
-
-    def diverged(what, t, p):
-        res = result(p, t)
-        raise TrainingDiverged(f"training diverged at step {t} (0-based): {what} is not finite "
-                               f"(lr={float(sched(t))!r}); history kept up to the last finite record", t, res)
-
-    def evaluate(p):
-        row = {"train_loss": _dense.loss(model, p, X, y), "train_accuracy": _dense.accuracy(model, p, X, y)}
-        if X_test is not None:
-            row["test_loss"] = _dense.loss(model, p, X_test, y_test)
-            row["test_accuracy"] = _dense.accuracy(model, p, X_test, y_test)
-        return row
-
-    epoch_batches = None
-    for t in range(total_steps):
-        epoch = t // spe
-        sampling_rng, mech_rng = step_generators(root, t)
-        if sampling == "poisson":
-            idx = np.flatnonzero(poisson_mask(n, q, sampling_rng))
-        else:
-            if t % spe == 0:
-                epoch_batches = shuffled_batches(n, int(B), epoch_generator(root, epoch))
-            idx = epoch_batches[t % spe]
-        bp = _dense.backprop(model, params, X[idx], y[idx])
-        ctx = StepContext(model=model, layout=layout, step=t, epoch=epoch, params=params.copy(), bp=bp,
-                          expected_batch_size=B, public=public, rng=mech_rng)
-        update, mstate, metrics = mech.step(ctx, mstate)
-        update = np.asarray(update)
-        if update.shape != (d,):
-            raise ValueError(f"mechanism returned an update of shape {update.shape}, expected ({d},)")
-        if update.dtype != model.dtype:
-            update = update.astype(model.dtype)
-        usq = float(np.dot(update.astype(np.float64), update.astype(np.float64)))
-        if not math.isfinite(usq):
-            diverged("the released update", t, params)
-        lr_t = float(sched(t))
-        if not (math.isfinite(lr_t) and lr_t >= 0):
-            raise ValueError(f"lr schedule must give finite rates >= 0, got {lr_t!r} at step {t}")
-        new_params, ostate = opt.step(params, update, ostate, lr_t)
-        if not np.all(np.isfinite(new_params)):
-            diverged("the parameter vector", t, params)
-        params = np.asarray(new_params, dtype=model.dtype)
-        hist.add_step(metrics, idx.size, usq)
-        done = t + 1
-        if done % rec == 0 or done == total_steps:
-            with np.errstate(over="ignore", invalid="ignore"):
-                row = evaluate(params)
-            if not all(math.isfinite(v) for v in row.values()):
-                diverged("the recorded loss", t, params)
-            row.update(step=done, epoch=done / spe, lr=lr_t, epsilon=eps_at(done))
-            hist.record(row)
-    return result(params, total_steps)
+    args = dict(steps=steps, epochs=epochs, sampling_rate=sampling_rate, batch_size=batch_size,
+                clip_norm=clip_norm, noise_multiplier=noise_multiplier, mode=mode, mechanism=mechanism,
+                optimizer=optimizer, lr=lr, schedule=schedule, momentum=momentum, weight_decay=weight_decay,
+                strong_convexity=strong_convexity, sampling=sampling, delta=delta, record_every=record_every,
+                random_state=random_state)
+    loop = _Loop(_resolve(model, data, args), params0)
+    for t in range(loop.run.total_steps):
+        loop.step(t)
+    return loop.result(loop.run.total_steps)

@@ -18,10 +18,10 @@ import dp_accounting
 from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
 
 from dptheory import accounting as acc
-from dptheory.accounting import (DEFAULT_ORDERS, PoissonGaussian, calibrate_noise,
-                                 calibrate_noise_gaussian_closed_form, epsilon, epsilon_from_rdp,
-                                 epsilon_from_rdp_classic, epsilon_of, rdp_gaussian,
+from dptheory.accounting import (DEFAULT_ORDERS, calibrate_noise, calibrate_noise_gaussian_closed_form,
+                                 epsilon, epsilon_from_rdp, epsilon_from_rdp_classic, rdp_gaussian,
                                  rdp_subsampled_gaussian)
+from dptheory.events import PoissonGaussian, epsilon_of
 
 MNIST_Q = 256 / 60000
 MNIST_STEPS = math.ceil(60 * 60000 / 256)

@@ -1,5 +1,7 @@
 """One convention shared by the simulator and the theory: what an epoch is, and what is accounted."""
 import numpy as np
+
+from sims.step import dpsgd_step
 import pytest
 
 import dptheory
@@ -48,12 +50,11 @@ def test_simulated_random_freeze_follows_the_theory_schedule(r_final, epochs, ra
     bp = Backprop(lay, (rng.standard_normal((4, 99)),), (rng.standard_normal((4, 10)),), np.zeros(4))
     spe = 2
     ch = chain(random_freeze(r_final, ramp), clip(1.0), gaussian_noise(1.0))
-    state = ch.init(InitContext(None, lay, np.zeros(lay.n_params), epochs * spe, spe, 4.0, None,
-                                np.random.default_rng(1)))
+    state = ch.init(InitContext(model=None, layout=lay, params=np.zeros(lay.n_params), total_steps=epochs * spe, steps_per_epoch=spe, expected_batch_size=4.0, rng=np.random.default_rng(1)))
     expected = ns.n_frozen(ns.freeze_schedule(r_final, epochs, ramp), lay.n_params)
     for t in range(epochs * spe):
-        ctx = StepContext(None, lay, t, t // spe, np.zeros(lay.n_params), bp, 4.0, None, np.random.default_rng(t))
-        u, state, m = ch.step(ctx, state)
+        ctx = StepContext(model=None, layout=lay, step=t, epoch=t // spe, params=np.zeros(lay.n_params), bp=bp, expected_batch_size=4.0, rng=np.random.default_rng(t))
+        u, state, m = dpsgd_step(ch, state, ctx)
         assert np.count_nonzero(u == 0) == expected[t // spe], (t, np.count_nonzero(u == 0), expected)
 
 
@@ -76,7 +77,7 @@ def test_chain_trajectory_advances_epochs():
     q = 0.25  # 4 steps per epoch
     traj = chain_trajectory(model, ds.X_train, ds.y_train,
                             chain(random_freeze(0.9), clip(1.0), gaussian_noise(1.0)),
-                            lr=0.1, steps=20, sampling_rate=q, params0=np.zeros(10), seed=0)
+                            lr=0.1, steps=20, sampling_rate=q, params0=np.zeros(10), random_state=0)
     moved = np.count_nonzero(traj[-1] != traj[-2])
     assert moved == 10 - ns.n_frozen(0.9, 10)
 

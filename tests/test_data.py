@@ -1,4 +1,4 @@
-"""sims.data: shapes, determinism, ground truth, train-only standardisation, public splits, offline data.
+"""sims.data: shapes, determinism, ground truth, standardisation (train / public), public splits, offline data.
 
 All random data use fixed seeds; the one statistical check (teacher recovery) states its band below.
 """
@@ -87,7 +87,10 @@ def test_bundled_datasets(loader, shape, task, k):
 
 def test_standardize_uses_train_statistics_only():
     ds = D.split_public(D.make_mixture(200, 3, 2, random_state=0), 0.1, random_state=0)
-    out = D.standardize(ds)
+    out = D.standardize(ds, fit_on="train")  # with a public split the default is fit_on="public"
+    assert D.private_preprocessing_notes(out) == (
+        f"standardize: feature mean and std fitted on the {ds.n_train} private training rows; "
+        "this release is not covered by epsilon",)
     assert np.allclose(out.X_train.mean(axis=0), 0, atol=1e-12)
     assert np.allclose(out.X_train.std(axis=0), 1)
     mean, sd = ds.X_train.mean(axis=0), ds.X_train.std(axis=0)
@@ -96,7 +99,7 @@ def test_standardize_uses_train_statistics_only():
     # changing the test and public data must not change the train transform
     other = D.Dataset(ds.X_train, ds.y_train, ds.X_test * 100 + 5, ds.y_test, ds.task, ds.n_classes,
                       X_public=ds.X_public - 50, y_public=ds.y_public)
-    assert np.array_equal(D.standardize(other).X_train, out.X_train)
+    assert np.array_equal(D.standardize(other, fit_on="train").X_train, out.X_train)
     # constant feature: centred, scale 1 (never NaN)
     X = np.column_stack([np.ones(10), np.arange(10.0)])
     c = D.standardize(D.Dataset(X, np.zeros(10), X[:2], np.zeros(2), "regression", None))
@@ -190,7 +193,9 @@ def test_standardize_on_public_statistics_ignores_private_rows():
     np.testing.assert_array_equal(a.X_test, b.X_test)
     mean, scale = a.meta["standardize"]
     np.testing.assert_allclose(mean, ds.X_public.mean(axis=0))
-    assert not np.array_equal(standardize(ds).X_test, standardize(ds2).X_test)
+    assert not np.array_equal(standardize(ds, fit_on="train").X_test, standardize(ds2, fit_on="train").X_test)
+    # the default, with a public split, is fit_on="public"
+    np.testing.assert_array_equal(standardize(ds).X_test, a.X_test)
     with pytest.raises(ValueError, match="fit_on"):
         standardize(ds, fit_on="test")
     with pytest.raises(ValueError, match="public split"):

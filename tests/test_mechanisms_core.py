@@ -7,6 +7,8 @@ explicit loops and masks). Noise is reproduced by replaying the documented seed 
 import math
 
 import numpy as np
+
+from sims.step import dpsgd_step
 import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
@@ -32,15 +34,15 @@ def contexts(bp, step_seed, *, epoch=0, step=0, total_steps=10, spe=5, public=No
     lay = bp.layout
     p = np.zeros(lay.n_params, dtype=bp.losses.dtype) if params is None else params
     B = max(bp.batch_size, 1)
-    ic = InitContext(model, lay, p, total_steps, spe, float(B), public, np.random.default_rng(init_seed))
-    sc = StepContext(model, lay, step, epoch, p, bp, float(B), public, np.random.default_rng(step_seed))
+    ic = InitContext(model=model, layout=lay, params=p, total_steps=total_steps, steps_per_epoch=spe, expected_batch_size=float(B), public=public, rng=np.random.default_rng(init_seed))
+    sc = StepContext(model=model, layout=lay, step=step, epoch=epoch, params=p, bp=bp, expected_batch_size=float(B), public=public, rng=np.random.default_rng(step_seed))
     return ic, sc
 
 
 def run(ch, bp, step_seed=7, **kw):
     ic, sc = contexts(bp, step_seed, **kw)
     state = ch.init(ic)
-    u, state, m = ch.step(sc, state)
+    u, state, m = dpsgd_step(ch, state, sc)
     return u, state, m
 
 
@@ -173,7 +175,7 @@ def test_noise_support_is_declared_and_energy_chi_square(name):
     for t in range(20):
         ic, sc = contexts(bp, 1000 + t, init_seed=t)
         state = ch.init(ic)
-        u, state, m = ch.step(sc, state)
+        u, state, m = dpsgd_step(ch, state, sc)
         fm = ch.frozen_mask(state)
         nz = u != 0
         assert nz.sum() == k
@@ -202,7 +204,7 @@ def test_freeze_matches_naive_mask_then_clip(B, seed, r):
     state = ch.init(ic)
     frozen = ch.frozen_mask(state).copy()
     assert frozen.sum() == math.floor(r * bp.layout.n_params)
-    u, state, _ = ch.step(sc, state)
+    u, state, _ = dpsgd_step(ch, state, sc)
     expect = ref_clipped_sum(mat(bp), 0.5, mask=~frozen) / B
     np.testing.assert_allclose(u, expect, rtol=1e-10, atol=1e-12)
     assert np.all(u[frozen] == 0.0)
@@ -219,14 +221,14 @@ def test_freeze_redraw_schedule():
         masks = {}
         for step in range(6):
             _, sc = contexts(bp, step, step=step, epoch=step // 5)
-            _, state, _ = ch.step(sc, state)
+            _, state, _ = dpsgd_step(ch, state, sc)
             masks[step] = ch.frozen_mask(state).copy()
         assert all(np.array_equal(masks[s], masks[steps_same[0]]) for s in steps_same)
         assert not np.array_equal(masks[steps_new], masks[steps_same[0]]) or refresh is not None
     # epoch 1 of 4 with r_final 0.9 -> 0.3 frozen
     ch = chain(random_freeze(0.9), clip(1.0), gaussian_noise(1.0))
     ic, sc = contexts(bp, 1, step=5, epoch=1, total_steps=20, spe=5)
-    _, state, m = ch.step(sc, ch.init(ic))
+    _, state, m = dpsgd_step(ch, ch.init(ic), sc)
     assert ch.frozen_mask(state).sum() == math.floor(0.3 * d)
     assert m["kept_fraction"] == pytest.approx(1 - math.floor(0.3 * d) / d)
 

@@ -9,10 +9,12 @@
 No statistical tests here (all comparisons are deterministic).
 """
 import numpy as np
+
+from sims.step import dpsgd_step
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sims.mechanisms import InitContext, StepContext, chain, clip, gaussian_noise, random_freeze
+from sims.mechanisms import KeptSet, InitContext, StepContext, chain, clip, gaussian_noise, random_freeze
 from sims.mechanisms._kernels import noisy_release, noisy_release_reference
 from sims.models import Backprop, Layout, materialize
 from sims.models.pergrad import MaskBlocks, mask_blocks, row_sq, row_sq_reference, sq_norms
@@ -114,15 +116,17 @@ def test_freeze_cached_blocks_same_step_as_uncached(dtype):
     lay = bp.layout
     ch = chain(random_freeze(0.6, "constant"), clip(0.8), gaussian_noise(1.1))
     p = np.zeros(lay.n_params, dtype=dtype)
-    ic = InitContext(None, lay, p, 10, 5, 6.0, None, np.random.default_rng(1))
+    ic = InitContext(model=None, layout=lay, params=p, total_steps=10, steps_per_epoch=5, expected_batch_size=6.0, rng=np.random.default_rng(1))
     s_cached = ch.init(ic)
     s_fresh = s_cached
     for step in range(3):
-        sc = StepContext(None, lay, step, 0, p, bp, 6.0, None, np.random.default_rng(10 + step))
-        u1, s_cached, m1 = ch.step(sc, s_cached)
-        s_fresh = (dict(s_fresh[0], blocks=None),) + s_fresh[1:]
-        sc = StepContext(None, lay, step, 0, p, bp, 6.0, None, np.random.default_rng(10 + step))
-        u2, s_fresh, m2 = ch.step(sc, s_fresh)
+        sc = StepContext(model=None, layout=lay, step=step, epoch=0, params=p, bp=bp, expected_batch_size=6.0, rng=np.random.default_rng(10 + step))
+        u1, s_cached, m1 = dpsgd_step(ch, s_cached, sc)
+        s_fresh = (dict(s_fresh[0], keep=KeptSet(s_fresh[0]["keep"].keep)),) + s_fresh[1:]  # nothing prepared
+        sc = StepContext(model=None, layout=lay, step=step, epoch=0, params=p, bp=bp, expected_batch_size=6.0, rng=np.random.default_rng(10 + step))
+        u2, s_fresh, m2 = dpsgd_step(ch, s_fresh, sc)
         assert u1.tobytes() == u2.tobytes() and m1 == m2
-        assert s_cached[0]["blocks"].flat.dtype == dtype
-        assert np.array_equal(s_cached[0]["blocks"].flat, (~s_cached[0]["frozen"]).astype(dtype))
+        blk = s_cached[0]["keep"].prepared(lay, dtype)
+        assert blk is s_cached[0]["keep"].prepared(lay, dtype)  # prepared once, then reused
+        assert blk.flat.dtype == dtype
+        assert np.array_equal(blk.flat, (~s_cached[0]["frozen"]).astype(dtype))

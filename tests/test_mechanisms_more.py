@@ -6,6 +6,10 @@ power iteration, own EF recursion); noise is replayed from the documented seed r
 import math
 
 import numpy as np
+
+from sims.data import public_split
+
+from sims.step import dpsgd_step
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -29,8 +33,8 @@ def ctxs(bp, step_seed, *, model=None, params=None, public=None, init_seed=5, st
     lay = bp.layout
     p = np.zeros(lay.n_params) if params is None else params
     B = float(max(bp.batch_size, 1))
-    return (InitContext(model, lay, p, 10, 5, B, public, np.random.default_rng(init_seed)),
-            StepContext(model, lay, step, step // 5, p, bp, B, public, np.random.default_rng(step_seed)))
+    return (InitContext(model=model, layout=lay, params=p, total_steps=10, steps_per_epoch=5, expected_batch_size=B, public=public, rng=np.random.default_rng(init_seed)),
+            StepContext(model=model, layout=lay, step=step, epoch=step // 5, params=p, bp=bp, expected_batch_size=B, public=public, rng=np.random.default_rng(step_seed)))
 
 
 def ref_noise(rng, n):
@@ -53,11 +57,11 @@ def mlp_setup():
     r = np.random.default_rng(1)
     Xp, yp = r.standard_normal((40, 6)), r.integers(0, 3, 40)
     Xb, yb = r.standard_normal((7, 6)), r.integers(0, 3, 7)
-    return model, params, (Xp, yp), backprop(model, params, Xb, yb)
+    return model, params, public_split(Xp, yp, Xb), backprop(model, params, Xb, yb)
 
 
 def public_grad_naive(model, params, public):
-    X, y = public
+    X, y = public.X, public.y
     G = materialize(backprop(model, params, X, y))
     return G.mean(axis=0)
 
@@ -75,7 +79,7 @@ def test_public_magnitude_mask_matches_naive(mlp_setup, factory):
     d = bp.layout.n_params
     ch = chain(factory(0.6), clip(1.0), gaussian_noise(0.7))
     ic, sc = ctxs(bp, 11, model=model, params=params, public=public)
-    u, state, m = ch.step(sc, ch.init(ic))
+    u, state, m = dpsgd_step(ch, ch.init(ic), sc)
     keep = keep_top(public_grad_naive(model, params, public), d - math.floor(0.6 * d))
     assert np.array_equal(~ch.frozen_mask(state), keep)
     s = ref_clipped_sum(materialize(bp), 1.0, keep)
@@ -104,7 +108,7 @@ def test_public_select_random_changes_every_step():
     state = ch.init(ic)
     supports = []
     for t in range(3):
-        u, state, _ = ch.step(ctxs(bp, 100 + t, step=t)[1], state)
+        u, state, _ = dpsgd_step(ch, state, ctxs(bp, 100 + t, step=t)[1])
         supports.append(u != 0)
         assert supports[-1].sum() == bp.layout.n_params - math.floor(0.5 * bp.layout.n_params)
     assert not np.array_equal(supports[0], supports[1])
@@ -118,22 +122,22 @@ def test_prune_init_and_current(mlp_setup):
     for src, every in [("init", None), ("current", 2)]:
         ch = chain(magnitude_prune(0.7, src, every=every), clip(1.0), gaussian_noise(1.0))
         ic, sc = ctxs(bp, 3, model=model, params=params)
-        u, state, _ = ch.step(sc, ch.init(ic))
+        u, state, _ = dpsgd_step(ch, ch.init(ic), sc)
         assert np.array_equal(~ch.frozen_mask(state), keep)
         assert np.all(u[~keep] == 0.0) and np.all(u[keep] != 0.0)
     # current: re-applied on the new iterate at step 2
     new_params = params[::-1].copy()
     ic, _ = ctxs(bp, 3, model=model, params=params)
     state = ch.init(ic)
-    sc = StepContext(model, bp.layout, 2, 0, new_params, bp, 7.0, None, np.random.default_rng(0))
-    _, state, _ = ch.step(sc, state)
+    sc = StepContext(model=model, layout=bp.layout, step=2, epoch=0, params=new_params, bp=bp, expected_batch_size=7.0, rng=np.random.default_rng(0))
+    _, state, _ = dpsgd_step(ch, state, sc)
     assert np.array_equal(~ch.frozen_mask(state), keep_top(new_params, d - math.floor(0.7 * d)))
 
 
 def test_prune_public_pretrains_then_masks(mlp_setup):
     model, params, public, bp = mlp_setup
     d = bp.layout.n_params
-    X, y = public
+    X, y = public.X, public.y
     w = params.copy()
     rng = np.random.default_rng(5)  # the InitContext rng used by ctxs
     for _ in range(2):
@@ -190,7 +194,7 @@ def test_topagg_matches_naive(B, seed, k, beta, teacher_size):
     ch = chain(topagg(k, 0.8, beta, teacher_size=teacher_size, scale=0.5, chunk_size=4),
                allow_non_private=teacher_size > 1)
     ic, sc = ctxs(bp, seed)
-    u, _, m = ch.step(sc, ch.init(ic))
+    u, _, m = dpsgd_step(ch, ch.init(ic), sc)
     G = materialize(bp) if B else np.zeros((0, 39))
     if teacher_size > 1 and B:
         G = np.array([G[i:i + teacher_size].mean(axis=0) for i in range(0, B, teacher_size)])
@@ -204,7 +208,7 @@ def test_topagg_votes_have_norm_sqrt_k_and_description():
     for stochastic in (False, True):
         ch = chain(topagg(7, 0.0, stochastic=stochastic, coord_clip=0.5), allow_non_private=True)
         ic, sc = ctxs(bp, 0)
-        _, _, m = ch.step(sc, ch.init(ic))
+        _, _, m = dpsgd_step(ch, ch.init(ic), sc)
         assert m["noise_sq"] == 0.0
     from sims.mechanisms.topagg import teacher_votes
     V, _ = teacher_votes(materialize(bp), 7, np.random.default_rng(0), stochastic=True, coord_clip=0.1)
@@ -251,8 +255,8 @@ def test_low_rank_noise_then_compress_matches_naive():
     Q0 = [np.random.default_rng(5).standard_normal((7, 2)), None]
     r = np.random.default_rng(5)
     Q0 = [r.standard_normal((7, 2)), r.standard_normal((6, 2))]
-    u, state, _ = ch.step(sc, state)
-    dense = ch.__class__((clip(1.0), gaussian_noise(1.0)), ch.privacy).step(ctxs(bp, 9)[1], ((), ()))[0]
+    u, state, _ = dpsgd_step(ch, state, sc)
+    dense = dpsgd_step(chain(clip(1.0), gaussian_noise(1.0)), ((), ()), ctxs(bp, 9)[1])[0]
     for l in range(2):
         M = dense[lay.weight_slice(l)].reshape(lay.sizes[l + 1], lay.sizes[l])
         P, _ = np.linalg.qr(M @ Q0[l])
@@ -282,8 +286,8 @@ def test_error_feedback_residual_is_function_of_noisy_updates(style):
     s_ef = ef.init(ic)
     e = np.zeros(d)
     for t in range(5):
-        u_noisy, _, _ = dense.step(ctxs(bp, 50 + t, step=t)[1], dense.init(ic))
-        out, s_ef, _ = ef.step(ctxs(bp, 50 + t, step=t)[1], s_ef)
+        u_noisy, _, _ = dpsgd_step(dense, dense.init(ic), ctxs(bp, 50 + t, step=t)[1])
+        out, s_ef, _ = dpsgd_step(ef, s_ef, ctxs(bp, 50 + t, step=t)[1])
         if style == "ef":
             v = e + u_noisy
             y = np.zeros(d)

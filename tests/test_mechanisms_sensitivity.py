@@ -9,6 +9,10 @@ change is compared with the declared sensitivity, for every ``j``. Deterministic
 float rounding.
 """
 import numpy as np
+
+from sims.data import public_split
+
+from sims.step import dpsgd_step
 import pytest
 
 from sims.data import make_mixture
@@ -24,7 +28,7 @@ def _setup(dtype=np.float64):
     model = mlp((6, 5, 3), dtype=dtype)
     params = init_params(model, 0)
     Xb, yb = ds.X_train[:B] * dtype(3.0), ds.y_train[:B]  # large gradients: clipping active
-    public = (ds.X_train[100:140], ds.y_train[100:140])
+    public = public_split(ds.X_train[100:140], ds.y_train[100:140], ds.X_train[:B])
     return model, params, Xb, yb, public
 
 
@@ -36,10 +40,10 @@ def _without(bp, j):
 
 def _release(transforms, model, params, bp, public, seed=5):
     ch = chain(*transforms, gaussian_noise(0.0), allow_non_private=True)
-    ic = InitContext(model, model.layout, params, 10, 5, float(B), public, np.random.default_rng(11))
+    ic = InitContext(model=model, layout=model.layout, params=params, total_steps=10, steps_per_epoch=5, expected_batch_size=float(B), public=public, rng=np.random.default_rng(11))
     state = ch.init(ic)
-    sc = StepContext(model, model.layout, 0, 0, params, bp, float(B), public, np.random.default_rng(seed))
-    u, _, _ = ch.step(sc, state)
+    sc = StepContext(model=model, layout=model.layout, step=0, epoch=0, params=params, bp=bp, expected_batch_size=float(B), public=public, rng=np.random.default_rng(seed))
+    u, _, _ = dpsgd_step(ch, state, sc)
     return u * B  # the pre-noise sum
 
 

@@ -17,6 +17,8 @@ No statistical tests here: every comparison is deterministic.
 """
 import numba
 import numpy as np
+
+from sims.step import dpsgd_step
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -120,11 +122,11 @@ def test_sq_norms_dispatch_same_values(monkeypatch):
 def _run(ch, lay, bp, steps=2, seed=1):
     p = np.zeros(lay.n_params, dtype=bp.losses.dtype)
     B = float(bp.batch_size)
-    state = ch.init(InitContext(None, lay, p, 10, 5, B, None, np.random.default_rng(seed)))
+    state = ch.init(InitContext(model=None, layout=lay, params=p, total_steps=10, steps_per_epoch=5, expected_batch_size=B, rng=np.random.default_rng(seed)))
     out = []
     for step in range(steps):
-        sc = StepContext(None, lay, step, 0, p, bp, B, None, np.random.default_rng(100 + step))
-        u, state, m = ch.step(sc, state)
+        sc = StepContext(model=None, layout=lay, step=step, epoch=0, params=p, bp=bp, expected_batch_size=B, rng=np.random.default_rng(100 + step))
+        u, state, m = dpsgd_step(ch, state, sc)
         out.append((u, m))
     return out, state
 

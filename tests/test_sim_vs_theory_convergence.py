@@ -17,6 +17,8 @@ textbook bound averages ``x_0..x_{T-1}``; by Jensen
 import math
 
 import numpy as np
+
+from sims.step import dpsgd_step
 import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import optimize, stats
@@ -142,7 +144,7 @@ def test_convex_random_k_averaged_iterate_below_bound(c, rho):
     subopt = []
     for s in range(reps):
         traj = chain_trajectory(model, X, y, mech, lr=eta, steps=T, sampling_rate=q,
-                                params0=np.zeros(dim), seed=c["seed"] * 1000 + s, project_radius=c["radius"])
+                                params0=np.zeros(dim), random_state=c["seed"] * 1000 + s, project_radius=c["radius"])
         subopt.append(full_loss(X, y, traj[:T].mean(axis=0)) - fstar)
     m, se = mean_se(np.array(subopt))
     assert min(subopt) >= -1e-9
@@ -156,7 +158,7 @@ def test_chain_trajectory_dense_matches_replicate_without_randomness():
     X, y = _logistic_problem(6, 2.0, 1, n=100)
     model = logistic_regression(6)
     traj = chain_trajectory(model, X, y, chain(clip(0.5), allow_non_private=True), lr=0.3, steps=25,
-                            sampling_rate=1.0, params0=np.zeros(7), seed=0, project_radius=0.8)
+                            sampling_rate=1.0, params0=np.zeros(7), random_state=0, project_radius=0.8)
     rep = replicate_dpsgd(X, y, n_replicates=1, steps=25, sampling_rate=1.0, clip_norm=0.5,
                           noise_multiplier=0.0, lr=0.3, project_radius=0.8)
     np.testing.assert_allclose(traj[-1], rep.params[0], rtol=1e-10, atol=1e-13)
@@ -170,7 +172,7 @@ def test_ridge_replicates_match_replicate_dpsgd_without_randomness():
     ds = make_linear(80, 4, random_state=2)
     X, y = ds.X_train, ds.y_train
     out = ridge_sgd_replicates(X, y, weight_decay=0.3, clip_norm=0.7, noise_multiplier=0.0, sampling_rate=1.0,
-                               steps=30, n_replicates=2, lr=0.2, project_radius=0.5, seed=0, record=[30])
+                               steps=30, n_replicates=2, lr=0.2, project_radius=0.5, random_state=0, record=[30])
     rep = replicate_dpsgd(X, y, model="linear", n_replicates=1, steps=30, sampling_rate=1.0, clip_norm=0.7,
                           noise_multiplier=0.0, lr=0.2, project_radius=0.5, weight_decay=0.3)
     np.testing.assert_allclose(out[0, 0], rep.params[0], rtol=1e-10, atol=1e-13)
@@ -219,7 +221,7 @@ def test_ridge_last_iterate_below_strongly_convex_bound(c):
     rec = [24, 99, 399]
     out = ridge_sgd_replicates(X, y, weight_decay=lam, clip_norm=C, noise_multiplier=c["sigma"], sampling_rate=q,
                                steps=400, n_replicates=256, lr=lambda t: 1.0 / (lam * (t + 1)), project_radius=R,
-                               seed=c["seed"], record=rec)
+                               random_state=c["seed"], record=rec)
     for i, s in enumerate(rec):
         err = ((out[i] - xstar) ** 2).sum(axis=1)
         m, se = mean_se(err)
@@ -279,7 +281,7 @@ def test_softmax_nonconvex_biased_bound(c):
     mech = chain(clip(c["C"]), gaussian_noise(c["sigma"]))
     for s in range(S):
         traj = chain_trajectory(model, X, y, mech, lr=eta, steps=T, sampling_rate=q, params0=np.zeros(d),
-                                seed=c["seed"] * 100 + s)
+                                random_state=c["seed"] * 100 + s)
         g2, b2, var = _biased_sgd_statistics(model, X, y, traj, c["C"], q, N)
         D.append(g2 - cv.nonconvex_biased_bound(dF, L, T, eta, var, b2))
     m, se = mean_se(np.array(D))
@@ -311,7 +313,7 @@ def test_top_k_gd_without_feedback_on_quadratic(d, rho, seed):
     mech = chain(clip(None), gaussian_noise(0.0), top_k(k, "noisy"), allow_non_private=True)
     x0 = np.random.default_rng(seed).standard_normal(d) * 3
     T = 40
-    traj = chain_trajectory(model, X, y, mech, lr=1.0 / L, steps=T, sampling_rate=1.0, params0=x0, seed=seed)
+    traj = chain_trajectory(model, X, y, mech, lr=1.0 / L, steps=T, sampling_rate=1.0, params0=x0, random_state=seed)
     F = np.array([dense.loss(model, x, X, y) for x in traj])
     G2 = np.array([float(np.sum(dense.gradient(model, x, X, y) ** 2)) for x in traj])
     dF = F[0] - fstar
@@ -339,12 +341,12 @@ def test_error_feedback_residual_bounded(d_in, rho, sigma, C, seed):
     x = np.zeros(d)
     X, y = ds.X_train, ds.y_train
     B = 32.0
-    state = mech.init(InitContext(model, model.layout, x, 60, 10, B, None, rng))
+    state = mech.init(InitContext(model=model, layout=model.layout, params=x, total_steps=60, steps_per_epoch=10, expected_batch_size=B, rng=rng))
     umax, e = 0.0, np.zeros(d)
     for t in range(60):
         idx = np.flatnonzero(rng.random(len(y)) < B / len(y))
         bp = dense.backprop(model, x, X[idx], y[idx])
-        out, state, _ = mech.step(StepContext(model, model.layout, t, 0, x.copy(), bp, B, None, rng), state)
+        out, state, _ = dpsgd_step(mech, state, StepContext(model=model, layout=model.layout, step=t, epoch=0, params=x.copy(), bp=bp, expected_batch_size=B, rng=rng))
         e_new = state[2]["e"]
         u = e_new + out - e                      # the noisy update fed into the feedback
         v = e + u

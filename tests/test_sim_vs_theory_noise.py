@@ -82,7 +82,7 @@ def test_noise_energy_on_updated_coordinates_is_k_s2(c):
     for name in MECHS:
         k_exp = d if name == "dense" else (k if name.startswith("random_k")
                                            else d - int(ns.n_frozen(min(1 - k / d, 0.999), d)))
-        ups, met = mechanism_steps(_mechanism(name, k, d, sigma, C), bp, N_REP, c["seed"] + 1, batch=B)
+        ups, met = mechanism_steps(_mechanism(name, k, d, sigma, C), bp, N_REP, c["seed"] + 1, batch_size=B)
         total = 0.0
         for u in ups:
             keep = u != 0.0          # noise is non-zero a.s. on every kept coordinate
@@ -101,7 +101,7 @@ def test_noise_energy_interval_rejects_wrong_scale():
     d, B, sigma, C, k = 200, 64, 1.0, 1.0, 50
     G = _grads(B, d, 3)
     ups, _ = mechanism_steps(chain(clip(C), random_k(k), gaussian_noise(sigma * 1.1)),
-                             backprop_from_rows(G), N_REP, 5, batch=B)
+                             backprop_from_rows(G), N_REP, 5, batch_size=B)
     keep = ups != 0
     sig = np.array([_signal("random_k_ctm", G, kp, C, B) for kp in keep])
     total = float(((ups - sig) ** 2).sum())
@@ -144,7 +144,7 @@ def test_clip_then_mask_retains_k_over_d(c):
     g2 = float(gbar @ gbar)
     n_rep = 400
     ups, met = mechanism_steps(chain(clip(C), random_k(k, "clip_then_mask"), allow_non_private=True),
-                               backprop_from_rows(G), n_rep, c["seed"], batch=B)
+                               backprop_from_rows(G), n_rep, c["seed"], batch_size=B)
     ratios = (ups ** 2).sum(axis=1) / g2
     # every released coordinate is the clean clipped mean (no noise, no rescaling)
     nz = ups != 0
@@ -201,7 +201,7 @@ def test_mask_then_clip_signal_flat_and_nsr_proportional_to_k(c):
     nsr_meas = []
     for k in ks:
         ups, met = mechanism_steps(chain(random_k(k, "mask_then_clip"), clip(C), gaussian_noise(sigma)),
-                                   bp, n_rep, c["seed"] + k, batch=B)
+                                   bp, n_rep, c["seed"] + k, batch_size=B)
         assert np.all(met["clipped_fraction"] == 1.0)
         sig = met["signal_sq_after_mask"]
         m, se = mean_se(sig)

@@ -1,39 +1,45 @@
-"""Compose transforms into one DP-SGD step and derive its privacy description from their declarations.
+"""Compose transforms into one DP-SGD mechanism and derive its privacy from their declarations.
 
-Rules (THEORY.md 1.6; a selection that reads private un-noised data leaks through the support):
+Order rules (a violation is always a ``ValueError``):
 
-1. Stages must be non-decreasing in the order pre_clip < clip < post_clip < noise < post_noise;
-   exactly one ``clip`` (or one ``aggregate``), at most one ``noise``; ``aggregate`` excludes both.
-2. The chain is private iff
-   * clipping is on and the noise multiplier is > 0, and
-   * no transform before the noise chooses coordinates from aggregated private data
-     (``reads == "private"`` at pre_clip / post_clip: e.g. top-k of the clean sum, a data-dependent
-     low-rank basis), and
-   * no ``per_example`` selection is paired with noise on its kept coordinates only, and
-   * no post-noise transform reads private data.
-   Data-independent, public and noised selections (random-k, random freeze, public-data masks,
-   pruning of released weights, top-k of the noisy update) leave the accounting of dense DP-SGD
-   unchanged: same noise multiplier, no amplification claimed from the mask.
-3. A non-private chain is refused with a ``ValueError`` naming the step, unless
-   ``allow_non_private=True``; then ``privacy.private`` is False and ``privacy.reason`` says why.
+* stages are non-decreasing in pre_clip < clip < post_clip < noise < post_noise; exactly one
+  ``clip`` (or one ``aggregate``), at most one ``noise``; ``aggregate`` excludes both, and only
+  post_noise steps may follow it.
+
+Privacy rules (docs/theory.md §1.6: a selection that reads private un-noised data leaks through
+its support). The chain is private iff all hold:
+
+1. clipping is on and the noise multiplier is > 0;
+2. ``reads="per_example"`` appears only at the per-example stage (``pre_clip``, as a declared
+   row-wise :class:`PerExampleMap`, or inside an ``aggregate`` step), never with noise on the
+   kept coordinates only;
+3. ``reads="private"`` appears at no stage up to and including the noise (or aggregate) step,
+   and no post-noise step reads private or per-example data;
+4. every post-clip map that replaces the sum declares its sensitivity factor; the chain
+   multiplies the sensitivity by it and divides the noise multiplier by it, and an unbounded
+   factor makes the chain non-private.
+
+Data-independent, public and noised selections (random-k, random freeze, public-data masks,
+pruning of released weights, top-k of the noisy update) leave the accounting of dense DP-SGD
+unchanged: same noise multiplier, no amplification claimed from the mask. A non-private chain is
+refused with a ``ValueError`` naming the step and the reason, unless ``allow_non_private=True``;
+then ``privacy.private`` is False, ``privacy.event`` is ``NonPrivate(reason)``.
 """
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from .base import STAGES, PrivacyDescription, Transform, Work
+from dptheory.events import Gaussian, NonPrivate
+
+from .base import STAGES, PrivacyDescription, Transform
 
 __all__ = ["chain", "Chain"]
 
 _RANK = {"pre_clip": 0, "clip": 1, "aggregate": 1, "post_clip": 2, "noise": 3, "post_noise": 4}
+_BUILD = object()  # only chain() holds it: Chain objects cannot be made around the rules
 
 
-def _event(sigma: float) -> str:
-    return f"PoissonSampledDpEvent(sampling_probability=q, event=GaussianDpEvent(noise_multiplier={sigma!r}))"
-
-
-def _derive(transforms) -> tuple[PrivacyDescription, str | None]:
-    """Check the order and derive the description. Returns (description, reason-if-non-private)."""
+def _check_order(transforms) -> None:
     for i, t in enumerate(transforms):
         if not isinstance(t, Transform):
             raise ValueError(f"transforms[{i}] must be a mechanism Transform, got {type(t).__name__}")
@@ -57,89 +63,117 @@ def _derive(transforms) -> tuple[PrivacyDescription, str | None]:
     if n_noise > 1:
         raise ValueError(f"a chain takes at most one noise step, got {n_noise}")
 
-    notes = []
-    reason = None
 
-    def fail(msg):
-        nonlocal reason
-        if reason is None:
-            reason = msg
-
-    if n_agg:
+def _noise_and_sensitivity(transforms, fail, notes):
+    """``(sigma, sensitivity, index of the noise or aggregate step)`` before sensitivity factors."""
+    stages = [t.effect.stage for t in transforms]
+    if "aggregate" in stages:
         i = stages.index("aggregate")
         agg = transforms[i]
-        sigma = agg.info["noise_multiplier"]
-        sens = agg.info["sensitivity"]
         notes.extend(agg.info.get("notes", ()))
         if agg.info.get("non_private_reason"):
             fail(f"step {i} ({agg.name!r}): {agg.info['non_private_reason']}")
+        sigma = agg.info["noise_multiplier"]
         if sigma == 0:
             fail(f"step {i} ({agg.name!r}): noise_multiplier is 0, nothing is noised")
-        noise_idx = i
-    else:
-        ci = stages.index("clip")
-        c = transforms[ci]
-        if c.info["clip_norm"] is None:
-            fail(f"step {ci} ('clip'): clip_norm=None, per-example sensitivity is unbounded")
-        sens = c.info["sensitivity"]
-        if c.info.get("per_layer"):
-            notes.append("per-layer clipping: L2 sensitivity = sqrt(sum_l C_l^2)")
-        if n_noise == 0:
-            fail("no noise step: the update is released without noise")
-            sigma, noise_idx = None, len(transforms)
+        return sigma, agg.info["sensitivity"], i
+    ci = stages.index("clip")
+    c = transforms[ci]
+    if c.info["clip_norm"] is None:
+        fail(f"step {ci} ('clip'): clip_norm=None, per-example sensitivity is unbounded")
+    if c.info.get("per_layer"):
+        notes.append("per-layer clipping: L2 sensitivity = sqrt(sum_l C_l^2)")
+    if "noise" not in stages:
+        fail("no noise step: the update is released without noise")
+        return None, c.info["sensitivity"], len(transforms)
+    ni = stages.index("noise")
+    sigma = transforms[ni].info["noise_multiplier"]
+    if sigma == 0:
+        fail(f"step {ni} ({transforms[ni].name!r}): noise_multiplier is 0")
+    return sigma, c.info["sensitivity"], ni
+
+
+def _check_reads(i, t, noise_idx, fail, notes) -> float:
+    """Apply rules 2-4 to step ``i``; returns its sensitivity factor (1 when it declares none)."""
+    e = t.effect
+    where = f"step {i} ({t.name!r}) at stage {e.stage!r}"
+    if e.reads == "per_example":
+        if e.stage not in ("pre_clip", "aggregate"):
+            fail(f"{where} reads per-example gradients outside the per-example stage: only a row-wise map "
+                 f"before clipping keeps each example's influence inside its own clipped contribution")
+        elif e.stage == "pre_clip" and t.per_example is None:
+            fail(f"{where} reads per-example gradients but declares no PerExampleMap: a selection computed "
+                 f"from some examples and applied to all is not bounded by the clip norm")
+        if e.noise_on == "kept":
+            fail(f"{where} selects per example but noise covers only the kept coordinates")
+    if e.reads == "private":
+        if i <= noise_idx:
+            fail(f"{where} chooses coordinates from private, un-noised data up to the noise: its support "
+                 f"leaks; select from noised or public data instead")
         else:
-            noise_idx = stages.index("noise")
-            sigma = transforms[noise_idx].info["noise_multiplier"]
-            if sigma == 0:
-                fail(f"step {noise_idx} ('gaussian_noise'): noise_multiplier is 0")
+            fail(f"{where} reads private data after the noise")
+    if e.reads == "public":
+        notes.append(f"step {i} ({t.name!r}) reads the public split only (no privacy cost)")
+    if e.reads == "noised":
+        notes.append(f"step {i} ({t.name!r}) is post-processing of noised/released quantities")
+    f = e.sensitivity_factor
+    if f is None:
+        return 1.0
+    if math.isinf(f):
+        fail(f"{where} replaces the clipped sum by a map of unbounded sensitivity factor")
+        return 1.0
+    notes.append(f"step {i} ({t.name!r}) multiplies the L2 sensitivity of the sum by {f:g} (declared)")
+    return f
+
+
+def _derive(transforms) -> PrivacyDescription:
+    """Check the order and derive the per-step privacy description."""
+    _check_order(transforms)
+    notes, reasons = [], []
+    fail = reasons.append
+    sigma, sens, noise_idx = _noise_and_sensitivity(transforms, fail, notes)
+    factor = 1.0
     for i, t in enumerate(transforms):
-        e = t.effect
-        if i < noise_idx and e.reads == "private":
-            fail(f"step {i} ({t.name!r}) chooses coordinates from private, un-noised data before the noise "
-                 f"(stage {e.stage!r}): its support leaks; select from noised or public data instead")
-        if e.reads == "per_example" and e.noise_on == "kept":
-            fail(f"step {i} ({t.name!r}) selects per example but noise covers only the kept coordinates")
-        if i > noise_idx and e.reads in ("private", "per_example"):
-            fail(f"step {i} ({t.name!r}) reads private data after the noise")
-        if e.reads == "public":
-            notes.append(f"step {i} ({t.name!r}) reads the public split only (no privacy cost)")
-        if e.reads == "noised":
-            notes.append(f"step {i} ({t.name!r}) is post-processing of noised/released quantities")
-    if reason is None:
-        desc = PrivacyDescription(True, float(sigma), sens, _event(float(sigma)), "", tuple(notes))
-    else:
-        desc = PrivacyDescription(False, None if sigma is None else float(sigma), sens, "NonPrivateDpEvent()",
-                                  reason, tuple(notes))
-    return desc, reason
+        factor *= _check_reads(i, t, noise_idx, fail, notes)
+    if sens is not None:
+        sens = sens * factor
+    sigma = None if sigma is None else float(sigma) / factor
+    if reasons:
+        return PrivacyDescription(False, sigma, sens, NonPrivate(reasons[0]), reasons[0], tuple(notes))
+    return PrivacyDescription(True, sigma, sens, Gaussian(sigma), "", tuple(notes))
 
 
 class Chain:
-    """A composed mechanism: ``init(ctx) -> state``, ``step(ctx, state) -> (update, state, metrics)``."""
+    """A composed mechanism (made only by :func:`chain`; immutable).
 
-    def __init__(self, transforms, privacy: PrivacyDescription):
-        self.transforms = tuple(transforms)
-        self.privacy = privacy
+    ``transforms`` the steps; ``privacy`` the per-step :class:`PrivacyDescription`;
+    ``per_example_maps`` the declared per-example maps that the clip stage runs, in order.
+    One step is :func:`sims.step.dpsgd_step`.
+    """
+
+    __slots__ = ("transforms", "privacy", "per_example_maps")
+
+    def __init__(self, transforms, privacy, *, _token=None):
+        if _token is not _BUILD:
+            raise TypeError("Chain objects are made only by sims.mechanisms.chain(...), which checks the "
+                            "privacy rules")
+        object.__setattr__(self, "transforms", tuple(transforms))
+        object.__setattr__(self, "privacy", privacy)
+        object.__setattr__(self, "per_example_maps",
+                           tuple(t.per_example for t in self.transforms if t.per_example is not None))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Chain is immutable: cannot set {name!r} (build a new chain with chain(...))")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"Chain is immutable: cannot delete {name!r}")
+
+    def __reduce__(self):
+        return (_rebuild, (self.transforms, not self.privacy.private))
 
     def init(self, ctx):
         """Initial state: a tuple with one entry per transform."""
         return tuple(t.init(ctx) for t in self.transforms)
-
-    def step(self, ctx, state):
-        """Run one DP-SGD step on ``ctx.bp``; see the module docstring of ``sims.mechanisms``."""
-        work = Work(ctx)
-        new = []
-        for t, s in zip(self.transforms, state):
-            new.append(t.update(ctx, s, work))
-        work.resolve_before()
-        if work.update is None:  # no noise step (non-private chain)
-            work.update = (work.sum * (work.scale / work.batch)).astype(work.dtype, copy=False)
-            if work.mask is not None:
-                work.update[~work.mask] = 0
-            work.metrics["signal_sq_after_mask"] = float(np.dot(work.update.astype(np.float64),
-                                                                work.update.astype(np.float64)))
-        u = work.update
-        work.metrics["kept_fraction"] = 1.0 if work.mask is None else float(np.count_nonzero(work.mask)) / work.d
-        return u, tuple(new), dict(work.metrics)
 
     def frozen_mask(self, state):
         """Bool (d,) mask of coordinates held frozen by the current state, or None."""
@@ -155,14 +189,19 @@ class Chain:
         return f"Chain({', '.join(t.name for t in self.transforms)}; private={self.privacy.private})"
 
 
+def _rebuild(transforms, allow_non_private):
+    return chain(*transforms, allow_non_private=allow_non_private)
+
+
 def chain(*transforms, allow_non_private: bool = False) -> Chain:
     """Compose mechanism transforms into a :class:`Chain` and derive its :class:`PrivacyDescription`.
 
-    Raises ``ValueError`` for an unknown/inconsistent order (noise before clip, two noise steps,
+    Raises ``ValueError`` for an unknown or inconsistent order (noise before clip, two noise steps,
     no clip) and, unless ``allow_non_private``, for any chain that is not differentially private
-    (the message names the offending step and why).
+    (the message names the offending step and why; see the module docstring for the rules).
     """
-    desc, reason = _derive(transforms)
-    if reason is not None and not allow_non_private:
-        raise ValueError(f"chain is not differentially private: {reason} (pass allow_non_private=True to audit)")
-    return Chain(transforms, desc)
+    desc = _derive(transforms)
+    if not desc.private and not allow_non_private:
+        raise ValueError(f"chain is not differentially private: {desc.reason} (pass allow_non_private=True "
+                         f"to build it for auditing)")
+    return Chain(transforms, desc, _token=_BUILD)

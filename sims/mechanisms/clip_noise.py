@@ -20,7 +20,7 @@ from sims.models.pergrad import (
 )
 
 from ._kernels import noisy_release
-from ._util import blocks, quantiles_linear, sq
+from ._util import quantiles_linear, sq
 from .base import Effect, Transform
 
 __all__ = ["clip", "gaussian_noise", "finish_clip"]
@@ -32,7 +32,7 @@ _QS = (0.1, 0.5, 0.9)
 def _quantiles(norms: np.ndarray, work) -> None:
     if norms.size:  # == np.quantile(norms, [0.1, 0.5, 0.9]) bit for bit, without its generic overhead
         q = quantiles_linear(norms, _QS)
-        work.metrics.update(grad_norm_q10=q[0], grad_norm_q50=q[1], grad_norm_q90=q[2])
+        work.report(grad_norm_q10=q[0], grad_norm_q50=q[1], grad_norm_q90=q[2])
 
 
 def _total(nsq: np.ndarray) -> np.ndarray:
@@ -47,15 +47,16 @@ def _factors(norms_sq: np.ndarray, clip_norm, per_layer: bool, layout):
     return f, (under.any(axis=1) if per_layer else under)
 
 
-def _per_example_top_k(bp: Backprop, work, clip_norm, per_layer, spec):
-    """Chunked path: materialise per-example gradients, keep each row's top-k |g|, clip, sum."""
-    k, layerwise, chunk = spec
+def _per_example_path(bp: Backprop, work, clip_norm, per_layer, maps):
+    """Chunked path of the declared per-example maps: materialise per-example gradients, apply the
+    pre-clip mask and the maps row by row, clip, sum. Returns the clipped sum of the mapped rows
+    and, for the ``signal_sq_before_mask`` metric, the same clip factors applied to the unmapped rows."""
+    chunk = min(m.chunk_size for m in maps)
     layout = bp.layout
     d = layout.n_params
     total = np.zeros(d, dtype=work.dtype)
     before = np.zeros(d, dtype=work.dtype)
     phis, clipped_all, norms_all = [], [], []
-    segs = blocks(layout, layerwise)
     for start in range(0, bp.batch_size, chunk):
         stop = min(start + chunk, bp.batch_size)
         sub = Backprop(layout, tuple(a[start:stop] for a in bp.acts),
@@ -63,15 +64,9 @@ def _per_example_top_k(bp: Backprop, work, clip_norm, per_layer, spec):
         G = materialize(sub)
         if work.mask is not None:
             G[:, ~work.mask] = 0
-        S = np.zeros_like(G)
-        for sl in segs:
-            seg = G[:, sl]
-            n = seg.shape[1]
-            if k >= n:
-                S[:, sl] = seg
-                continue
-            idx = np.argpartition(np.abs(seg), n - k, axis=1)[:, n - k:]
-            np.put_along_axis(S[:, sl], idx, np.take_along_axis(seg, idx, axis=1), axis=1)
+        S = G
+        for m in maps:
+            S = m.fn(S, layout)
         full = np.einsum("ij,ij->i", G, G)
         kept = np.einsum("ij,ij->i", S, S)
         phis.append(np.where(full > 0, kept / np.where(full > 0, full, 1), 1.0))
@@ -89,38 +84,43 @@ def _per_example_top_k(bp: Backprop, work, clip_norm, per_layer, spec):
         clipped_all.append(clipped)
         norms_all.append(np.sqrt(nsq.sum(axis=1)))
     if bp.batch_size:
-        work.metrics["phi"] = float(np.mean(np.concatenate(phis)))
-        work.metrics["clipped_fraction"] = float(np.mean(np.concatenate(clipped_all)))
+        work.report(phi=float(np.mean(np.concatenate(phis))),
+                    clipped_fraction=float(np.mean(np.concatenate(clipped_all))))
         _quantiles(np.concatenate(norms_all), work)
     return total, before
 
 
 def finish_clip(work, s: np.ndarray, nsq: np.ndarray, clipped, norms=None, defer: bool = False,
                 compact: bool = False) -> None:
-    """The non-GEMM tail of the clip stage: mask the clipped sum in place, then its metrics.
+    """The non-GEMM tail of the clip stage: mask the clipped sum in place, store it, then its metrics.
 
     ``s`` is the (d,) sum ``sum_i w_i g_i`` of the GEMM path, or (``compact=True``) the (k,) sum on
-    the kept coordinates ``work.mask_blocks.idx`` of the sparse path (already masked). ``s`` is multiplied
-    by the pre-clip signal mask (by its cached float form when the mask transform supplied one), so
+    the kept coordinates of the prepared signal mask of the sparse path (already masked). ``s`` is
+    multiplied by the pre-clip signal mask (by its prepared float form when there is one), so
     ``s = sum_i clip_C(m * g_i)`` (mask-then-clip), and ``signal_sq_before_mask = ||s / B||^2`` is
     the energy of that clipped sum before any post-clip selection (O(k) on the compact sum).
     ``clipped`` is the bool per-example clipped indicator or its count; ``norms`` (optional) the
-    whole-model norms already computed. With ``defer``, the energy of the (masked) (d,)
-    sum is left to the noise stage (its fused pass computes the same sum of squares) or to the first
-    reader of ``work.sum`` (:meth:`Work.resolve_before`); ``s`` must then be stored as ``work.sum``.
+    whole-model norms already computed. With ``defer``, the energy of the (masked) (d,) sum is
+    left to the noise stage (its fused pass computes the same sum of squares) or to the first
+    reader of the sum (:meth:`Work.resolve_before`).
     Shared with ``benchmarks/bench_sparse_noise.py``.
     """
-    if work.mask is not None and not compact:
-        m = work.mask if work.mask_blocks is None else work.mask_blocks.flat
-        np.multiply(s, m, out=s)
-    if defer and not compact:
-        work.before_pending = True
+    it = work.internal
+    if compact:
+        it.sum, it.sum_kept = None, (s, it.mask_blocks.idx, work.mask)
     else:
-        work.metrics["signal_sq_before_mask"] = sq(s) / work.batch ** 2
+        if work.mask is not None:
+            m = work.mask if it.mask_blocks is None else it.mask_blocks.flat
+            np.multiply(s, m, out=s)
+        it.sum, it.sum_kept = s, None
+    if defer and not compact:
+        it.before_pending = True
+    else:
+        work.report(signal_sq_before_mask=sq(s) / work.batch ** 2)
     B = nsq.shape[0]
     if B:
         n_clipped = clipped if isinstance(clipped, int) else int(np.count_nonzero(clipped))
-        work.metrics["clipped_fraction"] = n_clipped / B
+        work.report(clipped_fraction=n_clipped / B)
         _quantiles(np.sqrt(_total(nsq)) if norms is None else norms, work)
 
 
@@ -165,32 +165,27 @@ def clip(clip_norm, per_layer: bool = False, *, reference_norm: float = 1.0) -> 
 
     def update(ctx, state, work):
         bp = work.bp
-        if work.per_example_top_k is not None:
-            s, before = _per_example_top_k(bp, work, clip_norm, per_layer, work.per_example_top_k)
-            work.metrics["signal_sq_before_mask"] = sq(before) / work.batch ** 2
-            work.sum = s
-        elif work.mask_blocks is not None and work.mask_blocks.sparse:
+        it = work.internal
+        blk = it.mask_blocks
+        if it.per_example_maps:
+            s, before = _per_example_path(bp, work, clip_norm, per_layer, it.per_example_maps)
+            it.sum = s
+            work.report(signal_sq_before_mask=sq(before) / work.batch ** 2)
+        elif blk is not None and blk.sparse:
             # small kept set: O(B k) kernels on the kept (row, col) pairs, compact (k,) sum
-            blk = work.mask_blocks
             tr = transposed(bp)
             nsq = kept_sq_norms(bp, blk, tr)
             f, clipped = _factors(nsq, clip_norm, per_layer, work.layout)
-            s = weighted_sum_kept(bp, f, blk, tr)
-            finish_clip(work, s, nsq, clipped, compact=True)
-            work.sum_kept = (s, blk.idx, work.mask)
+            finish_clip(work, weighted_sum_kept(bp, f, blk, tr), nsq, clipped, compact=True)
         elif flat:  # flat clipping: norms, factors, clipped count in one fused pass
-            nsq = sq_norms(bp, work.mask, blocks=work.mask_blocks)
+            nsq = sq_norms(bp, work.mask, blocks=blk)
             f, norms, n_clipped = flat_clip_factors(nsq, clip_norm)
-            s = weighted_sum(bp, f)
-            work.sum = s
-            finish_clip(work, s, nsq, n_clipped, norms, defer=True)
+            finish_clip(work, weighted_sum(bp, f), nsq, n_clipped, norms, defer=True)
         else:
-            nsq = sq_norms(bp, work.mask, blocks=work.mask_blocks)
+            nsq = sq_norms(bp, work.mask, blocks=blk)
             f, clipped = _factors(nsq, clip_norm, per_layer, work.layout)
-            s = weighted_sum(bp, f)
-            work.sum = s
-            finish_clip(work, s, nsq, clipped, defer=True)
-        work.total_clip = reference_norm if clip_norm is None else sens
+            finish_clip(work, weighted_sum(bp, f), nsq, clipped, defer=True)
+        it.total_clip = reference_norm if clip_norm is None else sens
         return state
 
     return Transform("clip", Effect("clip"), init, update,
@@ -198,10 +193,8 @@ def clip(clip_norm, per_layer: bool = False, *, reference_norm: float = 1.0) -> 
 
 
 def _release_metrics(work, scale, signal_sq, noise_sq) -> None:
-    m = work.metrics
-    m["signal_sq_after_mask"] = scale ** 2 * signal_sq
-    m["noise_sq"] = scale ** 2 * noise_sq
-    m["nsr"] = noise_sq / signal_sq if signal_sq > 0 else 0.0  # a rescaling d/k cancels out
+    work.report(signal_sq_after_mask=scale ** 2 * signal_sq, noise_sq=scale ** 2 * noise_sq,
+                nsr=noise_sq / signal_sq if signal_sq > 0 else 0.0)  # a rescaling d/k cancels out
 
 
 def gaussian_noise(noise_multiplier) -> Transform:
@@ -226,22 +219,23 @@ def gaussian_noise(noise_multiplier) -> Transform:
 
     def update(ctx, state, work):
         B = work.batch
-        std = sigma * work.total_clip
-        kept = work.sum_kept
-        if (kept is not None and std > 0 and work.noise_idx is kept[1] and work.mask is kept[2]
+        it = work.internal
+        std = sigma * it.total_clip
+        kept = it.sum_kept
+        if (kept is not None and std > 0 and it.noise_idx is kept[1] and work.mask is kept[2]
                 and work.noise_mask is work.mask):
             # compact sum on exactly the noised coordinates: O(k) release, no (d,) clipped sum
             vals, idx, _ = kept
             seed = derive_seed(ctx.rng)  # the seed rule of _util.normals
             u, s_sq, z_sq = noisy_release(vals, idx, std, work.scale / B, seed, size=work.d)
             _release_metrics(work, work.scale, s_sq / B ** 2, (std / B) ** 2 * z_sq)
-            work.update = u
+            work.release(u)
             return state
         # pending: nothing has read or changed the sum since the clip stage; it is 0 outside the
         # signal mask, which lies inside the noise mask, so the fused pass's sum of squares over
         # the noised coordinates is its whole energy
-        pending = work.before_pending and std > 0
-        s = work._sum if pending else work.sum
+        pending = it.before_pending and std > 0
+        s = it.sum if pending else work.materialized_sum()
         inv_b = work.dtype.type(1.0 / B)
         scale = work.scale
         noise_sq = 0.0
@@ -252,14 +246,14 @@ def gaussian_noise(noise_multiplier) -> Transform:
             if work.noise_mask is None:
                 idx = None
             else:
-                idx = work.noise_idx if work.noise_idx is not None else np.flatnonzero(work.noise_mask)
+                idx = it.noise_idx if it.noise_idx is not None else np.flatnonzero(work.noise_mask)
                 idx = np.ascontiguousarray(idx, dtype=np.int64)
             sc = np.ascontiguousarray(s, dtype=work.dtype)
             u, s_sq, z_sq = noisy_release(sc, idx, std, scale / B, seed)
             signal_sq = s_sq / B ** 2
             if pending:  # the same sum of squares as over all d coordinates
-                work.before_pending = False
-                work.metrics["signal_sq_before_mask"] = signal_sq
+                it.before_pending = False
+                work.report(signal_sq_before_mask=signal_sq)
             noise_sq = (std / B) ** 2 * z_sq
         elif work.noise_mask is None:
             signal_sq = sq(s) / B ** 2
@@ -267,7 +261,7 @@ def gaussian_noise(noise_multiplier) -> Transform:
             if scale != 1.0:
                 u *= work.dtype.type(scale)
         else:
-            idx = work.noise_idx if work.noise_idx is not None else np.flatnonzero(work.noise_mask)
+            idx = it.noise_idx if it.noise_idx is not None else np.flatnonzero(work.noise_mask)
             u = np.zeros(work.d, dtype=work.dtype)
             vals = s[idx] * inv_b
             signal_sq = sq(vals)
@@ -275,7 +269,7 @@ def gaussian_noise(noise_multiplier) -> Transform:
                 vals *= work.dtype.type(scale)
             u[idx] = vals
         _release_metrics(work, scale, signal_sq, noise_sq)
-        work.update = u
+        work.release(u)
         return state
 
     return Transform("gaussian_noise", Effect("noise"), init, update, info={"noise_multiplier": sigma})

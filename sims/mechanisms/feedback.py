@@ -42,14 +42,13 @@ def error_feedback(compressor: Transform, style: str = "ef") -> Transform:
             y, inner = compressor.compress(ctx, state["inner"], v)
             new = {"e": v - y, "inner": inner}
             out = y
-            work.metrics["phi"] = sq(y) / sq(v) if sq(v) > 0 else 1.0
+            work.report(phi=sq(y) / sq(v) if sq(v) > 0 else 1.0)
         else:
             y, inner = compressor.compress(ctx, state["inner"], u - state["e"])
             g = state["e"] + y
             new = {"e": g, "inner": inner}
             out = g.copy()
-        work.update = out
-        work.mask = out != 0
+        work.release(out, kept=out != 0)
         return new
 
     # the wrapper reads exactly what its compressor reads: its declaration is inherited, never widened

@@ -21,9 +21,7 @@ import numpy as np
 from dptheory.validation import check_choice, check_int, check_real
 from dptheory.noise_signal import FREEZE_KINDS as RAMPS, freeze_schedule, n_frozen
 
-from sims.models.pergrad import mask_blocks
-
-from .base import Effect, Transform
+from .base import Effect, KeptSet, Transform
 
 __all__ = ["random_freeze", "frozen_fraction", "RAMPS"]
 
@@ -69,22 +67,18 @@ def random_freeze(r_final, ramp: str = "linear", *, refresh=None, rescale: bool 
         n_epochs = -(-total // spe)
         d = ctx.layout.n_params
         frozen = draw(ctx.rng, d, frozen_fraction(r_final, 0, n_epochs, ramp))
-        return {"key": 0, "n_epochs": n_epochs, "frozen": frozen, "keep": ~frozen, "idx": np.flatnonzero(~frozen)}
+        return {"key": 0, "n_epochs": n_epochs, "frozen": frozen, "keep": KeptSet(~frozen)}
 
     def update(ctx, state, work):
         key = ctx.epoch if refresh is None else ctx.step // refresh
         if key != state["key"]:
             rate = frozen_fraction(r_final, ctx.epoch, state["n_epochs"], ramp)
             frozen = draw(ctx.rng, work.d, rate)
-            state = dict(state, key=key, frozen=frozen, keep=~frozen, idx=np.flatnonzero(~frozen), blocks=None)
+            state = dict(state, key=key, frozen=frozen, keep=KeptSet(~frozen))
         keep = state["keep"]
-        blk = state.get("blocks")
-        if blk is None or blk.dtype != work.dtype or blk.layout != work.layout:
-            blk = mask_blocks(work.layout, keep, work.dtype)  # once per redraw: O(d)
-            state = dict(state, blocks=blk)
-        work.restrict(keep, "kept", blk.idx, blk)  # blk.idx == state["idx"]: the same kept set
+        work.restrict(keep, "kept")  # a KeptSet: prepared for the sparse kernels once per redraw
         if rescale:
-            work.scale *= work.d / max(1.0, float(state["idx"].size))
+            work.rescale(work.d / max(1.0, float(keep.idx.size)))
         return state
 
     return Transform("random_freeze", Effect("pre_clip", noise_on="kept", reads="none"), init, update,

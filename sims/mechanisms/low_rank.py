@@ -63,13 +63,15 @@ def low_rank(rank, order: str = "noise_then_compress") -> Transform:
 
     def update(ctx, state, work):
         if order == "noise_then_compress":
-            work.update, state = compress(ctx, state, work.update)
-        else:
-            work.sum, state = compress(ctx, state, work.sum)
+            y, state = compress(ctx, state, work.update)
+            work.release(y)
+        else:  # a data-dependent basis: declared with an unbounded sensitivity factor (refused)
+            y, state = compress(ctx, state, work.clipped_sum)
+            work.replace_sum(y)
         return state
 
     if order == "noise_then_compress":
         eff = Effect("post_noise", "all", "noised")
     else:
-        eff = Effect("post_clip", "all", "private")
+        eff = Effect("post_clip", "all", "private", sensitivity_factor=float("inf"))
     return Transform(f"low_rank[{order}]", eff, init, update, compress=compress, info={"rank": rank})

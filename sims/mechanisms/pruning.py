@@ -24,7 +24,7 @@ from sims.models.pergrad import weighted_sum
 
 from ._util import top_k_mask
 from .base import Effect, Transform
-from .public_selection import _require_public
+from .public_selection import require_public_split
 
 __all__ = ["magnitude_prune", "magnitude_mask", "pretrain_public", "SOURCES_"]
 
@@ -38,10 +38,12 @@ def magnitude_mask(w, fraction, layout) -> np.ndarray:
 
 
 def pretrain_public(model, params, public, *, epochs, lr, batch_size, rng) -> np.ndarray:
-    """Plain (non-private) mini-batch SGD on the public split: ``w <- w - lr * mean grad``."""
+    """Plain (non-private) mini-batch SGD on the public split: ``w <- w - lr * mean grad``.
+
+    ``public`` is a :class:`sims.data.PublicSplit`."""
     from sims.models.dense import backprop
 
-    X, y = public
+    X, y = public.X, public.y
     w = np.array(params, copy=True)
     n = len(X)
     for _ in range(epochs):
@@ -76,7 +78,7 @@ def magnitude_prune(fraction, source: str = "init", *, every=None, public_epochs
 
     def init(ctx):
         if source == "public":
-            _require_public(ctx, "magnitude_prune(source='public')")
+            require_public_split(ctx, "magnitude_prune(source='public')")
             w = pretrain_public(ctx.model, ctx.params, ctx.public, epochs=public_epochs, lr=public_lr,
                                 batch_size=public_batch_size, rng=ctx.rng)
         else:

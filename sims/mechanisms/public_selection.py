@@ -23,25 +23,39 @@ from sims.models.pergrad import weighted_sum
 from ._util import top_k_mask
 from .base import Effect, Transform
 
-__all__ = ["public_freeze", "public_select", "public_gradient", "CRITERIA"]
+__all__ = ["public_freeze", "public_select", "public_gradient", "require_public_split", "CRITERIA"]
 
 CRITERIA = ("magnitude", "random")
 
 
-def _require_public(ctx, who):
+def require_public_split(ctx, who: str):
+    """The checked public split of ``ctx`` for the public-data mechanism ``who``, or ``ValueError``.
+
+    Only a :class:`sims.data.PublicSplit` is accepted: it is made by :func:`sims.data.public_split`,
+    which refuses a public split in which any row equals a private training row (so a public-data
+    mechanism can never read a private example).
+    """
+    from sims.data import PublicSplit
+
     if ctx.public is None:
         raise ValueError(f"public: {who} needs a public split (InitContext.public is None); "
-                         f"use criterion='random' or provide (X_public, y_public)")
+                         f"use criterion='random' or give the dataset a public split (sims.data.split_public)")
+    if not isinstance(ctx.public, PublicSplit):
+        raise ValueError(f"public: {who} needs a sims.data.PublicSplit (made by sims.data.public_split, which "
+                         f"checks that no public row is a private row), got {type(ctx.public).__name__}")
+    return ctx.public
 
 
 def public_gradient(model, params, public, rng=None, batch_size=None) -> np.ndarray:
     """Mean gradient of the model loss over the public split (or a random public batch).
 
+    ``public`` is a :class:`sims.data.PublicSplit`.
+
     ``g = (1/n) sum_i grad l(x_i, y_i)`` via ``sims.models.backprop`` and the per-example sum.
     """
     from sims.models.dense import backprop
 
-    X, y = public
+    X, y = public.X, public.y
     if batch_size is not None and batch_size < len(X):
         idx = rng.choice(len(X), size=batch_size, replace=False)
         X, y = X[idx], y[idx]
@@ -88,7 +102,7 @@ def public_freeze(fraction, criterion: str = "magnitude", *, public_batch_size=N
 
     def init(ctx):
         if criterion == "magnitude":
-            _require_public(ctx, "public_freeze(criterion='magnitude')")
+            require_public_split(ctx, "public_freeze(criterion='magnitude')")
         return {"keep": _choose(ctx, criterion, fraction, ctx.params, pbs)}
 
     def update(ctx, state, work):
@@ -111,7 +125,7 @@ def public_select(fraction, criterion: str = "magnitude", *, public_batch_size=N
 
     def init(ctx):
         if criterion == "magnitude":
-            _require_public(ctx, "public_select(criterion='magnitude')")
+            require_public_split(ctx, "public_select(criterion='magnitude')")
         return {"keep": None}
 
     def update(ctx, state, work):

@@ -44,11 +44,9 @@ def random_k(k, order: str = "clip_then_mask", *, layerwise: bool = False, resca
 
     def update(ctx, state, work):
         keep = random_k_mask(ctx.rng, k, work.layout, layerwise)
-        if order == "clip_then_mask":
-            work.sum[~keep] = 0
-        work.restrict(keep, "kept")
+        work.restrict(keep, "kept")  # pre_clip: masks the gradients; post_clip: zeroes the clipped sum
         if rescale:
-            work.scale *= work.d / float(keep.sum())
+            work.rescale(work.d / float(keep.sum()))
         return state
 
     stage = "pre_clip" if order == "mask_then_clip" else "post_clip"

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dptheory.validation import check_choice, check_int
 
-from ._util import check_k, sq, top_k_mask
-from .base import Effect, Transform
+import numpy as np
+
+from ._util import blocks, check_k, sq, top_k_mask
+from .base import Effect, PerExampleMap, Transform
 
 __all__ = ["top_k", "MODES"]
 
@@ -55,9 +57,8 @@ def top_k(k, mode: str = "noisy", *, layerwise: bool = False, chunk_size: int = 
         def update(ctx, state, work):
             u = work.update
             keep = top_k_mask(u, k, work.layout, layerwise)
-            work.metrics["phi"] = _phi(u, keep)
-            u[~keep] = 0
-            work.restrict(keep, "all")
+            work.report(phi=_phi(u, keep))
+            work.restrict(keep, "all")  # zeroes the released update outside keep
             return state
 
         def compress(ctx, state, x):
@@ -69,19 +70,29 @@ def top_k(k, mode: str = "noisy", *, layerwise: bool = False, chunk_size: int = 
         return Transform("top_k[noisy]", Effect("post_noise", "all", "noised"), init, update,
                          compress=compress, info={"k": k})
     if mode == "per_example":
-        def update(ctx, state, work):
-            work.per_example_top_k = (k, layerwise, chunk_size)
+        def rows(G, layout):  # each row keeps its own top-k |g| (per block): a row-wise map
+            S = np.zeros_like(G)
+            for sl in blocks(layout, layerwise):
+                seg = G[:, sl]
+                n = seg.shape[1]
+                if k >= n:
+                    S[:, sl] = seg
+                    continue
+                idx = np.argpartition(np.abs(seg), n - k, axis=1)[:, n - k:]
+                np.put_along_axis(S[:, sl], idx, np.take_along_axis(seg, idx, axis=1), axis=1)
+            return S
+
+        def keep_state(ctx, state, work):  # the selection is the map, run by the clip stage
             return state
 
-        return Transform("top_k[per_example]", Effect("pre_clip", "all", "per_example"), init, update,
-                         info={"k": k})
+        return Transform("top_k[per_example]", Effect("pre_clip", "all", "per_example"), init, keep_state,
+                         per_example=PerExampleMap(rows, chunk_size), info={"k": k})
 
     def update(ctx, state, work):
-        s = work.sum
+        s = work.clipped_sum
         keep = top_k_mask(s, k, work.layout, layerwise)
-        work.metrics["phi"] = _phi(s, keep)
-        s[~keep] = 0
-        work.restrict(keep, "kept")
+        work.report(phi=_phi(s, keep))
+        work.restrict(keep, "kept")  # zeroes the clipped sum outside keep
         return state
 
     return Transform("top_k[clean]", Effect("post_clip", "kept", "private"), init, update, info={"k": k})

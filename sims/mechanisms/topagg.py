@@ -118,16 +118,14 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
             noise_sq = std * std * sq(z)
         n_teachers = work.batch / teacher_size
         out = np.where(np.abs(noisy) > beta * n_teachers, np.sign(noisy), 0).astype(work.dtype)
-        work.update = out * work.dtype.type(scale)
-        work.mask = out != 0
-        m = work.metrics
-        m["signal_sq_before_mask"] = m["signal_sq_after_mask"] = sq(votes)
-        m["noise_sq"] = noise_sq
-        m["nsr"] = noise_sq / m["signal_sq_after_mask"] if m["signal_sq_after_mask"] > 0 else 0.0
+        work.release(out * work.dtype.type(scale), kept=out != 0)
+        vs = sq(votes)
+        work.report(signal_sq_before_mask=vs, signal_sq_after_mask=vs, noise_sq=noise_sq,
+                    nsr=noise_sq / vs if vs > 0 else 0.0)
         if phis:
-            m["phi"] = float(np.mean(np.concatenate(phis)))
             q = np.quantile(np.concatenate(norms).astype(np.float64), [0.1, 0.5, 0.9])
-            m.update(grad_norm_q10=float(q[0]), grad_norm_q50=float(q[1]), grad_norm_q90=float(q[2]))
+            work.report(phi=float(np.mean(np.concatenate(phis))), grad_norm_q10=float(q[0]),
+                        grad_norm_q50=float(q[1]), grad_norm_q90=float(q[2]))
         return state
 
     if teacher_size == 1:

@@ -1,0 +1,324 @@
+r"""Typed privacy events: what a run releases, in the spirit of dp-accounting's ``DpEvent``.
+
+An *event* is a small immutable description of a privacy-relevant release; an accountant turns
+it into ``(epsilon, delta)``. Conventions (THEORY.md section 1): add/remove adjacency, Poisson
+sampling at rate ``q``, noise multiplier ``sigma`` = noise std / L2 sensitivity.
+
+* :class:`Gaussian` -- ONE release of the Gaussian mechanism (dp-accounting's
+  ``GaussianDpEvent``). Its Renyi DP of order :math:`\alpha > 1` is the Renyi divergence between
+  :math:`N(1, \sigma^2)` and :math:`N(0, \sigma^2)`,
+
+  .. math:: \varepsilon_{\mathrm{G}}(\alpha) = \frac{\alpha}{2\sigma^2}
+
+  (Mironov 2017, "Renyi Differential Privacy", Prop. 7).
+* :class:`PoissonGaussian` -- ``steps`` self-composed releases of the Poisson-subsampled Gaussian
+  mechanism (dp-accounting's ``SelfComposedDpEvent(PoissonSampledDpEvent(q,
+  GaussianDpEvent(sigma)), steps)``). One step has RDP
+
+  .. math::
+      \varepsilon_{\mathrm{SGM}}(\alpha) = \frac{\log A_\alpha}{\alpha - 1},\qquad
+      A_\alpha = \mathbb{E}_{z \sim \mu_0}\big[(\mu(z)/\mu_0(z))^\alpha\big],
+
+  with :math:`\mu_0 = N(0, \sigma^2)` and :math:`\mu = (1-q) N(0, \sigma^2) + q N(1, \sigma^2)`
+  (Mironov, Talwar & Zhang 2019, "Renyi Differential Privacy of the Sampled Gaussian Mechanism";
+  computed by :func:`dptheory.accounting.rdp_subsampled_gaussian`). At ``q = 1`` it is the
+  plain Gaussian.
+* :class:`NonPrivate` -- an explicit marker that a release is NOT differentially private
+  (dp-accounting's ``NonPrivateDpEvent``); its epsilon is infinite.
+
+Composition: RDP adds order-wise (Mironov 2017, Prop. 1),
+:math:`\varepsilon_{M_1 \circ M_2}(\alpha) \le \varepsilon_{M_1}(\alpha) + \varepsilon_{M_2}(\alpha)`,
+so ``T`` steps cost ``T * eps_SGM(alpha)`` and a sequence of events costs the sum of their RDP
+curves. :func:`epsilon_of` converts to ``(epsilon, delta)`` with Balle et al. (2020), Thm 21
+(:func:`dptheory.accounting.epsilon_from_rdp`), or delegates to dp-accounting's PLD accountant.
+
+Every event is a frozen (immutable, hashable) dataclass validated on construction, and
+``to_dp_accounting()`` returns the equivalent dp-accounting ``DpEvent`` (optional dependency:
+``pip install "dpsparse[pld]"``), so a run can also be accounted by any dp-accounting accountant.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .accounting import (_ACCOUNTANTS, DEFAULT_ORDERS, _check_orders, _require_dp_accounting, epsilon,
+                         epsilon_from_rdp, rdp_gaussian, rdp_subsampled_gaussian)
+from .validation import check_choice, check_delta, check_int, check_real
+
+__all__ = ["Gaussian", "PoissonGaussian", "NonPrivate", "epsilon_of"]
+
+#: discretisation of dp-accounting's PLD accountant when composing a sequence of events.
+_PLD_INTERVAL = 1e-4
+
+
+def _sigma(value) -> float:
+    return check_real("noise_multiplier", value, low=0.0, low_open=True)
+
+
+def _rate(value) -> float:
+    return check_real("sampling_rate", value, low=0.0, high=1.0, low_open=True)
+
+
+def _steps(value) -> int:
+    return check_int("steps", value, low=1)
+
+
+def _g(x: float) -> str:
+    return f"{x:.6g}"
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    r"""One release of the Gaussian mechanism (dp-accounting's ``GaussianDpEvent``).
+
+    Adds :math:`N(0, \sigma^2 \Delta^2)` noise to a query of L2 sensitivity :math:`\Delta`;
+    RDP :math:`\alpha / (2\sigma^2)` (Mironov 2017, Prop. 7).
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        sigma = noise std / L2 sensitivity, finite and > 0.
+
+    Raises
+    ------
+    ValueError
+        If ``noise_multiplier`` is not a finite real number in (0, inf).
+
+    Examples
+    --------
+    >>> Gaussian(1.1).poisson_sampled(0.01, 1000)
+    PoissonGaussian(sampling_rate=0.01, noise_multiplier=1.1, steps=1000)
+    """
+
+    noise_multiplier: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "noise_multiplier", _sigma(self.noise_multiplier))
+
+    def __str__(self) -> str:
+        return f"Gaussian mechanism (sigma={_g(self.noise_multiplier)})"
+
+    def poisson_sampled(self, sampling_rate, steps=1) -> PoissonGaussian:
+        """This release applied to a Poisson sample at rate ``sampling_rate``, ``steps`` times.
+
+        Parameters
+        ----------
+        sampling_rate : float
+            Poisson sampling probability q in (0, 1].
+        steps : int, default 1
+            Number of self-composed steps, >= 1.
+
+        Returns
+        -------
+        PoissonGaussian
+            ``PoissonGaussian(sampling_rate, self.noise_multiplier, steps)``.
+        """
+        return PoissonGaussian(sampling_rate, self.noise_multiplier, steps)
+
+    def rdp(self, orders) -> np.ndarray:
+        """RDP ``alpha / (2 sigma^2)`` at each order in ``orders`` (each in (1, inf)).
+
+        Returns
+        -------
+        numpy.ndarray
+            One value per order (``inf`` if 1/sigma^2 overflows).
+        """
+        return rdp_gaussian(orders, self.noise_multiplier)
+
+    def to_dp_accounting(self):
+        """The equivalent ``dp_accounting.GaussianDpEvent(noise_multiplier)``.
+
+        Raises
+        ------
+        ImportError
+            If dp-accounting is not installed (``pip install "dpsparse[pld]"``).
+        """
+        dp_accounting = _require_dp_accounting("to_dp_accounting()")
+        return dp_accounting.GaussianDpEvent(self.noise_multiplier)
+
+
+@dataclass(frozen=True)
+class PoissonGaussian:
+    """``steps`` self-composed steps of the Poisson-subsampled Gaussian mechanism.
+
+    Each step samples every example independently with probability ``sampling_rate`` and releases
+    a :class:`Gaussian` with ``noise_multiplier`` on the sample (one step of DP-SGD). The analogue
+    of dp-accounting's ``SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(sigma)),
+    steps)``; RDP ``steps * eps_SGM(alpha)`` (Mironov, Talwar & Zhang 2019).
+
+    Parameters
+    ----------
+    sampling_rate : float
+        Poisson sampling probability q in (0, 1]; q = 1 is the full batch.
+    noise_multiplier : float
+        sigma = noise std / L2 sensitivity, finite and > 0.
+    steps : int, default 1
+        Number of steps T >= 1 (integral floats such as ``1e6`` are accepted).
+
+    Raises
+    ------
+    ValueError
+        Naming the field and its allowed range when a field is invalid.
+    """
+
+    sampling_rate: float
+    noise_multiplier: float
+    steps: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "sampling_rate", _rate(self.sampling_rate))
+        object.__setattr__(self, "noise_multiplier", _sigma(self.noise_multiplier))
+        object.__setattr__(self, "steps", _steps(self.steps))
+
+    def __str__(self) -> str:
+        plural = "" if self.steps == 1 else "s"
+        return (f"Poisson-subsampled Gaussian (q={_g(self.sampling_rate)}, "
+                f"sigma={_g(self.noise_multiplier)}, {self.steps} step{plural})")
+
+    def rdp(self, orders) -> np.ndarray:
+        """Composed RDP ``steps * eps_SGM(alpha)`` at each order in ``orders`` (each in (1, inf)).
+
+        Returns
+        -------
+        numpy.ndarray
+            One value per order (``inf`` if 1/sigma^2 overflows).
+        """
+        return self.steps * rdp_subsampled_gaussian(orders, self.sampling_rate, self.noise_multiplier)
+
+    def to_dp_accounting(self):
+        """The equivalent dp-accounting event.
+
+        Returns
+        -------
+        dp_accounting.DpEvent
+            ``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` when ``steps == 1``, else
+            ``SelfComposedDpEvent`` of it ``steps`` times.
+
+        Raises
+        ------
+        ImportError
+            If dp-accounting is not installed (``pip install "dpsparse[pld]"``).
+        """
+        dp_accounting = _require_dp_accounting("to_dp_accounting()")
+        one = dp_accounting.PoissonSampledDpEvent(
+            self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
+        return one if self.steps == 1 else dp_accounting.SelfComposedDpEvent(one, self.steps)
+
+
+@dataclass(frozen=True)
+class NonPrivate:
+    """An explicit marker that a release is NOT differentially private (``NonPrivateDpEvent``).
+
+    Parameters
+    ----------
+    reason : str
+        Why the release is not private (e.g. "top-k selection reads the raw gradient");
+        a non-empty string (not only whitespace).
+
+    Raises
+    ------
+    ValueError
+        If ``reason`` is not a non-empty string.
+    """
+
+    reason: str
+
+    def __post_init__(self):
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise ValueError(f"reason must be a non-empty string, got {self.reason!r}")
+
+    def __str__(self) -> str:
+        return f"non-private release ({self.reason})"
+
+    def rdp(self, orders) -> np.ndarray:
+        """``inf`` at every order in ``orders`` (what dp-accounting's RDP accountant adds)."""
+        return np.full(_check_orders(orders).shape, np.inf)
+
+    def to_dp_accounting(self):
+        """The equivalent ``dp_accounting.NonPrivateDpEvent()`` (the reason is not carried).
+
+        Raises
+        ------
+        ImportError
+            If dp-accounting is not installed (``pip install "dpsparse[pld]"``).
+        """
+        dp_accounting = _require_dp_accounting("to_dp_accounting()")
+        return dp_accounting.NonPrivateDpEvent()
+
+
+_EVENTS = (Gaussian, PoissonGaussian, NonPrivate)
+_EVENT_ERROR = ("event must be a Gaussian, PoissonGaussian or NonPrivate event, or a non-empty "
+                "sequence of them, got {!r}")
+
+
+def _as_event_list(event) -> list:
+    """The events of a non-empty sequence (any iterable but a string), else ValueError."""
+    if isinstance(event, (str, bytes)) or not isinstance(event, Iterable):
+        raise ValueError(_EVENT_ERROR.format(event))
+    events = list(event)
+    if not events or not all(isinstance(e, _EVENTS) for e in events):
+        raise ValueError(_EVENT_ERROR.format(event))
+    return events
+
+
+def epsilon_of(event, delta, *, accountant="rdp"):
+    """``(epsilon, order)`` of a privacy event, or of a sequence of events composed.
+
+    * :class:`PoissonGaussian`: :func:`dptheory.accounting.epsilon` of its parameters (RDP on the
+      default order grid, extended and refined between grid orders; or PLD).
+    * :class:`Gaussian`: the same at sampling rate 1 and one step.
+    * :class:`NonPrivate`: ``(inf, None)``.
+    * a non-empty sequence (e.g. training phases with different noise): if any element is
+      :class:`NonPrivate`, ``(inf, None)``; otherwise with ``accountant="rdp"`` the RDP curves
+      add order-wise on :data:`~dptheory.accounting.DEFAULT_ORDERS` (no refinement between
+      orders) and are converted by :func:`~dptheory.accounting.epsilon_from_rdp`; with
+      ``accountant="pld"`` the events' :meth:`to_dp_accounting` are composed in dp-accounting's
+      PLD accountant (discretisation 1e-4).
+
+    Parameters
+    ----------
+    event : Gaussian, PoissonGaussian, NonPrivate, or sequence of them
+    delta : float
+        Target delta in (0, 1).
+    accountant : {"rdp", "pld"}
+        ``"pld"`` needs dp-accounting (``pip install "dpsparse[pld]"``).
+
+    Returns
+    -------
+    (float, float or None)
+        epsilon (``inf`` if anything is non-private) and the optimal RDP order; the order is
+        None for the PLD accountant and for non-private events.
+
+    Raises
+    ------
+    ValueError
+        Naming ``event``, ``delta`` or ``accountant`` when one is invalid.
+
+    Notes
+    -----
+    A sequence is accounted on the fixed grid only, so ``epsilon_of([e], delta)`` can be larger
+    than ``epsilon_of(e, delta)`` (e.g. when the best order lies above 63), and DEFAULT_ORDERS
+    lacks dp-accounting's orders 11 and 128..1024.
+    """
+    check_choice("accountant", accountant, _ACCOUNTANTS)
+    d = check_delta(delta)
+    if isinstance(event, PoissonGaussian):
+        return epsilon(event.sampling_rate, event.noise_multiplier, event.steps, d, accountant=accountant)
+    if isinstance(event, Gaussian):
+        return epsilon(1.0, event.noise_multiplier, 1, d, accountant=accountant)
+    if isinstance(event, NonPrivate):
+        return math.inf, None
+    events = _as_event_list(event)
+    if any(isinstance(e, NonPrivate) for e in events):
+        return math.inf, None
+    if accountant == "pld":
+        dp_accounting = _require_dp_accounting('accountant="pld"')
+        acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=_PLD_INTERVAL)
+        for e in events:
+            acc.compose(e.to_dp_accounting())
+        return float(acc.get_epsilon(d)), None
+    total = sum(e.rdp(DEFAULT_ORDERS) for e in events)
+    return epsilon_from_rdp(DEFAULT_ORDERS, total, d)

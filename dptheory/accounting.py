@@ -1,6 +1,6 @@
 """Privacy accounting of DP-SGD: Renyi DP of the (Poisson-subsampled) Gaussian mechanism.
 
-Conventions (THEORY.md section 1): add/remove adjacency, Poisson sampling at rate ``q``,
+Conventions (docs/theory.md §1): add/remove adjacency, Poisson sampling at rate ``q``,
 noise multiplier ``sigma`` (noise std divided by the L2 sensitivity), ``T`` steps.
 
 * :func:`rdp_gaussian`, :func:`rdp_subsampled_gaussian` -- RDP curves eps(alpha) of one step.
@@ -90,7 +90,7 @@ def rdp_gaussian(orders, noise_multiplier) -> np.ndarray:
     .. math:: \varepsilon(\alpha) = \frac{\alpha}{2\sigma^2}
 
     the Renyi divergence of order alpha between N(1, sigma^2) and N(0, sigma^2)
-    (Mironov 2017, "Renyi Differential Privacy", Prop. 7; THEORY.md 1.1).
+    (Mironov 2017, "Renyi Differential Privacy", Prop. 7; docs/theory.md §1.1).
 
     Parameters
     ----------
@@ -169,7 +169,7 @@ def _euler_sum(log_terms: np.ndarray, sign: np.ndarray, end: int):
 def _log_a_frac(q: float, sigma: float, alpha: np.ndarray) -> np.ndarray:
     """log A_alpha for non-integer orders (vectorised over orders), 0 < q < 1.
 
-    Two-sided series of Mironov, Talwar & Zhang (2019), Sec. 3.3 (THEORY.md 1.2), with
+    Two-sided series of Mironov, Talwar & Zhang (2019), Sec. 3.3 (docs/theory.md §1.2), with
     z0 = sigma^2 log(1/q - 1) + 1/2 splitting the integral; signed binomial coefficients;
     the alternating tail is accelerated with the Euler transform.
     """
@@ -201,7 +201,7 @@ def rdp_subsampled_gaussian(orders, sampling_rate, noise_multiplier) -> np.ndarr
     with mu0 = N(0, sigma^2) and mu = (1-q) N(0, sigma^2) + q N(1, sigma^2) (add/remove adjacency).
     Integer alpha: A = sum_i C(alpha,i) q^i (1-q)^(alpha-i) exp((i^2-i)/(2 sigma^2)).
     Fractional alpha: the two-sided series of Mironov, Talwar & Zhang 2019, "Renyi Differential
-    Privacy of the Sampled Gaussian Mechanism", Sec. 3.3 (THEORY.md 1.2). For q = 1 this is the
+    Privacy of the Sampled Gaussian Mechanism", Sec. 3.3 (docs/theory.md §1.2). For q = 1 this is the
     plain Gaussian alpha / (2 sigma^2).
 
     Parameters
@@ -434,7 +434,7 @@ def steps_for_epochs(sampling_rate, epochs) -> int:
 def calibrate_noise(sampling_rate, steps, epsilon, delta, *, accountant="rdp", conversion="balle"):
     r"""Smallest noise multiplier sigma with epsilon(q, sigma, T, delta) <= ``epsilon``.
 
-    epsilon is strictly decreasing in sigma (THEORY.md 1.4), so the target is bracketed by
+    epsilon is strictly decreasing in sigma (docs/theory.md §1.4), so the target is bracketed by
     doubling / halving sigma and the crossing is found by Brent's method on log sigma, to a
     relative tolerance of 1e-6 (the task asks for 1e-4). The returned sigma always meets the
     target (it is nudged up if the root lands a hair on the wrong side).
@@ -487,7 +487,7 @@ def calibrate_noise_gaussian_closed_form(steps, epsilon, delta) -> float:
     r"""Closed-form sigma for q = 1, continuous orders and the classic conversion.
 
     eps = T/(2 sigma^2) + sqrt(2 T log(1/delta))/sigma is inverted by
-    sigma = sqrt(T/2) / (sqrt(log(1/delta) + eps) - sqrt(log(1/delta)))  (THEORY.md 1.4, derived and
+    sigma = sqrt(T/2) / (sqrt(log(1/delta) + eps) - sqrt(log(1/delta)))  (docs/theory.md §1.4, derived and
     proved in ``proofs.accounting``). Useful as a sanity check of :func:`calibrate_noise`.
     """
     t = _check_steps(steps)

@@ -1,4 +1,4 @@
-"""Clipping bias ``b = E clip_C(g) - E g`` of per-example gradient clipping (THEORY.md 4).
+"""Clipping bias ``b = E clip_C(g) - E g`` of per-example gradient clipping (docs/theory.md §4).
 
 ``clip_C(g) = g min(1, C/||g||)``. Closed forms for the 1-D Gaussian, a 2-D quadrature for isotropic
 Gaussian noise in ``d`` dimensions, general moment bounds, and the Chen-Wu-Hong 2020 counterexample.

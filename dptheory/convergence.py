@@ -1,4 +1,4 @@
-"""Convergence bounds for dense and sparse DP-SGD, with their optimal step sizes (THEORY.md 3).
+"""Convergence bounds for dense and sparse DP-SGD, with their optimal step sizes (docs/theory.md §3).
 
 Noise enters every bound through the full noise energy ``N = d sigma^2 C^2 / B^2``
 (:func:`dptheory.noise_signal.noise_energy`). Functions broadcast over NumPy arrays and validate their
@@ -9,7 +9,7 @@ Constants checked against the literature (what we found):
 
 - Strongly convex, ``eta_t = 1/(lambda t)``: Rakhlin, Shamir & Sridharan 2012 (arXiv 1109.5647),
   Lemma 1: ``E||w_t - w*||^2 <= 4 G^2/(lambda^2 t)`` under ``E||g_t||^2 <= G^2`` (projected SGD).
-  Our ``G^2 + N`` is the second-moment bound of the noisy clipped gradient. Agrees with THEORY.md.
+  Our ``G^2 + N`` is the second-moment bound of the noisy clipped gradient. Agrees with docs/theory.md.
 - Weighted average, ``eta_t = 2/(lambda (t+1))``, weights ``propto t``: Lacoste-Julien, Schmidt &
   Bach 2012 (arXiv 1212.2002), Theorem: ``E f(x_bar) - f* <= 2 G^2/(lambda (T+1))``. Agrees.
 - Error feedback: Karimireddy, Rebjock, Stich & Jaggi 2019 (arXiv 1901.09847), Theorem II (non-convex,
@@ -158,7 +158,7 @@ def strongly_convex_random_k_bound(lipschitz, strong_convexity, t, noise, k, d):
 
 # ----------------------------------------------------------------------------- 3.3 non-convex
 def dp_gradient_variance(clip, batch, d, sigma):
-    """Variance proxy of the DP-SGD gradient, ``sigma_bar^2 <= C^2/B + N`` (sampling + noise), THEORY.md 3.3."""
+    """Variance proxy of the DP-SGD gradient, ``sigma_bar^2 <= C^2/B + N`` (sampling + noise), docs/theory.md §3.3."""
     clip, batch = _pos("clip", clip), _pos("batch", batch)
     return _out(clip ** 2 / batch + np.asarray(noise_energy(d, sigma, clip, batch)))
 

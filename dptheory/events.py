@@ -1,7 +1,7 @@
 r"""Typed privacy events: what a run releases, in the spirit of dp-accounting's ``DpEvent``.
 
 An *event* is a small immutable description of a privacy-relevant release; an accountant turns
-it into ``(epsilon, delta)``. Conventions (THEORY.md section 1): add/remove adjacency, Poisson
+it into ``(epsilon, delta)``. Conventions (docs/theory.md §1): add/remove adjacency, Poisson
 sampling at rate ``q``, noise multiplier ``sigma`` = noise std / L2 sensitivity.
 
 * :class:`Gaussian` -- ONE release of the Gaussian mechanism (dp-accounting's

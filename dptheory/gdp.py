@@ -4,7 +4,7 @@
 & Su (2020), "Deep Learning with Gaussian Differential Privacy" (Harvard Data Science Review),
 show that T steps of the subsampled Gaussian mechanism converge to mu-GDP as T -> infinity with
 q sqrt(T) fixed; for finite T the epsilon it reports can be BELOW the true epsilon (it is below the
-tight PLD value in the MNIST example of THEORY.md 1.5). Never use it to certify privacy; use
+tight PLD value in the MNIST example of docs/theory.md §1.5). Never use it to certify privacy; use
 :func:`dptheory.accounting.epsilon` for that.
 
 * :func:`gdp_mu` -- the CLT mu for Poisson or uniform (without replacement) sampling.
@@ -27,7 +27,7 @@ __all__ = ["gdp_mu", "delta_gdp", "epsilon_for_mu", "epsilon_gdp"]
 def gdp_mu(sampling_rate, noise_multiplier, steps, sampling="poisson") -> float:
     r"""CLT mu of ``steps`` steps of the subsampled Gaussian mechanism (an APPROXIMATION).
 
-    Poisson sampling (Bu, Dong, Long & Su 2020, Sec. 3, CLT for noisy SGD; THEORY.md 1.5):
+    Poisson sampling (Bu, Dong, Long & Su 2020, Sec. 3, CLT for noisy SGD; docs/theory.md §1.5):
 
     .. math:: \mu = q\sqrt{T\,(e^{1/\sigma^2} - 1)}
 
@@ -121,7 +121,7 @@ def epsilon_for_mu(mu, delta) -> float:
 def epsilon_gdp(sampling_rate, noise_multiplier, steps, delta, sampling="poisson") -> float:
     r"""CLT epsilon: eps with delta_gdp(gdp_mu(q, sigma, T), eps) = delta. An APPROXIMATION.
 
-    Bu, Dong, Long & Su 2020 (THEORY.md 1.5). **Not an upper bound**: asymptotic in T; it can
+    Bu, Dong, Long & Su 2020 (docs/theory.md §1.5). **Not an upper bound**: asymptotic in T; it can
     under-state the privacy loss (e.g. q = 256/60000, sigma = 1.1, 60 epochs, delta = 1e-5 gives
     about 2.3 against about 2.4 for the tight PLD accountant). Report it, never certify with it.
 

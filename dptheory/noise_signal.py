@@ -1,6 +1,6 @@
 """Noise-to-signal ratio (NSR) of one DP-SGD step with a dense or sparse update.
 
-Conventions (THEORY.md section 2): the update is ``g_bar + s z`` with ``g_bar = (1/B) sum clip_C(g_i)``,
+Conventions (docs/theory.md §2): the update is ``g_bar + s z`` with ``g_bar = (1/B) sum clip_C(g_i)``,
 ``z ~ N(0, I_d)`` and ``s = sigma C / B``; ``k`` of ``d`` coordinates are updated, ``rho = k/d``.
 The full noise energy is ``N = d s^2``. Every closed form here is proved in :mod:`proofs.noise_signal`
 (tags [S]) or derived and checked numerically in ``tests/test_noise_signal.py`` (tags [D]).
@@ -84,7 +84,7 @@ def noise_std(sigma, clip, batch):
 
 
 def noise_energy(d, sigma, clip, batch):
-    """Full noise energy ``N = d sigma^2 C^2 / B^2 = E||s z||^2`` of a dense update (THEORY.md conventions)."""
+    """Full noise energy ``N = d sigma^2 C^2 / B^2 = E||s z||^2`` of a dense update (docs/theory.md §Conventions)."""
     d = _int("d", d, low=1)
     return _out(d * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
@@ -123,7 +123,7 @@ def noise_energy_interval(k, sigma, clip, batch, level=0.95):
 
 # ----------------------------------------------------------------------------- NSR
 def nsr_dense(d, sigma, clip, batch, signal_sq):
-    """Dense NSR ``d sigma^2 C^2 / (B^2 ||g_bar||^2)`` = noise energy / signal energy (THEORY.md 2).
+    """Dense NSR ``d sigma^2 C^2 / (B^2 ||g_bar||^2)`` = noise energy / signal energy (docs/theory.md §2).
 
     ``signal_sq`` is ``||g_bar||^2 > 0``, the squared norm of the clipped mean gradient.
     """
@@ -340,7 +340,7 @@ def freeze_mean_noise_energy(r_final, epochs, kind="linear", d=None):
 
 # ----------------------------------------------------------------------------- trade-off
 def tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch):
-    """Coefficients ``(a, b)`` of the mask-then-clip bound ``a/sqrt(rho) + b sqrt(rho)`` (THEORY.md 3.3) [D].
+    """Coefficients ``(a, b)`` of the mask-then-clip bound ``a/sqrt(rho) + b sqrt(rho)`` (docs/theory.md §3.3) [D].
 
     ``a = DeltaF/(eta C T) + L eta C/2`` (signal loss), ``b = L eta C d sigma^2/(2 B^2)`` (noise).
     A reconstruction consistent with the abstract of Zhu & Blaschko (arXiv 2112.00845): the trade-off

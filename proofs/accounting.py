@@ -1,4 +1,4 @@
-"""Symbolic derivations behind :mod:`dptheory.accounting` and :mod:`dptheory.gdp` (THEORY.md 1.1-1.5)."""
+"""Symbolic derivations behind :mod:`dptheory.accounting` and :mod:`dptheory.gdp` (docs/theory.md §1.1-§1.5)."""
 from __future__ import annotations
 
 import sympy as sp

@@ -1,4 +1,4 @@
-"""Derivations behind :mod:`dptheory.clipping` (THEORY.md 4)."""
+"""Derivations behind :mod:`dptheory.clipping` (docs/theory.md §4)."""
 from __future__ import annotations
 
 import sympy as sp

@@ -1,4 +1,4 @@
-"""Derivations behind :mod:`dptheory.convergence` (THEORY.md 3)."""
+"""Derivations behind :mod:`dptheory.convergence` (docs/theory.md §3)."""
 from __future__ import annotations
 
 import sympy as sp

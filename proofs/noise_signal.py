@@ -1,4 +1,4 @@
-"""Derivations behind :mod:`dptheory.noise_signal` (THEORY.md 2, 3.3 trade-off, 3.4 compressors)."""
+"""Derivations behind :mod:`dptheory.noise_signal` (docs/theory.md §2, §3.3 trade-off, §3.4 compressors)."""
 from __future__ import annotations
 
 import itertools

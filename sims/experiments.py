@@ -92,7 +92,7 @@ def nsr_vs_k(*, n_k=9, clip_norm=0.05, noise_multiplier=1.0, batch_size=64, repe
     """Measured one-step signal, noise and NSR of random-k against the closed forms, for k from d/64 to d.
 
     On one fixed mini-batch of the digits MLP (at initialisation) and a clip norm far below every
-    per-example gradient norm (the all-clipped regime of THEORY.md 2), the chain
+    per-example gradient norm (the all-clipped regime of docs/theory.md §2), the chain
     ``random_k(k, order) -> clip -> gaussian_noise`` is stepped ``repeats`` times with fresh masks and
     noise. Reported per k: mean and standard error of the retained signal energy
     ``||u_signal||^2`` and of the noise energy, the ratio of means (NSR), and the theory:
@@ -267,9 +267,9 @@ def keep_fraction_tradeoff(*, fractions=(0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0), 
     mask before clipping, noise on kept coordinates, no rescaling), so every rho spends exactly the
     same privacy (data-independent mask). Two readings per rho: at the fixed step size ``lrs[0]``
     (the setting of the paper's claim), and at the best step size of the grid ``lrs`` (the open
-    question of SOURCES.md S1: does the gain survive re-tuning the learning rate?).
+    question of docs/sources.md §S1: does the gain survive re-tuning the learning rate?).
 
-    The theory's trade-off bound ``a/sqrt(rho) + b sqrt(rho)`` (THEORY.md 3.3,
+    The theory's trade-off bound ``a/sqrt(rho) + b sqrt(rho)`` (docs/theory.md §3.3,
     ``dptheory.noise_signal.tradeoff_coefficients``) is evaluated at ``lrs[0]`` with
     ``DeltaF = log(10)`` (cross-entropy at a uniform prediction) and an assumed smoothness ``L = 1``;
     its minimiser rho* is reported beside the measured best rho.

@@ -161,7 +161,7 @@ def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params
     Step ``t``: Poisson-sample the batch at rate ``q`` (``q = 1``: every example), backprop, let the
     chain release ``u_t`` (its sum is divided by the expected batch ``q n``), ``x <- x - lr u_t``,
     then ``x <- x min(1, R/||x||)`` if ``project_radius = R`` is given (projected SGD, the setting
-    of THEORY.md 3.1). With ``root = as_seed_sequence(random_state)``, step ``t`` draws from
+    of docs/theory.md §3.1). With ``root = as_seed_sequence(random_state)``, step ``t`` draws from
     ``default_rng(root.spawn(steps + 1)[t])``: first the sampling uniforms, then the chain's generator
     is ``default_rng(one 63-bit draw)``; the release is :func:`sims.step.dpsgd_step`.
     Unlike :func:`sims.train.train` this returns every iterate (for averaged iterates and gradient

@@ -226,7 +226,7 @@ def gaussian_at(indices, std, seed, out) -> np.ndarray:
     noise once per occurrence (like ``np.add.at``). This is how a sparse DP update
     (random-k, frozen mask) gets its Gaussian noise on the k updated coordinates
     only: the released coordinates have the same distribution as dense noise
-    restricted to them (Zhu & Blaschko, arXiv 2112.00845; THEORY.md section 2).
+    restricted to them (Zhu & Blaschko, arXiv 2112.00845; docs/theory.md §2).
 
     Parameters
     ----------

@@ -14,7 +14,7 @@ Differential Privacy", CCS, Algorithm 1) with Poisson sampling, which is what
 4. ``u = (sum_i clip(g_i) + sigma C xi) / B`` with ``xi ~ N(0, I_{d+1})``.
 5. ``theta <- theta - lr (u + weight_decay theta)``; then, if ``project_radius`` is set,
    ``theta <- theta min(1, R / ||theta||)`` (projected SGD, the setting of the convex
-   bounds of Bassily, Smith & Thakurta 2014; THEORY.md section 3.1).
+   bounds of Bassily, Smith & Thakurta 2014; docs/theory.md §3.1).
 
 The average iterate is ``(1/T) sum_{t=1..T} theta_t`` (iterates after each step).
 

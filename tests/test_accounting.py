@@ -196,7 +196,7 @@ def test_balle_beats_classic_orderwise():
 
 
 def test_refinement_never_worse_than_grid_and_matches_q1_closed_form():
-    """q = 1 with the classic conversion has a closed-form continuous optimum (THEORY.md 1.4):
+    """q = 1 with the classic conversion has a closed-form continuous optimum (docs/theory.md §1.4):
     eps = T/(2 s^2) + sqrt(2 T log(1/delta))/s; the refined optimiser must find it."""
     for sigma, steps, delta in [(3.0, 10, 1e-5), (10.0, 100, 1e-6), (1.7, 3, 1e-3)]:
         eps, order = epsilon(1.0, sigma, steps, delta, conversion="classic")
@@ -250,9 +250,9 @@ def test_calibrate_q1_classic_matches_closed_form():
         assert abs(sigma - closed) <= 1e-5 * closed
 
 
-# ----------------------------------------------------------------------------- THEORY.md example
+# ----------------------------------------------------------------------------- docs/theory.md §1.5 example
 def test_theory_example_mnist():
-    """q=256/60000, sigma=1.1, 60 epochs, delta=1e-5 (THEORY.md 1.5: ~3.01 / ~2.60 / ~2.32).
+    """q=256/60000, sigma=1.1, 60 epochs, delta=1e-5 (docs/theory.md §1.5: ~3.01 / ~2.60 / ~2.32).
 
     Asserts only true inequalities and cross-checks against dp-accounting; prints the numbers."""
     from dptheory.gdp import epsilon_gdp

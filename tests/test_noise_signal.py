@@ -118,7 +118,7 @@ def test_freeze_schedule(kind):
 
 def test_linear_freeze_schedule_against_hand_values():
     """Independent of the implementation: r_e = r e/(E-1) (Zhu & Blaschko's code) and the mean
-    injected noise energy 1 - r/2 for the linear ramp (THEORY.md 2, [S])."""
+    injected noise energy 1 - r/2 for the linear ramp (docs/theory.md §2, [S])."""
     np.testing.assert_allclose(ns.freeze_schedule(0.9, 10, "linear"), 0.9 * np.arange(10) / 9, rtol=1e-15)
     assert ns.freeze_mean_noise_energy(0.9, 10, "linear") == pytest.approx(0.55, rel=1e-14)
     assert ns.freeze_mean_noise_energy(0.5, 2, "linear") == pytest.approx(0.75, rel=1e-14)

@@ -1,4 +1,4 @@
-"""Simulation vs theory: clipping bias (THEORY.md section 5 "Simulation" item 8; section 4).
+"""Simulation vs theory: clipping bias (docs/theory.md §5 "Simulation" item 8; section 4).
 
 Per-example gradients are drawn from a known law and clipped by the simulator's own code
 (``sims.models.clipped_grad_sum`` on a Backprop built from the rows, ``sims.measure.backprop_from_rows``);

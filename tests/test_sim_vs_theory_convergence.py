@@ -1,4 +1,4 @@
-"""Simulation vs theory: convergence bounds (THEORY.md section 5 "Simulation" items 5, 6, 7, 9).
+"""Simulation vs theory: convergence bounds (docs/theory.md §5 "Simulation" items 5, 6, 7, 9).
 
 Each test runs DP-SGD in ``sims`` (``replicate_dpsgd`` for many seeds in one Numba call, or the
 chain loop ``sims.measure.chain_trajectory``) under the ASSUMPTIONS of a bound of
@@ -124,7 +124,7 @@ def test_convex_projected_averaged_iterate_below_bound(c):
 def test_convex_random_k_averaged_iterate_below_bound(c, rho):
     """Unscaled random-k (clip then mask), projected, clip inactive: mean over 40 seeds of
     ``F(avg_{0..T-1} x_t) - F*`` <= ``convex_random_k_bound(R, G_eff, T, eta, N, k, d)`` + 5.5 se
-    (THEORY.md 3.1 "(d/k) R^2" variant [D]); run with the mechanism chain (sims.measure.chain_trajectory).
+    (docs/theory.md §3.1 "(d/k) R^2" variant [D]); run with the mechanism chain (sims.measure.chain_trajectory).
     One-sided t-test with 39 dof at the t quantile ``t_{39}^{-1}(1 - 1e-7/3)`` (3 examples): false-failure
     probability <= 1e-7 per test in the tight case (the bound is loose by a large factor in practice)."""
     X, y = _logistic_problem(c["d"], c["C"], c["seed"], n=300)

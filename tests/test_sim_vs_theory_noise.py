@@ -1,4 +1,4 @@
-"""Simulation vs theory, one DP-SGD step (THEORY.md section 5 "Simulation" items 1-4).
+"""Simulation vs theory, one DP-SGD step (docs/theory.md §5 "Simulation" items 1-4).
 
 The mechanisms of :mod:`sims.mechanisms` are run many times on synthetic per-example gradients
 (:func:`sims.measure.backprop_from_rows`) and the measured energies are compared with the closed
@@ -20,7 +20,7 @@ from sims.mechanisms import chain, clip, gaussian_noise, public_freeze, random_f
 from sims.models import logistic_regression
 from sims.train import train
 
-# THEORY.md 5: d in [5, 500], k in [1, d], B in [8, 256], sigma in [0.3, 5]
+# docs/theory.md §5: d in [5, 500], k in [1, d], B in [8, 256], sigma in [0.3, 5]
 cfg = st.fixed_dictionaries({
     "d": st.integers(5, 500), "rho": st.floats(0.0, 1.0), "B": st.integers(8, 256),
     "sigma": st.floats(0.3, 5.0), "C": st.floats(0.1, 5.0), "seed": st.integers(0, 2**31),
@@ -67,7 +67,7 @@ LEVEL_FAIL = 2e-9   # per check (both tails); 12 examples x 5 mechanisms -> 1.2e
 @settings(max_examples=12)
 @given(c=cfg)
 def test_noise_energy_on_updated_coordinates_is_k_s2(c):
-    """Noise energy on the updated coordinates ~ s^2 chi^2_k (THEORY.md 2, [S]).
+    """Noise energy on the updated coordinates ~ s^2 chi^2_k (docs/theory.md §2, [S]).
 
     For each mechanism, ``N_REP`` independent steps; the noise ``update - naive signal`` on the
     kept set S (|S| = k exactly, and the update is exactly 0 off S) is summed over replicates:
@@ -167,7 +167,7 @@ mtc_cfg = st.fixed_dictionaries({
 @settings(max_examples=5)
 @given(c=mtc_cfg)
 def test_mask_then_clip_signal_flat_and_nsr_proportional_to_k(c):
-    """Mask then clip, all-clipped regime, spread-out gradients (THEORY.md 2; dptheory
+    """Mask then clip, all-clipped regime, spread-out gradients (docs/theory.md §2; dptheory
     ``signal_mask_then_clip`` / ``nsr_mask_then_clip``, tagged [D], an approximation).
 
     Per-example gradients ``g_i = mu + xi_i`` with ``xi_i ~ N(0, tau^2 I_d)``, ``mu`` a random
@@ -227,7 +227,7 @@ def test_mask_then_clip_signal_flat_and_nsr_proportional_to_k(c):
        seed=st.integers(0, 2**31))
 def test_rescaled_random_k_equals_unscaled_with_larger_step(d_in, rho, sigma, C, order, seed):
     """Rescaled random-k with step eta == unscaled random-k with step eta d/k (same seeds), pathwise
-    (dptheory.noise_signal.rescaled_random_k_moments docstring; THEORY.md 2). Deterministic up to
+    (dptheory.noise_signal.rescaled_random_k_moments docstring; docs/theory.md §2). Deterministic up to
     rounding: ``allclose(rtol=1e-9)`` after 15 train() steps; a control with a different step fails."""
     ds = make_logistic(300, d_in, random_state=seed % 1000)
     model = logistic_regression(d_in)

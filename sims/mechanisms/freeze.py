@@ -4,8 +4,9 @@ At epoch ``e`` of ``E`` a fraction ``r_e`` of the ``d`` coordinates is frozen (`
 coordinates drawn uniformly without replacement, independent of the data), redrawn every epoch
 or every ``refresh`` steps. The mask is applied BEFORE clipping (per-example gradients are
 zeroed on frozen coordinates, then clipped), noise is not drawn on frozen coordinates, and by
-default there is no ``1/(1-r)`` rescaling (as in the authors' code; SOURCES.md S1, THEORY.md
-"Random freeze schedule"). The mask is data-independent: same accounting as dense DP-SGD.
+default there is no ``1/(1-r)`` rescaling (as in the authors' code; docs/sources.md §S1,
+docs/theory.md §2 "Random freeze schedule"). The mask is data-independent: same accounting as
+dense DP-SGD.
 
 Ramps (``E`` = number of epochs, ``e = 0..E-1``; with ``E = 1`` every ramp gives ``r_final``):
 

@@ -10,7 +10,7 @@ vector, biases included) of
              recomputed every ``every`` steps (``every=None``: once, at the first step).
 
 Applied before clipping (mask-then-clip) with noise only on kept coordinates: the accounting of
-dense DP-SGD (SOURCES.md S2 [I]; THEORY.md 1.6). The chain only stops updates of pruned
+dense DP-SGD (docs/sources.md §S2 [I]; docs/theory.md §1.6). The chain only stops updates of pruned
 coordinates; setting their weights to 0 is the training loop's choice (``chain.frozen_mask``).
 """
 from __future__ import annotations

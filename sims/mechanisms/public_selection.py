@@ -8,7 +8,7 @@
 
 The mask is applied before clipping (mask-then-clip) and noise is drawn on the kept coordinates
 only. The choice reads only public data (or nothing), so the accounting is that of dense DP-SGD
-(SOURCES.md S4; THEORY.md 1.6). A magnitude criterion without a public split raises ``ValueError``
+(docs/sources.md §S4; docs/theory.md §1.6). A magnitude criterion without a public split raises ``ValueError``
 at ``init``. ``fraction`` is the fraction NOT updated: ``n_keep = d - floor(fraction * d)``.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Random-k sparsification: a uniformly random set of k coordinates per step (Lin, arXiv 2211.00734).
 
 The mask is drawn from ``ctx.rng`` only, independent of the data, so the released update has the
-sensitivity and the accounting of dense DP-SGD (THEORY.md 1.6); noise is drawn on the kept
+sensitivity and the accounting of dense DP-SGD (docs/theory.md §1.6); noise is drawn on the kept
 coordinates only (O(k)). Orders:
 
 ``mask_then_clip``  zero the other coordinates of each per-example gradient, clip the masked
@@ -9,7 +9,7 @@ coordinates only (O(k)). Orders:
 ``clip_then_mask``  clip full gradients, sum, then mask: ``m * sum_i clip_C(g_i)``.
 
 With ``rescale=True`` the released update is multiplied by ``d/k`` (``k/d``-unbiased estimator
-``Q(x) = (d/k) m * x``; THEORY.md "Rescaled random-k"), signal and noise alike (post-processing).
+``Q(x) = (d/k) m * x``; docs/theory.md §2 "Rescaled random-k"), signal and noise alike (post-processing).
 """
 from __future__ import annotations
 

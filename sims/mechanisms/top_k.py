@@ -1,4 +1,4 @@
-"""Top-k sparsification in three variants with different privacy semantics (THEORY.md 1.6).
+"""Top-k sparsification in three variants with different privacy semantics (docs/theory.md §1.6).
 
 ``noisy``        top-k of the released noisy update (post-processing; noise on all d): private.
 ``per_example``  each example keeps its own top-k ``|g_i|`` before clipping, then clip, sum, and

@@ -12,7 +12,7 @@ ALL d coordinates, and the update is ``scale * T_beta(v)`` with ``T_beta(v)_j = 
 ``|v_j| > beta * n_teachers`` else 0 (``n_teachers = expected_batch_size / teacher_size``, a
 public quantity).
 
-Privacy (THEORY.md 1.6, derived): with one example per teacher, adding/removing an example adds
+Privacy (docs/theory.md §1.6, derived): with one example per teacher, adding/removing an example adds
 or removes one vote vector, L2 sensitivity ``sqrt(k)``; the noise std ``sigma sqrt(k)`` gives
 noise multiplier ``sigma`` -- the RDP of dense DP-SGD at ``sigma``. Under replace-one adjacency the
 sensitivity is ``2 sqrt(k)``. With micro-batch teachers one example changes one teacher's vote:

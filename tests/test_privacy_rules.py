@@ -1,0 +1,299 @@
+"""Privacy by construction: the chain rules, immutable chains, the Work surface, train's refusals.
+
+Each test here is a gap that the previous chain accepted (a non-private set-up that declared its
+behaviour truthfully and still passed, an object that bypassed the rules, or a run that reported
+privacy it did not have); all of them must now be refused, or be impossible to express.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+import sims.mechanisms as mech
+from dptheory.events import Gaussian, NonPrivate, PoissonGaussian, epsilon_of
+from sims import data, models, train
+from sims.measure import backprop_from_rows
+from sims.mechanisms import Effect, InitContext, PerExampleMap, StepContext, Transform
+from sims.mechanisms._util import top_k_mask
+from sims.step import dpsgd_step
+
+C = 1.0
+
+
+def _noop_init(ctx):
+    return ()
+
+
+def _ctx(bp, seed=3):
+    d = bp.layout.n_params
+    p = np.zeros(d)
+    ic = InitContext(model=None, layout=bp.layout, params=p, total_steps=10, steps_per_epoch=5,
+                     expected_batch_size=float(bp.batch_size), rng=np.random.default_rng(1))
+    sc = StepContext(model=None, layout=bp.layout, step=0, epoch=0, params=p, bp=bp,
+                     expected_batch_size=float(bp.batch_size), rng=np.random.default_rng(seed))
+    return ic, sc
+
+
+def _release(ch, G, seed=3):
+    bp = backprop_from_rows(G)
+    ic, sc = _ctx(bp, seed)
+    return dpsgd_step(ch, ch.init(ic), sc).update
+
+
+# ----------------------------------------------------------------------------- the four gaps
+def _post_clip_one_example_mask():
+    """Masks the clipped sum outside the top coordinates of example 0 (declared truthfully)."""
+    def update(ctx, state, work):
+        G0 = ctx.bp.acts[0][0]  # the first example's gradient (backprop_from_rows layout)
+        work.restrict(top_k_mask(G0, 2, work.layout, False), "all")
+        return state
+
+    return Transform("one_example_mask", Effect("post_clip", "all", "per_example"), _noop_init, update)
+
+
+def test_post_clip_per_example_selection_refused():
+    with pytest.raises(ValueError, match=r"one_example_mask.*per-example gradients outside the per-example stage"):
+        mech.chain(mech.clip(C), _post_clip_one_example_mask(), mech.gaussian_noise(1.0))
+    ch = mech.chain(mech.clip(C), _post_clip_one_example_mask(), mech.gaussian_noise(1.0), allow_non_private=True)
+    assert not ch.privacy.private and isinstance(ch.privacy.event, NonPrivate)
+
+
+def _private_aggregate():
+    def update(ctx, state, work):  # never run: the chain is refused
+        raise AssertionError
+
+    return Transform("clean_top_k_aggregate", Effect("aggregate", "kept", "private"), _noop_init, update,
+                     info={"noise_multiplier": 1.0, "sensitivity": 1.0})
+
+
+def test_aggregate_reading_private_data_refused():
+    with pytest.raises(ValueError, match=r"clean_top_k_aggregate.*private, un-noised data up to the noise"):
+        mech.chain(_private_aggregate())
+
+
+def test_noise_step_reading_private_data_refused():
+    noisy = mech.gaussian_noise(1.0)
+    private_noise = dataclasses.replace(noisy, name="private_noise", effect=Effect("noise", "all", "private"))
+    with pytest.raises(ValueError, match=r"private_noise.*up to the noise"):
+        mech.chain(mech.clip(C), private_noise)
+
+
+def _times_ten(declare: bool):
+    def update(ctx, state, work):
+        work.replace_sum(10.0 * work.clipped_sum)
+        return state
+
+    eff = Effect("post_clip", sensitivity_factor=10.0) if declare else Effect("post_clip")
+    return Transform("times_ten", eff, _noop_init, update)
+
+
+def test_undeclared_rescale_of_the_sum_cannot_happen():
+    G = np.random.default_rng(0).standard_normal((6, 5))
+    ch = mech.chain(mech.clip(C), _times_ten(False), mech.gaussian_noise(1.0))  # declares nothing
+    with pytest.raises(RuntimeError, match="times_ten.*without declaring"):
+        _release(ch, G)
+
+    def in_place(ctx, state, work):
+        s = work.clipped_sum
+        s *= 10.0  # the sum a transform sees is read-only
+        return state
+
+    sneaky = mech.chain(mech.clip(C), Transform("in_place", Effect("post_clip"), _noop_init, in_place),
+                        mech.gaussian_noise(1.0))
+    with pytest.raises(ValueError, match="read-only"):
+        _release(sneaky, G)
+
+
+def test_declared_sensitivity_factor_is_accounted_and_holds():
+    """A declared factor 10 gives sensitivity 10 C and noise multiplier sigma / 10; removing any
+    example moves the pre-noise release by at most 10 C (and by more than C: the factor is needed)."""
+    ch = mech.chain(mech.clip(C), _times_ten(True), mech.gaussian_noise(5.0))
+    assert ch.privacy.private and ch.privacy.sensitivity == pytest.approx(10 * C)
+    assert ch.privacy.noise_multiplier == pytest.approx(0.5) and ch.privacy.event == Gaussian(0.5)
+    bare = mech.chain(mech.clip(C), _times_ten(True), allow_non_private=True)  # no noise: the raw release
+    G = 3.0 * np.random.default_rng(1).standard_normal((8, 5))  # norms > C: every example clipped
+    B = G.shape[0]
+    full = _release(bare, G) * B
+    moves = [np.linalg.norm(full - _release(bare, np.delete(G, i, axis=0)) * (B - 1)) for i in range(B)]
+    assert max(moves) <= 10 * C * (1 + 1e-12) and max(moves) > 2 * C
+
+
+# ----------------------------------------------------------------------------- further rules
+def test_per_example_read_without_a_row_wise_map_refused():
+    bad = Transform("peek", Effect("pre_clip", "all", "per_example"), _noop_init, lambda c, s, w: s)
+    with pytest.raises(ValueError, match="declares no PerExampleMap"):
+        mech.chain(bad, mech.clip(C), mech.gaussian_noise(1.0))
+
+
+def test_per_example_selection_with_noise_on_kept_only_refused():
+    pe = mech.top_k(3, "per_example")
+    kept_only = dataclasses.replace(pe, effect=Effect("pre_clip", "kept", "per_example"))
+    with pytest.raises(ValueError, match="selects per example but noise covers only the kept"):
+        mech.chain(kept_only, mech.clip(C), mech.gaussian_noise(1.0))
+
+
+def test_post_noise_reading_private_data_refused():
+    bad = Transform("late_peek", Effect("post_noise", "all", "private"), _noop_init, lambda c, s, w: s)
+    with pytest.raises(ValueError, match="late_peek.*reads private data after the noise"):
+        mech.chain(mech.clip(C), mech.gaussian_noise(1.0), bad)
+
+
+def test_unbounded_sensitivity_factor_refused():
+    with pytest.raises(ValueError, match="low_rank.*unbounded sensitivity factor|low_rank.*private"):
+        mech.chain(mech.clip(C), mech.low_rank(1, "compress_then_noise"), mech.gaussian_noise(1.0))
+    up = Transform("unknown_map", Effect("post_clip", sensitivity_factor=math.inf), _noop_init, lambda c, s, w: s)
+    with pytest.raises(ValueError, match="unknown_map.*unbounded"):
+        mech.chain(mech.clip(C), up, mech.gaussian_noise(1.0))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(stage="post_clip", sensitivity_factor=0.5), "sensitivity_factor must be None or a number in \\[1, inf\\]"),
+    (dict(stage="pre_clip", sensitivity_factor=2.0), "only meaningful at stage 'post_clip'"),
+    (dict(stage="post_clip", sensitivity_factor=float("nan")), "sensitivity_factor"),
+    (dict(stage="late"), "stage"),
+    (dict(stage="pre_clip", reads="everything"), "reads"),
+])
+def test_effect_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Effect(**kw)
+
+
+def test_per_example_map_only_at_the_per_example_stage():
+    pem = PerExampleMap(lambda G, layout: G)
+    with pytest.raises(ValueError, match="per-example map needs Effect"):
+        Transform("x", Effect("post_clip", "all", "per_example"), _noop_init, lambda c, s, w: s, per_example=pem)
+    with pytest.raises(ValueError, match="chunk_size"):
+        PerExampleMap(lambda G, layout: G, chunk_size=0)
+
+
+def test_work_methods_check_the_calling_stage():
+    def early_release(ctx, state, work):
+        work.release(np.zeros(work.d))
+        return state
+
+    ch = mech.chain(Transform("early", Effect("pre_clip"), _noop_init, early_release), mech.clip(C),
+                    mech.gaussian_noise(1.0))
+    with pytest.raises(RuntimeError, match="early.*release.*allowed only at stages"):
+        _release(ch, np.ones((3, 4)))
+
+    def bad_metric(ctx, state, work):
+        work.report(accuracy=1.0)
+        return state
+
+    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0), Transform("m", Effect("post_noise"), _noop_init, bad_metric))
+    with pytest.raises(ValueError, match="unknown metric 'accuracy'"):
+        _release(ch, np.ones((3, 4)))
+
+
+def test_restrict_refuses_a_wrong_mask():
+    def wrong(ctx, state, work):
+        work.restrict(np.ones(work.d + 1, dtype=bool))
+        return state
+
+    ch = mech.chain(Transform("wrong", Effect("pre_clip"), _noop_init, wrong), mech.clip(C), mech.gaussian_noise(1.0))
+    with pytest.raises(ValueError, match="keep must be a bool array of shape"):
+        _release(ch, np.ones((3, 4)))
+
+
+# ----------------------------------------------------------------------------- chain objects
+def test_chain_objects_only_from_chain_and_immutable():
+    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0))
+    with pytest.raises(TypeError, match="only by sims.mechanisms.chain"):
+        mech.Chain(ch.transforms, ch.privacy)
+    with pytest.raises(AttributeError, match="immutable"):
+        ch.privacy = dataclasses.replace(ch.privacy, noise_multiplier=100.0)
+    with pytest.raises(AttributeError, match="immutable"):
+        ch.transforms = ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ch.privacy.noise_multiplier = 100.0
+    with pytest.raises(TypeError):
+        ch.transforms[0].info["clip_norm"] = 100.0  # a read-only mapping
+
+
+def test_train_refuses_anything_but_a_chain():
+    class Impostor:
+        privacy = mech.chain(mech.clip(C), mech.gaussian_noise(1.0)).privacy
+
+        def init(self, ctx):
+            return ()
+
+        def step(self, ctx, state):
+            return np.zeros(ctx.bp.layout.n_params), state, {}
+
+    ds = data.make_logistic(100, 3, random_state=0)
+    with pytest.raises(ValueError, match="mechanism must be a sims.mechanisms.Chain"):
+        train.train(models.logistic_regression(3), ds, steps=2, sampling_rate=0.1, mechanism=Impostor())
+    with pytest.raises(ValueError, match="mechanism must be a sims.mechanisms.Chain"):
+        dpsgd_step(Impostor(), (), None)
+
+
+# ----------------------------------------------------------------------------- the run's report
+def test_overlapping_public_split_refused_by_train():
+    ds = data.split_public(data.make_logistic(200, 4, random_state=0), 0.2, random_state=0)
+    X_pub = ds.X_public.copy()
+    X_pub[3] = ds.X_train[17]  # one public row is a private training row
+    bad = dataclasses.replace(ds, X_public=X_pub)
+    ch = mech.chain(mech.public_freeze(0.5), mech.clip(C), mech.gaussian_noise(1.0))
+    with pytest.raises(ValueError, match=r"public split overlaps the private training rows: 1 public row"):
+        train.train(models.logistic_regression(4), bad, steps=2, sampling_rate=0.1, mechanism=ch)
+    res = train.train(models.logistic_regression(4), ds, steps=2, sampling_rate=0.1, mechanism=ch, random_state=0)
+    assert res.privacy["private"]
+
+
+def test_public_mechanisms_refuse_an_unchecked_public_split():
+    bp = backprop_from_rows(np.ones((3, 4)))
+    ic, _ = _ctx(bp)
+    raw = dataclasses.replace(ic, public=(np.zeros((2, 4)), np.zeros(2)))
+    for t in (mech.public_freeze(0.5), mech.public_select(0.5), mech.magnitude_prune(0.5, "public")):
+        with pytest.raises(ValueError, match="needs a sims.data.PublicSplit"):
+            t.init(raw)
+
+
+@pytest.mark.parametrize("delta", [0.01, 0.02, 0.5])
+def test_delta_at_or_above_one_over_n_refused(delta):
+    ds = data.make_logistic(200, 3, test_size=0.5, random_state=0)  # n = 100 training rows
+    with pytest.raises(ValueError, match=r"delta must be below 1/n = 0.01 for n = 100"):
+        train.train(models.logistic_regression(3), ds, steps=2, sampling_rate=0.1, delta=delta)
+    assert train.train(models.logistic_regression(3), ds, steps=2, sampling_rate=0.1, delta=0.0099,
+                       random_state=0).privacy["epsilon"] > 0
+
+
+def test_private_fit_standardisation_is_reported():
+    raw = data.make_logistic(300, 4, random_state=0)
+    model = models.logistic_regression(4)
+    priv = train.train(model, data.standardize(raw, fit_on="train"), steps=3, sampling_rate=0.1, random_state=0)
+    notes = priv.privacy["notes"]
+    assert priv.privacy["private_preprocessing"] and any("not covered by epsilon" in n and "standardize" in n
+                                                         for n in notes)
+    pub = data.standardize(data.split_public(raw, 0.2, random_state=0))  # the default: public statistics
+    clean = train.train(model, pub, steps=3, sampling_rate=0.1, random_state=0)
+    assert clean.privacy["private_preprocessing"] == ()
+    assert not any("pre-processing" in n for n in clean.privacy["notes"])
+
+
+def test_typed_events_end_to_end():
+    """The chain describes one step as Gaussian(sigma); the run's report holds its Poisson-sampled,
+    self-composed event, and dp_accounting's RDP accountant on that event gives train's epsilon."""
+    dp_accounting = pytest.importorskip("dp_accounting")
+    sigma, q, steps, delta = 1.3, 0.05, 40, 1e-5
+    ch = mech.chain(mech.random_freeze(0.5), mech.clip(C), mech.gaussian_noise(sigma))
+    assert ch.privacy.event == Gaussian(sigma)
+    assert isinstance(ch.privacy.to_dp_accounting(), dp_accounting.GaussianDpEvent)
+    ds = data.make_logistic(400, 3, random_state=0)
+    res = train.train(models.logistic_regression(3), ds, steps=steps, sampling_rate=q, mechanism=ch,
+                      delta=delta, random_state=0)
+    ev = res.privacy["event"]
+    assert ev == PoissonGaussian(q, sigma, steps)
+    assert res.privacy["epsilon"] == epsilon_of(ev, delta)[0]
+    acc = dp_accounting.rdp.RdpAccountant()
+    acc.compose(ev.to_dp_accounting())
+    theirs = acc.get_epsilon(delta)
+    ours = res.privacy["epsilon"]
+    # dp_accounting uses a fixed order grid and no refinement: we are never looser, and close
+    assert ours <= theirs * (1 + 1e-6) and ours >= theirs * (1 - 1e-3)
+    nonpriv = mech.chain(mech.clip(C), allow_non_private=True)
+    assert isinstance(nonpriv.privacy.event, NonPrivate)
+    assert isinstance(nonpriv.privacy.to_dp_accounting(), dp_accounting.NonPrivateDpEvent)

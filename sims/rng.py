@@ -43,8 +43,7 @@ __all__ = [
     "GAMMA", "mix64", "key_from_seed", "child_key", "word", "uniform64", "uniform_open64",
     "normal64", "normal32_from_half", "DOMAIN_NORMAL", "DOMAIN_UNIFORM",
     "DOMAIN_REPLICATE_SAMPLING", "DOMAIN_REPLICATE_NOISE",
-    "mix64_reference", "key_from_seed_reference", "child_key_reference", "words_reference",
-    "normal64_reference", "normal32_reference", "ZIG_X", "ZIG_R", "derive_seed",
+    "ZIG_X", "ZIG_R", "derive_seed",
 ]
 
 _U = np.uint64

@@ -22,7 +22,7 @@ from numba import prange
 from sims import rng as _r
 from sims.noise import one_thread_if_small, standard_normal
 
-__all__ = ["noisy_release", "noisy_release_reference"]
+__all__ = ["noisy_release"]  # noisy_release_reference: the plain-NumPy twin the tests compare with
 
 _CHUNK = 8192            # even, so a float32 word's two halves never straddle two chunks
 _PARALLEL_MIN = 1 << 15  # below this one thread beats waking the pool (values never depend on it)

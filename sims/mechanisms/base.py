@@ -282,8 +282,8 @@ def _sq(x) -> float:
 class Work:
     """The per-step record through which transforms change the release (the transform contract).
 
-    Read: ``ctx`` (the :class:`StepContext`), ``layout``, ``d``, ``dtype``, ``batch`` (expected
-    batch size B), :attr:`mask` (signal selection, None = all), :attr:`noise_mask` (coordinates
+    Read: ``ctx`` (the :class:`StepContext`), ``bp`` (its backprop record), ``layout``, ``d``,
+    ``dtype``, ``expected_batch_size`` (B), :attr:`mask` (signal selection, None = all), :attr:`noise_mask` (coordinates
     that get noise, None = all), :attr:`scale` (factor on the released update),
     :attr:`clipped_sum` (after the clip stage; a read-only array), :attr:`update` (after the noise
     stage; read-only). Write, only through: :meth:`restrict`, :meth:`rescale`,
@@ -291,7 +291,7 @@ class Work:
     Each method checks the stage of the transform that calls it.
     """
 
-    __slots__ = ("ctx", "bp", "layout", "d", "dtype", "batch", "internal", "_mask", "_noise_mask", "_scale",
+    __slots__ = ("ctx", "bp", "layout", "d", "dtype", "expected_batch_size", "internal", "_mask", "_noise_mask", "_scale",
                  "_update", "_metrics", "_transform", "_stage")
 
     def __init__(self, ctx: StepContext, per_example_maps=()):
@@ -300,7 +300,7 @@ class Work:
         self.layout = ctx.bp.layout
         self.d = self.layout.n_params
         self.dtype = ctx.bp.losses.dtype
-        self.batch = float(ctx.expected_batch_size)
+        self.expected_batch_size = float(ctx.expected_batch_size)
         self.internal = Internals(per_example_maps)
         self._mask = None
         self._noise_mask = None
@@ -447,7 +447,7 @@ class Work:
         it = self.internal
         if it.before_pending:
             it.before_pending = False
-            self._metrics["signal_sq_before_mask"] = _sq(it.sum) / self.batch ** 2
+            self._metrics["signal_sq_before_mask"] = _sq(it.sum) / self.expected_batch_size ** 2
 
     def materialized_sum(self, resolve: bool = True):
         """The writable (d,) clipped sum (the compact sparse form expanded); chain stages only."""
@@ -469,7 +469,7 @@ class Work:
         self.resolve_before()
         if self._update is None:
             s = self.materialized_sum()
-            u = (s * (self._scale / self.batch)).astype(self.dtype, copy=False)
+            u = (s * (self._scale / self.expected_batch_size)).astype(self.dtype, copy=False)
             if self._mask is not None:
                 u[~self._mask] = 0
             self._update = u

@@ -116,7 +116,7 @@ def finish_clip(work, s: np.ndarray, nsq: np.ndarray, clipped, norms=None, defer
     if defer and not compact:
         it.before_pending = True
     else:
-        work.report(signal_sq_before_mask=sq(s) / work.batch ** 2)
+        work.report(signal_sq_before_mask=sq(s) / work.expected_batch_size ** 2)
     B = nsq.shape[0]
     if B:
         n_clipped = clipped if isinstance(clipped, int) else int(np.count_nonzero(clipped))
@@ -170,7 +170,7 @@ def clip(clip_norm, per_layer: bool = False, *, reference_norm: float = 1.0) -> 
         if it.per_example_maps:
             s, before = _per_example_path(bp, work, clip_norm, per_layer, it.per_example_maps)
             it.sum = s
-            work.report(signal_sq_before_mask=sq(before) / work.batch ** 2)
+            work.report(signal_sq_before_mask=sq(before) / work.expected_batch_size ** 2)
         elif blk is not None and blk.sparse:
             # small kept set: O(B k) kernels on the kept (row, col) pairs, compact (k,) sum
             tr = transposed(bp)
@@ -218,7 +218,7 @@ def gaussian_noise(noise_multiplier) -> Transform:
         return ()
 
     def update(ctx, state, work):
-        B = work.batch
+        B = work.expected_batch_size
         it = work.internal
         std = sigma * it.total_clip
         kept = it.sum_kept

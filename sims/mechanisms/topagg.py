@@ -116,7 +116,7 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
             z = normals(d, ctx.rng, work.dtype)
             noisy += work.dtype.type(std) * z
             noise_sq = std * std * sq(z)
-        n_teachers = work.batch / teacher_size
+        n_teachers = work.expected_batch_size / teacher_size
         out = np.where(np.abs(noisy) > beta * n_teachers, np.sign(noisy), 0).astype(work.dtype)
         work.release(out * work.dtype.type(scale), kept=out != 0)
         vs = sq(votes)

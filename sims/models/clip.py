@@ -25,8 +25,7 @@ from dptheory.validation import check_real
 from .layout import Layout
 from .pergrad import Backprop, sq_norms, weighted_sum
 
-__all__ = ["clipped_grad_sum", "clip_factors", "total_clip_norm", "layer_clip_norms", "flat_clip_factors",
-           "flat_clip_factors_reference"]
+__all__ = ["clipped_grad_sum", "clip_factors", "total_clip_norm", "layer_clip_norms", "flat_clip_factors"]
 
 
 def layer_clip_norms(clip_norm, layout: Layout) -> np.ndarray:

@@ -1,0 +1,473 @@
+"""Old vs new DP-SGD step of ``bench_step.py`` measured in ONE run, the two trees side by side.
+
+    python benchmarks/bench_step_versions.py [--against REV] [--new PATH] [--quick]
+    python benchmarks/bench_step.py --against REV [--quick]          (same thing)
+
+``REV`` is either a directory holding a checked-out tree (``REV/sims/__init__.py``; default
+``/tmp/oldmain``) or a git revision of this repository, which is then checked out by
+``git worktree add --detach`` under a temporary directory in /tmp and removed at the end.
+``--new`` is the tree under test (default: the tree holding this script).
+
+How it measures. One long-lived worker subprocess per tree (this same file with ``--worker``);
+each puts its tree root first on ``sys.path``, checks that ``sims`` and ``dptheory`` are imported
+from that tree (prints ``sims.__file__``), builds the workloads and warms up (Numba compilation
+and first-call costs are excluded). Both workers get the same environment (thread settings are
+inherited and printed by each worker; ``PYTHONDONTWRITEBYTECODE=1`` and a ``NUMBA_CACHE_DIR`` under
+/tmp, so nothing is written into either tree). The driver then runs ROUNDS: in each round and for
+each workload, one worker times ``k`` iterations while the other one is idle, then the other
+worker does the same (the order old/new is flipped every round), so background load on the shared
+cores hits both trees alike. Within a worker iteration the functions run back to back:
+
+* ``np floor``  : a bare-NumPy non-private step using no project code (own weights; forward,
+                  head, backward, mean gradient, SGD update) -- identical in both trees, so it is
+                  the control: old/new np floors should agree;
+* ``floor``     : ``bench_step.py``'s floor: ``sims.models.backprop`` + ``weighted_sum`` (mean
+                  gradient) + SGD update (project code, unchanged by the step refactor);
+* ``chain``     : ``bench_step.py``'s chain step: backprop + ``chain(clip(1.0), gaussian_noise(1.0))``
+                  run by the tree's step API (new: ``sims.step.dpsgd_step(chain, state, ctx)``;
+                  old: ``chain.step(ctx, state)``) + SGD update.
+
+Workloads W1-W3 are those of ``bench_step.py`` (float32, B = 256). T1/T2 time the full training
+loop ``sims.train.train`` (Poisson sampling at q = 256/n, history once per epoch incl. the
+epsilon of the record, 40 steps per call; per-step time = call time / 40) against the np floor of
+the same model: T1 logistic d_in = 784, n_train = 2000; T2 digits MLP 64-128-10 (n_train = 1348).
+
+Reported per workload and tree: median absolute times, the median over iterations of
+chain/floor (and chain/np floor), and new/old = ratio_new / ratio_old with the interquartile range
+of the per-round new/old quotients. The verdict is "within 5 %" when new/old <= 1.05.
+Each worker also reports a checksum of its first chain update and of a train run's final
+parameters, so one sees that both trees compute the same thing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parents[1]
+DEFAULT_OLD = "/tmp/oldmain"
+
+B, CLIP, SIGMA, LR = 256, 1.0, 1.0, 0.1
+TRAIN_STEPS = 40
+
+# name -> (kind, spec, iterations per round: quick, full)
+WORKLOADS = {
+    "W1": ("step", "W1 logistic 784", (40, 60)),
+    "W2": ("step", "W2 MLP 784-256-256-10", (6, 8)),
+    "W3": ("step", "W3 MLP 784-1024-1024-10", (1, 2)),
+    "T1": ("train", "T1 train logistic 784, n=2000", (1, 2)),
+    "T2": ("train", "T2 train digits MLP 64-128-10", (1, 2)),
+}
+
+
+# ============================================================================ worker side
+def _worker(tree: str, label: str) -> None:
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything printed by library code goes to stderr, not into the protocol pipe
+    sys.path.insert(0, tree)
+
+    import numpy as np
+
+    import dptheory
+    import sims
+
+    root = Path(tree).resolve()
+    for mod in (sims, dptheory):
+        f = Path(mod.__file__).resolve()
+        if root not in f.parents:
+            raise SystemExit(f"[{label}] {mod.__name__} imported from {f}, not from the tree {root}")
+
+    from sims.data import load_digits, make_logistic
+    from sims.mechanisms import InitContext, StepContext, chain, clip, gaussian_noise
+    from sims.models import backprop, init_params, logistic_regression, mlp, weighted_sum
+    from sims.train import train
+
+    try:
+        from sims.step import dpsgd_step
+
+        def run_chain(ch, state, ctx):
+            return dpsgd_step(ch, state, ctx)
+        api = "sims.step.dpsgd_step(chain, state, ctx)"
+    except ImportError:
+        def run_chain(ch, state, ctx):
+            return ch.step(ctx, state)
+        api = "chain.step(ctx, state)"
+
+    DT = np.float32
+
+    def threads():
+        import numba
+        out = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+               "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "unset"),
+               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+               "numba.get_num_threads()": numba.get_num_threads()}
+        try:
+            from threadpoolctl import threadpool_info
+            out["blas"] = "; ".join(f"{i['internal_api']} {i.get('version')} {i['num_threads']} threads"
+                                    for i in threadpool_info())
+        except ImportError:
+            out["blas"] = "threadpoolctl not installed"
+        return out
+
+    class NpFloor:
+        """Non-private SGD step of a dense ReLU stack in bare NumPy (no project code)."""
+
+        def __init__(self, sizes, head, X, y, seed):
+            rng = np.random.default_rng(seed)
+            self.W = [(rng.standard_normal((o, i)) * np.sqrt(2.0 / i)).astype(DT)
+                      for i, o in zip(sizes[:-1], sizes[1:])]
+            self.b = [np.zeros(o, DT) for o in sizes[1:]]
+            self.X, self.y, self.head = X, y, head
+            self.yf = y.astype(DT)[:, None]
+            self.rows = np.arange(X.shape[0])
+            self.lr = DT(LR)
+
+        def __call__(self):
+            acts, a, L = [self.X], self.X, len(self.W)
+            for l in range(L):
+                z = a @ self.W[l].T
+                z += self.b[l]
+                if l < L - 1:
+                    np.maximum(z, 0, out=z)
+                    acts.append(z)
+                    a = z
+            if self.head == "logistic":
+                np.negative(z, out=z)
+                np.exp(z, out=z)
+                z += 1
+                np.reciprocal(z, out=z)
+                z -= self.yf
+            else:
+                z -= z.max(axis=1, keepdims=True)
+                np.exp(z, out=z)
+                z /= z.sum(axis=1, keepdims=True)
+                z[self.rows, self.y] -= 1
+            delta = z
+            delta *= DT(1.0 / self.X.shape[0])
+            for l in range(L - 1, -1, -1):
+                gW = delta.T @ acts[l]
+                gb = delta.sum(axis=0)
+                if l > 0:
+                    delta = delta @ self.W[l]
+                    delta *= acts[l] > 0
+                self.W[l] -= self.lr * gW
+                self.b[l] -= self.lr * gb
+
+    def digest(a):
+        return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+    def step_workload(name):
+        model = {"W1": lambda: logistic_regression(784, dtype=DT),
+                 "W2": lambda: mlp((784, 256, 256, 10), dtype=DT),
+                 "W3": lambda: mlp((784, 1024, 1024, 10), dtype=DT)}[name]()
+        rng = np.random.default_rng({"W1": 0, "W2": 1, "W3": 2}[name])
+        X = rng.standard_normal((B, model.n_features)).astype(DT)
+        y = rng.integers(0, model.n_classes, size=B)
+        params = init_params(model, 0)
+        inv_b = np.full(B, 1.0 / B, dtype=DT)
+        seed_rng = np.random.default_rng(2)
+        lay = model.layout
+        ch = chain(clip(CLIP), gaussian_noise(SIGMA))
+        ch_state = ch.init(InitContext(model=model, layout=lay, params=params, total_steps=10, steps_per_epoch=1,
+                                       expected_batch_size=float(B), public=None, rng=np.random.default_rng(3)))
+
+        def ctx(p, rng_):
+            return StepContext(model=model, layout=lay, step=0, epoch=0, params=p, bp=backprop(model, p, X, y),
+                               expected_batch_size=float(B), public=None, rng=rng_)
+
+        u0, _, m0 = run_chain(ch, ch_state, ctx(params.copy(), np.random.default_rng(7)))
+        check = {"first chain update": digest(u0), "metrics": ",".join(sorted(m0))}
+
+        def floor():
+            bp = backprop(model, params, X, y)
+            g = weighted_sum(bp, inv_b)
+            params[...] -= DT(LR) * g
+
+        def dp_chain():
+            u, _, _ = run_chain(ch, ch_state, ctx(params, seed_rng))
+            np.subtract(params, DT(LR) * u, out=params)
+
+        head = "logistic" if model.head == "logistic" else "softmax"
+        return [NpFloor(lay.sizes, head, X, y, 5), floor, dp_chain], check, model.n_params
+
+    def train_workload(name):
+        if name == "T1":
+            model = logistic_regression(784, dtype=DT)
+            ds = make_logistic(2500, 784, test_size=0.2, random_state=0, dtype=DT)
+        else:
+            model = mlp((64, 128, 10), dtype=DT)
+            ds = load_digits(random_state=0, dtype=DT)
+        Xb, yb = ds.X_train[:B], ds.y_train[:B].astype(np.int64)
+
+        def run():
+            return train(model, ds, steps=TRAIN_STEPS, batch_size=B, clip_norm=CLIP, noise_multiplier=SIGMA,
+                         lr=LR, random_state=0)
+
+        r = run()
+        check = {"final params": digest(r.params), "n_train": int(ds.X_train.shape[0]),
+                 "history": ",".join(sorted(r.history))}
+        head = "logistic" if model.head == "logistic" else "softmax"
+
+        def per_step():  # returns its own per-step time (the timer divides by TRAIN_STEPS)
+            run()
+        return [NpFloor(model.layout.sizes, head, Xb, yb, 5), per_step], check, model.n_params
+
+    fns, checks, dims = {}, {}, {}
+    send = lambda obj: proto.write(json.dumps(obj) + "\n")  # noqa: E731
+    for line in sys.stdin:
+        msg = json.loads(line)
+        cmd = msg["cmd"]
+        if cmd == "setup":
+            t0 = time.perf_counter()
+            for name in msg["workloads"]:
+                kind = WORKLOADS[name][0]
+                fs, chk, d = (step_workload if kind == "step" else train_workload)(name)
+                for _ in range(msg["warmup"] if kind == "step" else 2):
+                    for f in fs:
+                        f()
+                fns[name], checks[name], dims[name] = fs, chk, d
+            send({"label": label, "tree": str(root), "sims": sims.__file__, "dptheory": dptheory.__file__,
+                  "api": api, "threads": threads(), "numpy": np.__version__, "checks": checks, "dims": dims,
+                  "python": platform.python_version(), "setup_s": time.perf_counter() - t0})
+        elif cmd == "round":
+            fs = fns[msg["w"]]
+            div = [1.0] * len(fs)
+            if WORKLOADS[msg["w"]][0] == "train":
+                div[-1] = float(TRAIN_STEPS)
+            ts = [[] for _ in fs]
+            for _ in range(msg["k"]):
+                for j, f in enumerate(fs):
+                    t0 = time.perf_counter()
+                    f()
+                    ts[j].append((time.perf_counter() - t0) / div[j])
+            send({"ts": ts})
+        elif cmd == "quit":
+            send({"bye": label})
+            return
+
+
+# ============================================================================ driver side
+def _git(*args, cwd=REPO, check=True):
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check).stdout.strip()
+
+
+def _is_tree(p: Path) -> bool:
+    return (p / "sims" / "__init__.py").is_file() and (p / "dptheory" / "__init__.py").is_file()
+
+
+def _resolve_old(rev: str):
+    """Return ``(tree_path, cleanup)``; a git revision is checked out into a temporary worktree."""
+    p = Path(rev).expanduser()
+    if p.is_dir():
+        if not _is_tree(p):
+            raise SystemExit(f"--against {rev}: directory without sims/ and dptheory/ packages")
+        return p.resolve(), None
+    sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+    if not sha:
+        raise SystemExit(f"--against {rev}: neither a directory nor a git revision of {REPO}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_step_versions_", dir="/tmp"))
+    tree = tmp / "tree"
+    _git("worktree", "add", "--detach", str(tree), sha)
+    print(f"created temporary worktree {tree} at {sha[:12]}")
+
+    def cleanup():
+        _git("worktree", "remove", "--force", str(tree), check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"removed temporary worktree {tree}")
+    return tree, cleanup
+
+
+def _describe(tree: Path) -> str:
+    head = _git("rev-parse", "--short=12", "HEAD", cwd=tree, check=False) or "?"
+    dirty = _git("status", "--porcelain", "--", "sims", "dptheory", cwd=tree, check=False)
+    n = len([ln for ln in dirty.splitlines() if ln.strip()])
+    return f"{tree} (HEAD {head}, {'clean sims/ dptheory/' if n == 0 else f'{n} uncommitted change(s) under sims/ dptheory/'})"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.node()}"
+
+
+class _Worker:
+    def __init__(self, tree: Path, label: str, env: dict):
+        self.label = label
+        self.proc = subprocess.Popen([sys.executable, str(HERE), "--worker", "--tree", str(tree), "--label", label],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     env=env, cwd="/tmp")
+
+    def send(self, **msg):
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def recv(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker {self.label} died (exit code {self.proc.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="quit")
+                self.recv()
+                self.proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001
+                self.proc.terminate()
+                self.proc.wait(timeout=30)
+
+
+def _q(xs, p):
+    xs = sorted(xs)
+    if len(xs) == 1:
+        return xs[0]
+    h = (len(xs) - 1) * p
+    lo = int(h)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (h - lo)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--against", default=DEFAULT_OLD, metavar="REV",
+                    help=f"old tree: a checked-out directory or a git revision (default {DEFAULT_OLD})")
+    ap.add_argument("--new", default=str(REPO), metavar="PATH", help="new tree (default: this script's tree)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per workload (default 8 quick, 30 full)")
+    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated subset of " + ",".join(WORKLOADS))
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
+    ap.add_argument("--label", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        _worker(a.tree, a.label)
+        return 0
+
+    names = [n.strip() for n in a.only.split(",") if n.strip()]
+    bad = [n for n in names if n not in WORKLOADS]
+    if bad:
+        raise SystemExit(f"--only: unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
+    rounds = a.rounds or (8 if a.quick else 30)
+    new_tree = Path(a.new).resolve()
+    if not _is_tree(new_tree):
+        raise SystemExit(f"--new {a.new}: no sims/ and dptheory/ packages there")
+    old_tree, cleanup = _resolve_old(a.against)
+    t_start = time.perf_counter()
+    workers = []
+    try:
+        print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+        print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        print(f"machine: {_machine()}")
+        la = os.getloadavg()
+        print(f"load average at start: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+        print(f"old tree: {_describe(old_tree)}")
+        print(f"new tree: {_describe(new_tree)}")
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        env.pop("PYTHONPATH", None)
+        cache_root = Path(tempfile.gettempdir()) / "bench_step_versions_numba_cache"
+        for label, tree in (("old", old_tree), ("new", new_tree)):
+            wenv = dict(env, NUMBA_CACHE_DIR=str(cache_root / hashlib.sha1(str(tree).encode()).hexdigest()[:12]))
+            workers.append(_Worker(tree, label, wenv))
+        for w in workers:
+            w.send(cmd="setup", workloads=names, warmup=5)
+        infos = [w.recv() for w in workers]
+        for info in infos:
+            print(f"[{info['label']}] sims from {info['sims']}; dptheory from {info['dptheory']}")
+            print(f"[{info['label']}] step API {info['api']}; numpy {info['numpy']}, python {info['python']}; "
+                  f"setup + warm-up {info['setup_s']:.1f} s")
+            print(f"[{info['label']}] threads: " + ", ".join(f"{k}={v}" for k, v in info["threads"].items()))
+        if infos[0]["threads"] != infos[1]["threads"]:
+            print("WARNING: the two workers report different thread settings")
+        for n in names:
+            c_old, c_new = infos[0]["checks"][n], infos[1]["checks"][n]
+            same = {k: c_old[k] == c_new[k] for k in c_old if k in c_new}
+            print(f"check {n}: " + "; ".join(f"{k}: {'same' if s else 'DIFFERENT'} (old {c_old[k]}, new {c_new[k]})"
+                                             if not s or k not in ('metrics', 'history') else f"{k}: same"
+                                             for k, s in same.items()))
+
+        # ts[label][name] = list over iterations of (np floor, floor, chain) or (np floor, train/step)
+        ts = {w.label: {n: [] for n in names} for w in workers}
+        per_round = {w.label: {n: [] for n in names} for w in workers}
+        for r in range(rounds):
+            order = workers if r % 2 == 0 else workers[::-1]
+            for n in names:
+                k = WORKLOADS[n][2][0 if a.quick else 1]
+                for w in order:
+                    w.send(cmd="round", w=n, k=k)
+                    res = w.recv()["ts"]
+                    it = list(zip(*res))
+                    ts[w.label][n].extend(it)
+                    per_round[w.label][n].append(statistics.median(t[-1] / t[-2 if len(t) == 3 else 0] for t in it))
+        la_end = os.getloadavg()
+        elapsed = time.perf_counter() - t_start
+    finally:
+        for w in workers:
+            w.close()
+        if cleanup is not None:
+            cleanup()
+
+    # ------------------------------------------------------------------ report
+    def med(xs):
+        return statistics.median(xs)
+
+    print()
+    print(f"rounds: {rounds} per workload, old/new order flipped every round; iterations per round: "
+          + ", ".join(f"{n} {WORKLOADS[n][2][0 if a.quick else 1]}" for n in names))
+    print("ratios: median over iterations of t / t_floor (floor timed right before, same worker); "
+          "new/old = ratio_new / ratio_old; IQR = interquartile range of the per-round new/old quotients")
+    print()
+    hdr = ("| workload | d | old floor ms | new floor ms | old chain ms | new chain ms | old chain/floor | "
+           "new chain/floor | new/old | IQR per round | chain/np floor old / new | np floor ms old / new | verdict |")
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    verdicts = {}
+    for n in names:
+        kind, title, _ = WORKLOADS[n]
+        row = {}
+        for lab in ("old", "new"):
+            it = ts[lab][n]
+            tnp = [t[0] for t in it]
+            tc = [t[-1] for t in it]
+            if kind == "step":
+                tf = [t[1] for t in it]
+                row[lab] = dict(np=med(tnp), fl=med(tf), ch=med(tc), r=med(c / f for c, f in zip(tc, tf)),
+                                rnp=med(c / f for c, f in zip(tc, tnp)))
+            else:
+                row[lab] = dict(np=med(tnp), fl=float("nan"), ch=med(tc), r=med(c / f for c, f in zip(tc, tnp)),
+                                rnp=med(c / f for c, f in zip(tc, tnp)))
+        q = row["new"]["r"] / row["old"]["r"]
+        qr = [nw / od for od, nw in zip(per_round["old"][n], per_round["new"][n])]
+        verdict = "within 5 %" if q <= 1.05 else f"SLOWER by {100 * (q - 1):.1f} %"
+        verdicts[n] = q
+        fl = (f"{row['old']['fl'] * 1e3:.3f} | {row['new']['fl'] * 1e3:.3f}" if kind == "step"
+              else "(np floor) | (np floor)")
+        print(f"| {title} | {infos[1]['dims'][n]:,} | {fl} | {row['old']['ch'] * 1e3:.3f} | "
+              f"{row['new']['ch'] * 1e3:.3f} | {row['old']['r']:.3f} | {row['new']['r']:.3f} | **{q:.3f}** | "
+              f"{_q(qr, 0.25):.3f}-{_q(qr, 0.75):.3f} | {row['old']['rnp']:.3f} / {row['new']['rnp']:.3f} | "
+              f"{row['old']['np'] * 1e3:.3f} / {row['new']['np'] * 1e3:.3f} | {verdict} |")
+    print()
+    print("(T1/T2: chain = one step of sims.train.train (call time / 40 steps, incl. sampling, history records "
+          "and their epsilon); their ratio is to the np floor of the same model.)")
+    print(f"load average at the end: {la_end[0]:.2f} {la_end[1]:.2f} {la_end[2]:.2f}; "
+          f"wall time {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,7 @@ from dptheory.validation import check_int
 from . import data as sdata
 from . import mechanisms as mech
 from . import models as M
+from .measure import mean_se
 from .replicate import full_loss, replicate_dpsgd
 from .step import dpsgd_step
 from .train import train
@@ -130,8 +131,7 @@ def nsr_vs_k(*, n_k=9, clip_norm=0.05, noise_multiplier=1.0, batch_size=64, repe
                                        expected_batch_size=float(batch_size), rng=step_rng)
                 _, state, m = dpsgd_step(ch, state, ctx)
                 sig[r], noi[r] = m["signal_sq_after_mask"], m["noise_sq"]
-            ms, mn = sig.mean(), noi.mean()
-            se_s, se_n = sig.std(ddof=1) / np.sqrt(repeats), noi.std(ddof=1) / np.sqrt(repeats)
+            (ms, se_s), (mn, se_n) = mean_se(sig), mean_se(noi)
             rec["signal"].append(ms)
             rec["signal_se"].append(se_s)
             rec["noise"].append(mn)

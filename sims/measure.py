@@ -1,9 +1,11 @@
-"""Measurement helpers for the simulation-versus-theory tests: run a mechanism or a short DP-SGD
-loop many times and return the empirical quantities (energies, ratios, iterates) that the closed
-forms of :mod:`dptheory` predict, with the error bars the tests need.
+"""Measurement helpers: run a mechanism or a short DP-SGD loop many times and return the empirical
+quantities (energies, ratios, iterates) that the closed forms of :mod:`dptheory` predict, with
+the error bars that a comparison needs. The main job's experiments (:mod:`sims.experiments`) and
+the simulation-versus-theory tests use them; every step runs through :func:`sims.step.dpsgd_step`.
 
-Everything is a pure function of its ``random_state`` (same seed -> same arrays, bit for bit). Nothing here
-is compiled: these are small NumPy loops around :mod:`sims.mechanisms` and :mod:`sims.models`.
+Everything is a pure function of its ``random_state`` (same seed -> same arrays, bit for bit).
+Nothing here is compiled: these are small NumPy loops around :mod:`sims.mechanisms` and
+:mod:`sims.models`.
 """
 from __future__ import annotations
 

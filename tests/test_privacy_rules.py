@@ -17,7 +17,6 @@ from dptheory.events import Gaussian, NonPrivate, PoissonGaussian, epsilon_of
 from sims import data, models, train
 from sims.measure import backprop_from_rows
 from sims.mechanisms import Effect, InitContext, PerExampleMap, StepContext, Transform
-from sims.mechanisms._util import top_k_mask
 from sims.step import dpsgd_step
 
 C = 1.0
@@ -48,7 +47,9 @@ def _post_clip_one_example_mask():
     """Masks the clipped sum outside the top coordinates of example 0 (declared truthfully)."""
     def update(ctx, state, work):
         G0 = ctx.bp.acts[0][0]  # the first example's gradient (backprop_from_rows layout)
-        work.restrict(top_k_mask(G0, 2, work.layout, False), "all")
+        keep = np.zeros(work.d, dtype=bool)
+        keep[np.argsort(-np.abs(G0))[:2]] = True
+        work.restrict(keep, "all")
         return state
 
     return Transform("one_example_mask", Effect("post_clip", "all", "per_example"), _noop_init, update)

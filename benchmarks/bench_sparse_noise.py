@@ -43,20 +43,18 @@ def _non_blas_part(ch, state, sc, s, s_kept, nsq):
     noised coordinates, scatter, metrics. The clipped sum is a copy of the precomputed ``s`` (d,)
     on the GEMM path or ``s_kept`` (k,) on the sparse path (the copy stands for the output write)."""
     work = Work(sc)
+    it = work.internal
     st = list(state)
     for i, t in enumerate(ch.transforms):
         if t.effect.stage == "clip":
-            work.total_clip = 1.0
-            blk = work.mask_blocks
+            it.total_clip = 1.0
+            blk = it.mask_blocks
             if blk is not None and blk.sparse:
-                sk = s_kept[id(blk)].copy()
-                finish_clip(work, sk, nsq, 0, compact=True)
-                work.sum_kept = (sk, blk.idx, work.mask)
+                finish_clip(work, s_kept[id(blk)].copy(), nsq, 0, compact=True)
             else:
-                work.sum = s.copy()
-                finish_clip(work, work._sum, nsq, 0, defer=True)
+                finish_clip(work, s.copy(), nsq, 0, defer=True)
         else:
-            st[i] = t.update(sc, st[i], work)
+            st[i] = work.apply(t, st[i])
     return work.update
 
 
@@ -122,7 +120,7 @@ def main(quick=False):
         _, state, _ = dpsgd_step(ch, state, sc)  # first step fills the cached mask blocks (once per redraw)
         ks.append(d if frozen == 0 else int((~ch.frozen_mask(state)).sum()))
         if frozen:
-            blk = state[0]["blocks"]
+            blk = state[0]["keep"].prepared(lay, np.dtype(np.float32))
             s_kept[id(blk)] = np.ascontiguousarray(s[blk.idx])
         fns.append((lambda ch=ch, state=state, sc=sc: _non_blas_part(ch, state, sc, s, s_kept, nsq),
                     lambda ch=ch, state=state, sc=sc: dpsgd_step(ch, state, sc)))

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 __all__ = ["check_real", "check_int", "check_finite_array", "check_choice", "check_delta",
-           "as_seed_sequence", "as_generator"]
+           "as_seed_sequence", "as_generator", "child_sequence"]
 
 
 def _interval(low, high, low_open, high_open) -> str:
@@ -109,6 +109,17 @@ def as_seed_sequence(random_state) -> np.random.SeedSequence:
         if int(random_state) >= 0:
             return np.random.SeedSequence(int(random_state))
     raise ValueError(_RS_ERROR.format(random_state))
+
+
+def child_sequence(root: np.random.SeedSequence, *key: int) -> np.random.SeedSequence:
+    """The child of ``root`` at spawn key ``root.spawn_key + key``, without touching ``root``.
+
+    ``child_sequence(root, r)`` is the ``r``-th child that a fresh ``root.spawn`` would give, but
+    ``root.spawn`` advances the root's counter, so a caller's SeedSequence passed twice would give
+    other streams the second time; this does not.
+    """
+    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + tuple(int(k) for k in key),
+                                  pool_size=root.pool_size)
 
 
 def as_generator(random_state) -> np.random.Generator:

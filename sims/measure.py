@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from dptheory.validation import as_generator, as_seed_sequence, check_finite_array, check_int, check_real
+from dptheory.validation import as_generator, as_seed_sequence, check_finite_array, check_int, check_real, child_sequence
 from dptheory.accounting import steps_per_epoch
 
 from .rng import derive_seed
@@ -66,9 +66,10 @@ def mechanism_steps(mechanism, bp, n_steps, random_state, *, batch_size=None, to
     """Run one step of ``mechanism`` (a :class:`sims.mechanisms.Chain`) ``n_steps`` times on ``bp``.
 
     With ``root = dptheory.validation.as_seed_sequence(random_state)``, step ``r`` uses
-    ``StepContext.rng = default_rng(root.spawn(n_steps)[r])`` and, when ``fresh_state``, a fresh
-    ``mechanism.init`` with the init generator ``default_rng(SeedSequence(root.entropy,
-    spawn_key=root.spawn_key + (n_steps, r)))`` (so e.g. a fixed random mask is redrawn for every
+    ``StepContext.rng = default_rng(child_sequence(root, r))`` (``root.spawn(n_steps)[r]`` of a
+    fresh root, without advancing a caller's SeedSequence) and, when ``fresh_state``, a fresh
+    ``mechanism.init`` with the init generator ``default_rng(child_sequence(root, n_steps, r))``
+    (spawn key ``root.spawn_key + (n_steps, r)``; so e.g. a fixed random mask is redrawn for every
     replicate); otherwise one state initialised once is carried along (the sequence of steps of one
     run at a fixed point). Each step is :func:`sims.step.dpsgd_step`.
 
@@ -100,10 +101,10 @@ def mechanism_steps(mechanism, bp, n_steps, random_state, *, batch_size=None, to
         raise ValueError("batch_size must be in (0, inf): give it explicitly for an empty bp")
     lay = bp.layout
     p = np.zeros(lay.n_params, dtype=bp.losses.dtype)
-    children = root.spawn(n_steps)
+    children = [child_sequence(root, r) for r in range(n_steps)]
 
     def ictx(r):
-        rng = np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (n_steps, r)))
+        rng = np.random.default_rng(child_sequence(root, n_steps, r))
         return InitContext(model=None, layout=lay, params=p, total_steps=int(total_steps),
                            steps_per_epoch=int(steps_per_epoch), expected_batch_size=B, rng=rng)
 
@@ -164,7 +165,7 @@ def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params
     chain release ``u_t`` (its sum is divided by the expected batch ``q n``), ``x <- x - lr u_t``,
     then ``x <- x min(1, R/||x||)`` if ``project_radius = R`` is given (projected SGD, the setting
     of docs/theory.md §3.1). With ``root = as_seed_sequence(random_state)``, step ``t`` draws from
-    ``default_rng(root.spawn(steps + 1)[t])``: first the sampling uniforms, then the chain's generator
+    ``default_rng(child_sequence(root, t))`` (= ``root.spawn(steps + 1)[t]`` of a fresh root): first the sampling uniforms, then the chain's generator
     is ``default_rng(one 63-bit draw)``; the release is :func:`sims.step.dpsgd_step`.
     Unlike :func:`sims.train.train` this returns every iterate (for averaged iterates and gradient
     norms along the run).
@@ -201,7 +202,7 @@ def chain_trajectory(model, X, y, mechanism, *, lr, steps, sampling_rate, params
     if x.shape != (d,):
         raise ValueError(f"params0 must have shape ({d},), got {x.shape}")
     lay = model.layout
-    kids = root.spawn(steps + 1)
+    kids = [child_sequence(root, t) for t in range(steps + 1)]
     spe = steps_per_epoch(q)
     state = mechanism.init(InitContext(model=model, layout=lay, params=x.copy(), total_steps=steps,
                                        steps_per_epoch=spe, expected_batch_size=B, rng=np.random.default_rng(kids[steps])))

@@ -53,9 +53,14 @@ def dpsgd_step(mechanism: Chain, state, ctx: StepContext) -> StepOutput:
     """
     if not isinstance(mechanism, Chain):
         raise ValueError(f"mechanism must be a sims.mechanisms.Chain made by chain(...), got {type(mechanism).__name__}")
+    transforms = mechanism.transforms
+    if not isinstance(state, tuple) or len(state) != len(transforms):
+        raise ValueError(f"state must be the chain's state, a tuple of {len(transforms)} entries (one per "
+                         f"transform; mechanism.init(...) or the previous step's state), got "
+                         f"{type(state).__name__} of length {len(state) if hasattr(state, '__len__') else '?'}")
     work = Work(ctx, mechanism.per_example_maps)
-    new = tuple(work.apply(t, s) for t, s in zip(mechanism.transforms, state))
-    update, metrics = work.finish()
+    new = tuple(work.apply(t, s) for t, s in zip(transforms, state))
+    update, metrics = work.finish(mechanism.releases)
     d = work.d
     if update.shape != (d,):
         raise ValueError(f"mechanism released an update of shape {update.shape}, expected ({d},)")

@@ -24,6 +24,7 @@ error are run again.
 from __future__ import annotations
 
 import concurrent.futures as _cf
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -104,7 +105,9 @@ def grid(**axes) -> list[dict]:
 
 # ----------------------------------------------------------------------------- JSON helpers
 def _to_json_default(obj):
-    """``json.dumps`` hook: NumPy scalars -> Python numbers, arrays -> nested lists, sets refused."""
+    """``json.dumps`` hook: NumPy scalars -> Python numbers, arrays -> nested lists, dataclass
+    records (e.g. a :mod:`dptheory.events` event) -> ``{"type": class name, field: value, ...}``,
+    sets refused."""
     if "numpy" in sys.modules:
         np = sys.modules["numpy"]
         if isinstance(obj, np.generic):
@@ -113,6 +116,8 @@ def _to_json_default(obj):
             return obj.tolist()
     if isinstance(obj, range):
         return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"type": type(obj).__name__, **{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}}
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

@@ -12,17 +12,18 @@ One step ``t`` (Abadi et al. 2016, "Deep Learning with Differential Privacy", Al
    learning rate. The optimizer only sees ``u_t`` and public state, so it is post-processing.
 
 Randomness consumption (documented so that a reference implementation can replay it). The run's
-root is ``root = np.random.SeedSequence(random_state)`` (see :func:`dptheory.validation.as_seed_sequence`); every
+root is ``root = dptheory.validation.as_seed_sequence(random_state)`` (``SeedSequence(int)`` for an int); every
 stream is a child with a FIXED spawn key, so step ``t`` draws the same numbers whatever happened
 before it and whatever the thread count:
 
-* :func:`init_generators`: ``SeedSequence(root.entropy, spawn_key=root.spawn_key + (0,)).spawn(2)``
+* :func:`init_generators`: ``child_sequence(root, 0).spawn(2)`` (``child_sequence(root, *k)`` is
+  ``SeedSequence(root.entropy, spawn_key=root.spawn_key + k)``, :mod:`dptheory.validation`)
   -> ``(params_rng, mechanism_init_rng)``; initial parameters are
   ``sims.models.init_params(model, int(params_rng.integers(2**63)))`` unless ``params0`` is given;
-* :func:`step_generators`: ``SeedSequence(root.entropy, spawn_key=root.spawn_key + (1, t)).spawn(2)``
+* :func:`step_generators`: ``child_sequence(root, 1, t).spawn(2)``
   -> ``(sampling_rng, mechanism_rng)``; Poisson sampling uses ``sims.sampling.poisson_mask(n, q,
   sampling_rng)``; ``mechanism_rng`` is ``StepContext.rng`` (the noise seed comes from it);
-* :func:`epoch_generator`: ``SeedSequence(root.entropy, spawn_key=root.spawn_key + (2, e))`` -> the
+* :func:`epoch_generator`: ``child_sequence(root, 2, e)`` -> the
   generator of ``sims.sampling.shuffled_batches`` for epoch ``e`` (shuffle sampling only).
 
 Divergence: if the released update, the new parameters or a recorded loss is not finite, the run
@@ -39,7 +40,7 @@ import numpy as np
 
 from dptheory.accounting import steps_per_epoch
 from dptheory.events import epsilon_of
-from dptheory.validation import (as_seed_sequence, check_choice, check_delta, check_finite_array, check_int,
+from dptheory.validation import (as_seed_sequence, child_sequence, check_choice, check_delta, check_finite_array, check_int,
                                  check_real)
 
 from . import optim as _optim
@@ -106,25 +107,21 @@ class TrainingDiverged(FloatingPointError):
 
 
 # ----------------------------------------------------------------------------- randomness
-def _child(root: np.random.SeedSequence, key: tuple) -> np.random.SeedSequence:
-    return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + key)
-
-
 def init_generators(root: np.random.SeedSequence):
     """``(params_rng, mechanism_init_rng)`` of a run (spawn key ``(0,)``)."""
-    a, b = _child(root, (0,)).spawn(2)
+    a, b = child_sequence(root, 0).spawn(2)
     return np.random.default_rng(a), np.random.default_rng(b)
 
 
 def step_generators(root: np.random.SeedSequence, step: int):
     """``(sampling_rng, mechanism_rng)`` of 0-based step ``step`` (spawn key ``(1, step)``)."""
-    a, b = _child(root, (1, int(step))).spawn(2)
+    a, b = child_sequence(root, 1, step).spawn(2)
     return np.random.default_rng(a), np.random.default_rng(b)
 
 
 def epoch_generator(root: np.random.SeedSequence, epoch: int) -> np.random.Generator:
     """Generator of the shuffled permutation of 0-based epoch ``epoch`` (spawn key ``(2, epoch)``)."""
-    return np.random.default_rng(_child(root, (2, int(epoch))))
+    return np.random.default_rng(child_sequence(root, 2, epoch))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -502,9 +499,11 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
     or shuffled fixed-size), let the mechanism chain release
     ``u_t = (sum_{i in batch} clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q n)`` (divided by the EXPECTED
     batch size ``q n``; for shuffle sampling by the nominal batch size), then
-    ``w_{t+1} = optimizer(w_t, u_t, lr_t)``. Privacy (add/remove adjacency) is the RDP of the
-    Poisson-subsampled Gaussian with multiplier ``sigma`` composed over the steps
-    (Mironov, Talwar & Zhang 2019), converted to ``(epsilon, delta)`` by ``dptheory.accounting``.
+    ``w_{t+1} = optimizer(w_t, u_t, lr_t)``. Privacy (add/remove adjacency): the chain's per-step
+    event (``mechanism.privacy.event``, ``Gaussian(sigma)`` for every private built-in chain)
+    Poisson-sampled at ``q`` and self-composed over the ``T`` steps,
+    ``dptheory.epsilon_of(event.poisson_sampled(q, T), delta)``: the RDP of the subsampled Gaussian
+    (Mironov, Talwar & Zhang 2019) converted to ``(epsilon, delta)`` (docs/theory.md §1.2-1.3).
 
     Parameters
     ----------
@@ -549,7 +548,10 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
     params0 : ndarray (d,), optional
         Initial parameters (copied); default ``sims.models.init_params`` from the run's seed.
     random_state : None, int >= 0, SeedSequence or Generator
-        See the module docstring for exactly which numbers each step draws.
+        The run's root ``dptheory.validation.as_seed_sequence(random_state)`` (a SeedSequence is
+        not advanced; a Generator gives one draw). Every stream is a child of it with a fixed spawn
+        key (module docstring), so the same ``random_state`` gives the same run, bit for bit, on the
+        same machine and BLAS thread count.
 
     Returns
     -------
@@ -560,7 +562,15 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
         ``epsilon`` (spent so far; inf when not private), and the MEAN over the steps since the
         previous record of: the chain's metrics (:data:`sims.mechanisms.METRICS`), ``signal_norm`` =
         sqrt(signal_sq_after_mask), ``noise_norm`` = sqrt(noise_sq), ``update_norm`` and
-        ``batch_size`` (realised). Undefined metrics are 0.0, never NaN.
+        ``batch_size`` (realised). Undefined metrics are 0.0, never NaN. These are un-noised
+        statistics of the private data, NOT covered by epsilon (docs/privacy.md).
+        ``privacy`` keys: ``private``, ``epsilon``, ``delta``, ``order`` (the optimal RDP order),
+        ``noise_multiplier`` (effective, per step), ``sensitivity``, ``sampling_rate``, ``steps``,
+        ``sampling``, ``accounting`` (how epsilon was computed), ``accounting_valid`` (False for
+        shuffle sampling, whose epsilon uses the Poisson analysis), ``event`` (the composed
+        ``dptheory.events`` event), ``reason`` (why not private, or ""),
+        ``private_preprocessing`` (pre-processing fitted on private rows, not covered by epsilon)
+        and ``notes``.
 
     Raises
     ------

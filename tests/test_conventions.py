@@ -94,3 +94,19 @@ def test_error_feedback_inherits_what_its_compressor_reads():
     with pytest.raises(ValueError, match="private"):
         chain(clip(1.0), gaussian_noise(1.0), error_feedback(leaky))
     assert chain(clip(1.0), gaussian_noise(1.0), error_feedback(top_k(3, mode="noisy"))).privacy.private
+
+
+def test_measure_leaves_a_callers_seed_sequence_untouched():
+    """A SeedSequence passed twice gives the same steps; an int seed gives those of SeedSequence(int)."""
+    import sims.mechanisms as mech
+    from sims.measure import backprop_from_rows, mechanism_steps
+
+    G = np.random.default_rng(0).standard_normal((8, 5))
+    ch = mech.chain(mech.clip(1.0), mech.random_k(2), mech.gaussian_noise(1.0))
+    ss = np.random.SeedSequence(11)
+    a, _ = mechanism_steps(ch, backprop_from_rows(G), 3, ss)
+    b, _ = mechanism_steps(ch, backprop_from_rows(G), 3, ss)
+    c, _ = mechanism_steps(ch, backprop_from_rows(G), 3, 11)
+    assert ss.n_children_spawned == 0
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)

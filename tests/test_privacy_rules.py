@@ -298,3 +298,136 @@ def test_typed_events_end_to_end():
     nonpriv = mech.chain(mech.clip(C), allow_non_private=True)
     assert isinstance(nonpriv.privacy.event, NonPrivate)
     assert isinstance(nonpriv.privacy.to_dp_accounting(), dp_accounting.NonPrivateDpEvent)
+
+
+# ----------------------------------------------------------------------------- the chain's own stages
+def test_stage_copies_and_hand_made_stages_cannot_lie_about_their_parameters():
+    liar = dataclasses.replace(mech.gaussian_noise(0.01), info={"noise_multiplier": 50.0})
+    with pytest.raises(ValueError, match=r"'gaussian_noise'\) is a 'noise' stage not built by sims.mechanisms"):
+        mech.chain(mech.clip(C), liar)
+    clip_liar = dataclasses.replace(mech.clip(10.0), info={"clip_norm": 1.0, "sensitivity": 1.0})
+    with pytest.raises(ValueError, match=r"'clip' stage not built by sims.mechanisms"):
+        mech.chain(clip_liar, mech.gaussian_noise(1.0))
+    # for auditing it can still be built, and is then non-private
+    ch = mech.chain(mech.clip(C), liar, allow_non_private=True)
+    assert not ch.privacy.private and isinstance(ch.privacy.event, NonPrivate)
+    # a hand-made stage without the info the chain needs: a ValueError naming the key, not a KeyError
+    bare = Transform("my_noise", Effect("noise"), _noop_init, lambda c, s, w: s)
+    with pytest.raises(ValueError, match=r"my_noise.*declares no info\['noise_multiplier'\]"):
+        mech.chain(mech.clip(C), bare, allow_non_private=True)
+    # the built-in stages themselves (and copies made by copy/deepcopy, which are the same object) pass
+    import copy
+
+    ch = mech.chain(copy.deepcopy(mech.clip(C)), copy.copy(mech.gaussian_noise(1.0)))
+    assert ch.privacy.private and copy.deepcopy(ch).privacy == ch.privacy
+
+
+def test_a_per_example_stage_acts_only_through_its_map():
+    def rows(G, layout):
+        return G
+
+    def also_masks(ctx, state, work):  # a selection from ctx.bp applied to every example
+        keep = np.zeros(work.d, dtype=bool)
+        keep[np.argmax(np.abs(ctx.bp.acts[0][0]))] = True
+        work.restrict(keep)
+        return state
+
+    t = Transform("sneaky_map", Effect("pre_clip", "all", "per_example"), _noop_init, also_masks,
+                  per_example=PerExampleMap(rows))
+    ch = mech.chain(t, mech.clip(C), mech.gaussian_noise(1.0))  # declared like per-example top-k: accepted
+    with pytest.raises(RuntimeError, match="sneaky_map.*acts only through its PerExampleMap"):
+        _release(ch, np.random.default_rng(0).standard_normal((4, 6)))
+
+
+def test_state_must_match_the_chain():
+    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0))
+    bp = backprop_from_rows(np.ones((3, 4)))
+    ic, sc = _ctx(bp)
+    with pytest.raises(ValueError, match="state must be the chain's state, a tuple of 2 entries"):
+        dpsgd_step(ch, ch.init(ic)[:1], sc)  # a short state must not skip the noise step
+    with pytest.raises(ValueError, match="state must be the chain's state"):
+        dpsgd_step(ch, None, sc)
+
+
+def test_a_releasing_chain_must_release():
+    bp = backprop_from_rows(np.ones((3, 4)))
+    _, sc = _ctx(bp)
+    work = mech.Work(sc)
+    with pytest.raises(RuntimeError, match="released no update"):
+        work.finish(releases=True)
+
+
+def _run_post_clip(fn, effect=None):
+    t = Transform("probe", effect or Effect("post_clip"), _noop_init, fn)
+    ch = mech.chain(mech.clip(C), t, mech.gaussian_noise(0.0), allow_non_private=True)  # sigma 0: exact sums
+    return _release(ch, np.arange(12.0).reshape(3, 4) / 10.0)
+
+
+def test_what_a_transform_reads_is_a_read_only_copy():
+    base = _run_post_clip(lambda c, s, w: s)
+
+    def write_through_copy(ctx, state, work):
+        s = work.clipped_sum
+        assert not s.flags.writeable and s.base is None  # owns its data: no way back to the chain's sum
+        s.flags.writeable = True
+        s[:] = 100.0
+        return state
+
+    np.testing.assert_array_equal(_run_post_clip(write_through_copy), base)
+
+    def mutate_mask_after_restrict(ctx, state, work):
+        keep = np.array([True, False, True, False])
+        work.restrict(keep)
+        keep[:] = True  # the chain took a copy
+        m = work.mask
+        assert not m.flags.writeable
+        m.flags.writeable = True
+        m[:] = True
+        return state
+
+    out = _run_post_clip(mutate_mask_after_restrict)
+    np.testing.assert_array_equal(out[[1, 3]], 0.0)
+    np.testing.assert_array_equal(out[[0, 2]], base[[0, 2]])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda w: w.internal, "Work.internal"),
+    (lambda w: w.materialized_sum(), "Work.materialized_sum"),
+    (lambda w: w.update, "Work.update"),
+    (lambda w: w.apply(mech.gaussian_noise(1.0), ()), "only the step runs transforms"),
+    (lambda w: w.finish(), "only the step finishes it"),
+    (lambda w: w.restrict(np.ones(4, dtype=bool), "kept"), r"declared Effect\(noise_on='all'\).*noise_on='kept'"),
+])
+def test_the_chain_part_of_work_refuses_transforms(call, match):
+    def probe(ctx, state, work):
+        call(work)
+        return state
+
+    with pytest.raises(RuntimeError, match=match):
+        _run_post_clip(probe)
+
+
+def test_clipped_sum_only_between_clip_and_noise():
+    def early(ctx, state, work):
+        return work.clipped_sum
+
+    ch = mech.chain(Transform("early", Effect("pre_clip"), _noop_init, early), mech.clip(C), mech.gaussian_noise(1.0))
+    with pytest.raises(RuntimeError, match="early.*clipped_sum.*allowed only at stages \\('post_clip',\\)"):
+        _release(ch, np.ones((3, 4)))
+
+
+def test_chain_cannot_be_subclassed():
+    with pytest.raises(TypeError, match="cannot be subclassed"):
+        type("MyChain", (mech.Chain,), {})
+
+
+def test_kept_set_holds_a_read_only_copy():
+    keep = np.array([True, False, True])
+    ks = mech.KeptSet(keep)
+    keep[:] = False
+    np.testing.assert_array_equal(ks.keep, [True, False, True])
+    assert not ks.keep.flags.writeable and not ks.idx.flags.writeable
+
+
+def test_effect_accepts_numpy_integer_factors():
+    assert Effect("post_clip", sensitivity_factor=np.int64(2)).sensitivity_factor == 2.0

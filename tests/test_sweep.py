@@ -309,3 +309,17 @@ def test_module_does_not_import_dask():
     assert not any(line.strip().startswith(("import dask", "from dask", "import distributed"))
                    for line in open(sweep.__file__))
 
+
+
+def _privacy_of(sigma):
+    from dptheory.events import Gaussian
+
+    return {"event": Gaussian(sigma).poisson_sampled(0.01, 100), "step": Gaussian(sigma)}
+
+
+def test_privacy_events_are_stored_as_typed_records(tmp_path):
+    recs = sweep.run_sweep(_privacy_of, [{"sigma": 2.0}], executor="serial", store=tmp_path / "s.jsonl")
+    assert recs[0]["step"] == {"type": "Gaussian", "noise_multiplier": 2.0}
+    assert recs[0]["event"] == {"type": "PoissonGaussian", "sampling_rate": 0.01, "noise_multiplier": 2.0,
+                                "steps": 100}
+    assert sweep.load_results(tmp_path / "s.jsonl")[0]["event"] == recs[0]["event"]

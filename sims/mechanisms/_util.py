@@ -119,3 +119,14 @@ def quantiles_linear(x, qs) -> list:
         diff = b - a
         out.append(b - diff * (1 - g) if g >= 0.5 else a + diff * g)
     return out
+
+
+_NORM_QS = (0.1, 0.5, 0.9)
+
+
+def report_norm_quantiles(work, norms) -> None:
+    """Report ``grad_norm_q10/q50/q90`` of the per-example norms ``norms`` (nothing when empty);
+    equal bit for bit to ``np.quantile(norms.astype(float64), [0.1, 0.5, 0.9])``."""
+    if norms.size:
+        q = quantiles_linear(norms, _NORM_QS)
+        work.report(grad_norm_q10=q[0], grad_norm_q50=q[1], grad_norm_q90=q[2])

@@ -34,6 +34,7 @@ What a transform's CHOICE of coordinates (or basis, or map) reads (``Effect.read
 from __future__ import annotations
 
 import types
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -43,7 +44,7 @@ from dptheory.validation import check_choice, check_int, check_real
 
 __all__ = [
     "InitContext", "StepContext", "PrivacyDescription", "Effect", "Transform", "PerExampleMap",
-    "KeptSet", "Work", "Internals", "STAGES", "READS", "NOISE_ON", "METRICS",
+    "KeptSet", "BuiltIns", "Work", "Internals", "STAGES", "READS", "NOISE_ON", "METRICS",
 ]
 
 STAGES = ("pre_clip", "clip", "post_clip", "noise", "post_noise", "aggregate")
@@ -159,7 +160,7 @@ class Effect:
         check_choice("reads", self.reads, READS)
         if self.sensitivity_factor is not None:
             f = self.sensitivity_factor
-            if isinstance(f, bool) or not isinstance(f, (int, float, np.floating)) or not (f >= 1.0):
+            if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) or not (f >= 1.0):
                 raise ValueError(f"sensitivity_factor must be None or a number in [1, inf] (a factor below 1 "
                                  f"would claim an amplification the chain cannot check), got {f!r}")
             if self.stage != "post_clip":
@@ -220,6 +221,12 @@ class Transform:
                                  f"reads='per_example'), got stage {self.effect.stage!r}, reads {self.effect.reads!r}")
         object.__setattr__(self, "info", types.MappingProxyType(dict(self.info)))
 
+    def __copy__(self):
+        return self  # immutable: a copy is the same transform (and keeps its built-in registration)
+
+    def __deepcopy__(self, memo):
+        return self
+
 
 class KeptSet:
     """A fixed set of kept coordinates that a transform holds over many steps.
@@ -227,6 +234,7 @@ class KeptSet:
     Passing a ``KeptSet`` instead of a bool array to :meth:`Work.restrict` lets the chain reuse
     the preparation of the set for its sparse kernels (indices and float blocks, computed once
     per layout and dtype) instead of redoing an O(d) conversion every step. Same semantics.
+    ``keep`` is a read-only copy of the array given (later writes to that array change nothing).
     """
 
     __slots__ = ("keep", "idx", "_prepared")
@@ -235,8 +243,10 @@ class KeptSet:
         keep = np.asarray(keep)
         if keep.dtype != bool or keep.ndim != 1:
             raise ValueError(f"keep must be a 1-D bool array, got dtype {keep.dtype} and shape {keep.shape}")
-        self.keep = keep
-        self.idx = np.flatnonzero(keep)
+        self.keep = keep.copy()
+        self.keep.flags.writeable = False
+        self.idx = np.flatnonzero(self.keep)
+        self.idx.flags.writeable = False
         self._prepared = None
 
     def prepared(self, layout, dtype):
@@ -249,21 +259,48 @@ class KeptSet:
         return blk
 
 
+class BuiltIns:
+    """Identity registry of the transforms that one package module made.
+
+    The chain accepts a ``clip``, ``noise`` or ``aggregate`` stage only if the module that defines
+    it registered that very object when it built it (``dataclasses.replace`` or a hand-made
+    :class:`Transform` gives a new object, which is not registered): the ``info`` the chain
+    accounts with is then the one the stage runs with.
+    """
+
+    __slots__ = ("_made",)
+
+    def __init__(self):
+        self._made = weakref.WeakValueDictionary()
+
+    def register(self, transform: Transform) -> Transform:
+        """Record ``transform`` as made here and return it."""
+        self._made[id(transform)] = transform
+        return transform
+
+    def __contains__(self, transform) -> bool:
+        return self._made.get(id(transform)) is transform
+
+
 class Internals:
     """The chain's own storage and performance caches for one step (not part of the contract).
 
-    Only the package's clip, noise and aggregate stages read or write it; a transform author
-    never needs it. ``sum`` the clipped (masked) (d,) sum; ``sum_kept`` the same sum held
-    compactly as ``(values (k,), idx (k,), mask)`` on the sparse path; ``before_pending``: the
-    energy before post-clip selections is not computed yet; ``mask_blocks`` the prepared signal
-    mask; ``noise_idx`` cached indices of the noise mask; ``total_clip`` the clip stage's L2
-    sensitivity (noise std = sigma * total_clip); ``per_example_maps`` the chain's declared maps.
+    Only the package's clip, noise and aggregate stages read or write it (:attr:`Work.internal`
+    refuses every other stage). ``mask`` / ``noise_mask`` the signal selection and the noised
+    coordinates (bool (d,) or None = all); ``sum`` the clipped (masked) (d,) sum; ``sum_kept``
+    the same sum held compactly as ``(values (k,), idx (k,), mask)`` on the sparse path;
+    ``before_pending``: the energy before post-clip selections is not computed yet;
+    ``mask_blocks`` the prepared signal mask; ``noise_idx`` cached indices of the noise mask;
+    ``total_clip`` the clip stage's L2 sensitivity (noise std = sigma * total_clip);
+    ``per_example_maps`` the chain's declared maps.
     """
 
-    __slots__ = ("sum", "sum_kept", "before_pending", "mask_blocks", "noise_idx", "total_clip",
-                 "per_example_maps")
+    __slots__ = ("mask", "noise_mask", "sum", "sum_kept", "before_pending", "mask_blocks", "noise_idx",
+                 "total_clip", "per_example_maps")
 
     def __init__(self, per_example_maps=()):
+        self.mask = None
+        self.noise_mask = None
         self.sum = None
         self.sum_kept = None
         self.before_pending = False
@@ -279,19 +316,35 @@ def _sq(x) -> float:
     return sq(x)
 
 
+def _readonly_copy(a):
+    """A read-only copy of ``a`` (None stays None): what the contract hands to transforms."""
+    if a is None:
+        return None
+    c = np.array(a, copy=True)
+    c.flags.writeable = False
+    return c
+
+
+#: Stages at which a transform is the package's own (the chain accepts only built-in ones there).
+_CHAIN_STAGES = ("clip", "noise", "aggregate")
+
+
 class Work:
     """The per-step record through which transforms change the release (the transform contract).
 
     Read: ``ctx`` (the :class:`StepContext`), ``bp`` (its backprop record), ``layout``, ``d``,
-    ``dtype``, ``expected_batch_size`` (B), :attr:`mask` (signal selection, None = all), :attr:`noise_mask` (coordinates
-    that get noise, None = all), :attr:`scale` (factor on the released update),
-    :attr:`clipped_sum` (after the clip stage; a read-only array), :attr:`update` (after the noise
-    stage; read-only). Write, only through: :meth:`restrict`, :meth:`rescale`,
-    :meth:`replace_sum` (declared sensitivity factor only), :meth:`release`, :meth:`report`.
-    Each method checks the stage of the transform that calls it.
+    ``dtype``, ``expected_batch_size`` (B), :attr:`mask` (signal selection, None = all),
+    :attr:`noise_mask` (coordinates that get noise, None = all), :attr:`scale` (factor on the
+    released update), :attr:`clipped_sum` (post_clip only), :attr:`update` (post_noise only).
+    Every array handed out is a read-only copy. Write, only through: :meth:`restrict`,
+    :meth:`rescale`, :meth:`replace_sum` (declared sensitivity factor only), :meth:`release`,
+    :meth:`report`. Each method checks the stage of the transform that calls it; a ``pre_clip``
+    transform with ``reads="per_example"`` acts only through its :class:`PerExampleMap` and may
+    call none of them. The rest (:attr:`internal`, :meth:`materialized_sum`, :meth:`apply`,
+    :meth:`finish`) belongs to the chain and refuses other stages.
     """
 
-    __slots__ = ("ctx", "bp", "layout", "d", "dtype", "expected_batch_size", "internal", "_mask", "_noise_mask", "_scale",
+    __slots__ = ("ctx", "bp", "layout", "d", "dtype", "expected_batch_size", "_it", "_scale",
                  "_update", "_metrics", "_transform", "_stage")
 
     def __init__(self, ctx: StepContext, per_example_maps=()):
@@ -301,9 +354,7 @@ class Work:
         self.d = self.layout.n_params
         self.dtype = ctx.bp.losses.dtype
         self.expected_batch_size = float(ctx.expected_batch_size)
-        self.internal = Internals(per_example_maps)
-        self._mask = None
-        self._noise_mask = None
+        self._it = Internals(per_example_maps)
         self._scale = 1.0
         self._update = None
         self._metrics = dict(_METRIC_DEFAULTS)
@@ -312,7 +363,10 @@ class Work:
 
     # ------------------------------------------------------------------ running transforms
     def apply(self, transform: Transform, state):
-        """Run ``transform.update(ctx, state, self)`` with this record's stage checks set to it."""
+        """Run ``transform.update(ctx, state, self)`` with this record's stage checks set to it
+        (the step's loop; a transform cannot run another one)."""
+        if self._stage is not None:
+            raise RuntimeError(f"transform {self._transform.name!r} called Work.apply: only the step runs transforms")
         self._transform, self._stage = transform, transform.effect.stage
         try:
             return transform.update(self.ctx, state, self)
@@ -320,21 +374,33 @@ class Work:
             self._transform = self._stage = None
 
     def _require(self, method: str, stages) -> None:
-        if self._stage is not None and self._stage not in stages:
-            name = self._transform.name if self._transform is not None else "?"
-            raise RuntimeError(f"transform {name!r} (stage {self._stage!r}) called Work.{method}, which is "
+        t = self._transform
+        if t is None:
+            return
+        if self._stage not in stages:
+            raise RuntimeError(f"transform {t.name!r} (stage {self._stage!r}) used Work.{method}, which is "
                                f"allowed only at stages {tuple(stages)}")
+        if t.effect.stage == "pre_clip" and t.effect.reads == "per_example":
+            raise RuntimeError(f"transform {t.name!r} declares reads='per_example' at the per-example stage: it acts "
+                               f"only through its PerExampleMap, not through Work.{method} (a selection computed "
+                               f"from some examples and applied to all is not bounded by the clip norm)")
+
+    @property
+    def internal(self) -> Internals:
+        """The chain's own storage (clip, noise and aggregate stages only)."""
+        self._require("internal", _CHAIN_STAGES)
+        return self._it
 
     # ------------------------------------------------------------------ read
     @property
     def mask(self):
-        """Bool (d,) signal selection, or None (all coordinates)."""
-        return self._mask
+        """Bool (d,) signal selection (a read-only copy), or None (all coordinates)."""
+        return _readonly_copy(self._it.mask)
 
     @property
     def noise_mask(self):
-        """Bool (d,) coordinates that receive noise, or None (all)."""
-        return self._noise_mask
+        """Bool (d,) coordinates that receive noise (a read-only copy), or None (all)."""
+        return _readonly_copy(self._it.noise_mask)
 
     @property
     def scale(self) -> float:
@@ -348,22 +414,18 @@ class Work:
 
     @property
     def clipped_sum(self) -> np.ndarray:
-        """The clipped (masked) sum ``sum_i clip_C(m * g_i)``, (d,), read-only (after the clip stage)."""
-        s = self.materialized_sum()
+        """The clipped (masked) sum ``sum_i clip_C(m * g_i)``, (d,), a read-only copy (post_clip only)."""
+        self._require("clipped_sum", ("post_clip",))
+        s = self._materialize()
         if s is None:
             raise RuntimeError("Work.clipped_sum read before the clip stage")
-        v = s.view()
-        v.flags.writeable = False
-        return v
+        return _readonly_copy(s)
 
     @property
     def update(self):
-        """The released update (after the noise stage), (d,), read-only; None before it."""
-        if self._update is None:
-            return None
-        v = self._update.view()
-        v.flags.writeable = False
-        return v
+        """The released update (d,), a read-only copy (post_noise only); None before the noise stage."""
+        self._require("update", ("post_noise",))
+        return _readonly_copy(self._update)
 
     # ------------------------------------------------------------------ write
     def restrict(self, keep, noise_on: str = "all") -> None:
@@ -373,9 +435,14 @@ class Work:
         noise is drawn only on ``keep`` when ``noise_on="kept"``); post_clip: the clipped sum is
         zeroed outside ``keep`` (a contraction: the sensitivity does not grow); post_noise: the
         released update is zeroed outside ``keep`` (``noise_on`` must be "all": the noise is drawn).
+        ``noise_on`` must be the transform's declared ``Effect.noise_on``; ``keep`` is copied.
         """
         self._require("restrict", ("pre_clip", "post_clip", "post_noise"))
         check_choice("noise_on", noise_on, NOISE_ON)
+        t = self._transform
+        if t is not None and noise_on != t.effect.noise_on:
+            raise RuntimeError(f"transform {t.name!r} declared Effect(noise_on={t.effect.noise_on!r}) but called "
+                               f"Work.restrict(noise_on={noise_on!r})")
         prepared = None
         if isinstance(keep, KeptSet):
             prepared, keep = keep.prepared(self.layout, self.dtype), keep.keep
@@ -385,24 +452,25 @@ class Work:
             if not (isinstance(keep, np.ndarray) and keep.dtype == bool and keep.shape == (self.d,)):
                 raise ValueError(f"keep must be a bool array of shape ({self.d},) or a KeptSet, got "
                                  f"{type(keep).__name__} {getattr(keep, 'dtype', '')} {getattr(keep, 'shape', '')}")
+            keep = _readonly_copy(keep)
         stage = self._stage
         if stage == "post_clip":
-            s = self.materialized_sum(resolve=True)
+            s = self._materialize()
             s[~keep] = 0
         elif stage == "post_noise":
             if noise_on != "all":
                 raise ValueError("noise_on must be 'all' after the noise stage (the noise is already drawn)")
             self._update[~keep] = 0
-        it = self.internal
-        if self._mask is None:
-            self._mask, it.mask_blocks = keep, prepared
+        it = self._it
+        if it.mask is None:
+            it.mask, it.mask_blocks = keep, prepared
         else:
-            self._mask, it.mask_blocks = self._mask & keep, None
+            it.mask, it.mask_blocks = it.mask & keep, None
         if noise_on == "kept":
-            if self._noise_mask is None:
-                self._noise_mask, it.noise_idx = keep, keep_idx
+            if it.noise_mask is None:
+                it.noise_mask, it.noise_idx = keep, keep_idx
             else:
-                self._noise_mask, it.noise_idx = self._noise_mask & keep, None
+                it.noise_mask, it.noise_idx = it.noise_mask & keep, None
 
     def rescale(self, factor) -> None:
         """Multiply the released update by ``factor > 0`` (applied by the noise stage to signal and
@@ -421,17 +489,20 @@ class Work:
         new = np.asarray(new)
         if new.shape != (self.d,):
             raise ValueError(f"the new sum must have shape ({self.d},), got {new.shape}")
-        self.materialized_sum(resolve=True)
-        self.internal.sum = np.array(new, dtype=self.dtype)
-        self.internal.sum_kept = None
+        self._materialize()
+        self._it.sum = np.array(new, dtype=self.dtype)
+        self._it.sum_kept = None
 
     def release(self, update, kept=None) -> None:
         """Set the released update (noise, aggregate and post_noise stages); ``kept`` (optional
         bool (d,)) replaces the signal mask reported as ``kept_fraction``."""
         self._require("release", ("noise", "aggregate", "post_noise"))
+        update = np.asarray(update)
+        if update.shape != (self.d,):
+            raise ValueError(f"the released update must have shape ({self.d},), got {update.shape}")
         self._update = update
         if kept is not None:
-            self._mask = kept
+            self._it.mask = kept
 
     def report(self, **metrics) -> None:
         """Record metrics of this step; names must be in :data:`METRICS`."""
@@ -440,20 +511,18 @@ class Work:
                 raise ValueError(f"unknown metric {k!r}; the metrics are {METRICS}")
             self._metrics[k] = v
 
-    # ------------------------------------------------------------------ the chain's own stages
-    def resolve_before(self) -> None:
+    # ------------------------------------------------------------------ the chain's own part
+    def _resolve_before(self) -> None:
         """Compute the deferred ``signal_sq_before_mask = ||sum / B||^2`` (the clip stage defers it
         so that the noise stage can take it from its fused pass when nothing changed the sum)."""
-        it = self.internal
+        it = self._it
         if it.before_pending:
             it.before_pending = False
             self._metrics["signal_sq_before_mask"] = _sq(it.sum) / self.expected_batch_size ** 2
 
-    def materialized_sum(self, resolve: bool = True):
-        """The writable (d,) clipped sum (the compact sparse form expanded); chain stages only."""
-        if resolve:
-            self.resolve_before()
-        it = self.internal
+    def _materialize(self):
+        self._resolve_before()
+        it = self._it
         if it.sum is None and it.sum_kept is not None:
             vals, idx, _ = it.sum_kept
             s = np.zeros(self.d, dtype=vals.dtype)
@@ -461,19 +530,30 @@ class Work:
             it.sum, it.sum_kept = s, None
         return it.sum
 
-    def finish(self) -> tuple[np.ndarray, dict]:
-        """The released update and the metrics of the step (after the last transform).
+    def materialized_sum(self):
+        """The writable (d,) clipped sum (the compact sparse form expanded; clip, noise and
+        aggregate stages only)."""
+        self._require("materialized_sum", _CHAIN_STAGES)
+        return self._materialize()
 
-        A chain without a noise step (non-private ablations) releases ``scale * sum / B`` masked.
+    def finish(self, releases: bool = False) -> tuple[np.ndarray, dict]:
+        """The released update and the metrics of the step (after the last transform; the step's).
+
+        ``releases``: the chain has a noise or aggregate stage, which must have released the
+        update. A chain without one (non-private ablations) releases ``scale * sum / B`` masked.
         """
-        self.resolve_before()
+        if self._stage is not None:
+            raise RuntimeError(f"transform {self._transform.name!r} called Work.finish: only the step finishes it")
+        self._resolve_before()
         if self._update is None:
-            s = self.materialized_sum()
+            if releases:
+                raise RuntimeError("the chain's noise (or aggregate) stage released no update")
+            s = self._materialize()
             u = (s * (self._scale / self.expected_batch_size)).astype(self.dtype, copy=False)
-            if self._mask is not None:
-                u[~self._mask] = 0
+            if self._it.mask is not None:
+                u[~self._it.mask] = 0
             self._update = u
             self._metrics["signal_sq_after_mask"] = float(np.dot(u.astype(np.float64), u.astype(np.float64)))
-        self._metrics["kept_fraction"] = 1.0 if self._mask is None else float(np.count_nonzero(self._mask)) / self.d
+        m = self._it.mask
+        self._metrics["kept_fraction"] = 1.0 if m is None else float(np.count_nonzero(m)) / self.d
         return self._update, self._metrics
-

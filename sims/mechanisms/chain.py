@@ -17,7 +17,11 @@ its support). The chain is private iff all hold:
    and no post-noise step reads private or per-example data;
 4. every post-clip map that replaces the sum declares its sensitivity factor; the chain
    multiplies the sensitivity by it and divides the noise multiplier by it, and an unbounded
-   factor makes the chain non-private.
+   factor makes the chain non-private;
+5. the clip, noise and aggregate stages are the package's own (:func:`clip`,
+   :func:`gaussian_noise`, :func:`topagg`), so that the clip norm and noise multiplier the chain
+   accounts with are those the stages run with (a copy made by ``dataclasses.replace`` or a
+   hand-made stage is not).
 
 Data-independent, public and noised selections (random-k, random freeze, public-data masks,
 pruning of released weights, top-k of the noisy update) leave the accounting of dense DP-SGD
@@ -31,6 +35,7 @@ import math
 
 from dptheory.events import Gaussian, NonPrivate
 
+from . import clip_noise, topagg
 from .base import STAGES, PrivacyDescription, Transform
 
 __all__ = ["chain", "Chain"]
@@ -64,6 +69,21 @@ def _check_order(transforms) -> None:
         raise ValueError(f"a chain takes at most one noise step, got {n_noise}")
 
 
+def _info(transforms, i, key):
+    t = transforms[i]
+    if key not in t.info:
+        raise ValueError(f"step {i} ({t.name!r}, stage {t.effect.stage!r}) declares no info[{key!r}]")
+    return t.info[key]
+
+
+def _check_built_in(transforms, fail) -> None:
+    for i, t in enumerate(transforms):
+        if t.effect.stage in ("clip", "noise", "aggregate") and not (clip_noise.made_here(t) or topagg.made_here(t)):
+            fail(f"step {i} ({t.name!r}) is a {t.effect.stage!r} stage not built by sims.mechanisms (clip, "
+                 f"gaussian_noise, topagg): its declared clip norm or noise multiplier cannot be checked "
+                 f"against what it runs")
+
+
 def _noise_and_sensitivity(transforms, fail, notes):
     """``(sigma, sensitivity, index of the noise or aggregate step)`` before sensitivity factors."""
     stages = [t.effect.stage for t in transforms]
@@ -73,24 +93,25 @@ def _noise_and_sensitivity(transforms, fail, notes):
         notes.extend(agg.info.get("notes", ()))
         if agg.info.get("non_private_reason"):
             fail(f"step {i} ({agg.name!r}): {agg.info['non_private_reason']}")
-        sigma = agg.info["noise_multiplier"]
+        sigma = _info(transforms, i, "noise_multiplier")
         if sigma == 0:
             fail(f"step {i} ({agg.name!r}): noise_multiplier is 0, nothing is noised")
-        return sigma, agg.info["sensitivity"], i
+        return sigma, _info(transforms, i, "sensitivity"), i
     ci = stages.index("clip")
     c = transforms[ci]
-    if c.info["clip_norm"] is None:
+    if _info(transforms, ci, "clip_norm") is None:
         fail(f"step {ci} ('clip'): clip_norm=None, per-example sensitivity is unbounded")
     if c.info.get("per_layer"):
         notes.append("per-layer clipping: L2 sensitivity = sqrt(sum_l C_l^2)")
+    sens = _info(transforms, ci, "sensitivity")
     if "noise" not in stages:
         fail("no noise step: the update is released without noise")
-        return None, c.info["sensitivity"], len(transforms)
+        return None, sens, len(transforms)
     ni = stages.index("noise")
-    sigma = transforms[ni].info["noise_multiplier"]
+    sigma = _info(transforms, ni, "noise_multiplier")
     if sigma == 0:
         fail(f"step {ni} ({transforms[ni].name!r}): noise_multiplier is 0")
-    return sigma, c.info["sensitivity"], ni
+    return sigma, sens, ni
 
 
 def _check_reads(i, t, noise_idx, fail, notes) -> float:
@@ -131,6 +152,7 @@ def _derive(transforms) -> PrivacyDescription:
     _check_order(transforms)
     notes, reasons = [], []
     fail = reasons.append
+    _check_built_in(transforms, fail)
     sigma, sens, noise_idx = _noise_and_sensitivity(transforms, fail, notes)
     factor = 1.0
     for i, t in enumerate(transforms):
@@ -139,7 +161,8 @@ def _derive(transforms) -> PrivacyDescription:
         sens = sens * factor
     sigma = None if sigma is None else float(sigma) / factor
     if reasons:
-        return PrivacyDescription(False, sigma, sens, NonPrivate(reasons[0]), reasons[0], tuple(notes))
+        reason = "; ".join(reasons)
+        return PrivacyDescription(False, sigma, sens, NonPrivate(reason), reason, tuple(notes))
     return PrivacyDescription(True, sigma, sens, Gaussian(sigma), "", tuple(notes))
 
 
@@ -147,11 +170,15 @@ class Chain:
     """A composed mechanism (made only by :func:`chain`; immutable).
 
     ``transforms`` the steps; ``privacy`` the per-step :class:`PrivacyDescription`;
-    ``per_example_maps`` the declared per-example maps that the clip stage runs, in order.
+    ``per_example_maps`` the declared per-example maps that the clip stage runs, in order;
+    ``releases`` whether a noise or aggregate stage releases the update.
     One step is :func:`sims.step.dpsgd_step`.
     """
 
-    __slots__ = ("transforms", "privacy", "per_example_maps")
+    __slots__ = ("transforms", "privacy", "per_example_maps", "releases")
+
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("Chain cannot be subclassed: a chain is made only by sims.mechanisms.chain(...)")
 
     def __init__(self, transforms, privacy, *, _token=None):
         if _token is not _BUILD:
@@ -161,6 +188,8 @@ class Chain:
         object.__setattr__(self, "privacy", privacy)
         object.__setattr__(self, "per_example_maps",
                            tuple(t.per_example for t in self.transforms if t.per_example is not None))
+        object.__setattr__(self, "releases",
+                           any(t.effect.stage in ("noise", "aggregate") for t in self.transforms))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Chain is immutable: cannot set {name!r} (build a new chain with chain(...))")

@@ -20,19 +20,17 @@ from sims.models.pergrad import (
 )
 
 from ._kernels import noisy_release
-from ._util import quantiles_linear, sq
-from .base import Effect, Transform
+from ._util import report_norm_quantiles, sq
+from .base import BuiltIns, Effect, Transform
 
-__all__ = ["clip", "gaussian_noise", "finish_clip"]
+__all__ = ["clip", "gaussian_noise", "finish_clip", "made_here"]
+
+_MADE = BuiltIns()
 
 
-_QS = (0.1, 0.5, 0.9)
-
-
-def _quantiles(norms: np.ndarray, work) -> None:
-    if norms.size:  # == np.quantile(norms, [0.1, 0.5, 0.9]) bit for bit, without its generic overhead
-        q = quantiles_linear(norms, _QS)
-        work.report(grad_norm_q10=q[0], grad_norm_q50=q[1], grad_norm_q90=q[2])
+def made_here(transform) -> bool:
+    """True when ``transform`` is a clip or noise stage built by this module (see :class:`BuiltIns`)."""
+    return transform in _MADE
 
 
 def _total(nsq: np.ndarray) -> np.ndarray:
@@ -59,14 +57,19 @@ def _per_example_path(bp: Backprop, work, clip_norm, per_layer, maps):
     phis, clipped_all, norms_all = [], [], []
     for start in range(0, bp.batch_size, chunk):
         stop = min(start + chunk, bp.batch_size)
-        sub = Backprop(layout, tuple(a[start:stop] for a in bp.acts),
-                       tuple(x[start:stop] for x in bp.deltas), bp.losses[start:stop])
+        sub = bp.rows(start, stop)
         G = materialize(sub)
-        if work.mask is not None:
-            G[:, ~work.mask] = 0
+        mask = work.internal.mask
+        if mask is not None:
+            G[:, ~mask] = 0
         S = G
         for m in maps:
             S = m.fn(S, layout)
+            if not (isinstance(S, np.ndarray) and S.shape == G.shape):
+                raise ValueError(f"a PerExampleMap must return an array of the shape of its input {G.shape}, got "
+                                 f"{type(S).__name__} {getattr(S, 'shape', '')}")
+        if mask is not None:  # a map may not write outside the pre-clip selection (noise may cover only it)
+            S[:, ~mask] = 0
         full = np.einsum("ij,ij->i", G, G)
         kept = np.einsum("ij,ij->i", S, S)
         phis.append(np.where(full > 0, kept / np.where(full > 0, full, 1), 1.0))
@@ -86,7 +89,7 @@ def _per_example_path(bp: Backprop, work, clip_norm, per_layer, maps):
     if bp.batch_size:
         work.report(phi=float(np.mean(np.concatenate(phis))),
                     clipped_fraction=float(np.mean(np.concatenate(clipped_all))))
-        _quantiles(np.concatenate(norms_all), work)
+        report_norm_quantiles(work, np.concatenate(norms_all))
     return total, before
 
 
@@ -102,15 +105,15 @@ def finish_clip(work, s: np.ndarray, nsq: np.ndarray, clipped, norms=None, defer
     ``clipped`` is the bool per-example clipped indicator or its count; ``norms`` (optional) the
     whole-model norms already computed. With ``defer``, the energy of the (masked) (d,) sum is
     left to the noise stage (its fused pass computes the same sum of squares) or to the first
-    reader of the sum (:meth:`Work.resolve_before`).
+    reader of the sum.
     Shared with ``benchmarks/bench_sparse_noise.py``.
     """
     it = work.internal
     if compact:
-        it.sum, it.sum_kept = None, (s, it.mask_blocks.idx, work.mask)
+        it.sum, it.sum_kept = None, (s, it.mask_blocks.idx, it.mask)
     else:
-        if work.mask is not None:
-            m = work.mask if it.mask_blocks is None else it.mask_blocks.flat
+        if it.mask is not None:
+            m = it.mask if it.mask_blocks is None else it.mask_blocks.flat
             np.multiply(s, m, out=s)
         it.sum, it.sum_kept = s, None
     if defer and not compact:
@@ -121,7 +124,7 @@ def finish_clip(work, s: np.ndarray, nsq: np.ndarray, clipped, norms=None, defer
     if B:
         n_clipped = clipped if isinstance(clipped, int) else int(np.count_nonzero(clipped))
         work.report(clipped_fraction=n_clipped / B)
-        _quantiles(np.sqrt(_total(nsq)) if norms is None else norms, work)
+        report_norm_quantiles(work, np.sqrt(_total(nsq)) if norms is None else norms)
 
 
 def clip(clip_norm, per_layer: bool = False, *, reference_norm: float = 1.0) -> Transform:
@@ -178,18 +181,23 @@ def clip(clip_norm, per_layer: bool = False, *, reference_norm: float = 1.0) -> 
             f, clipped = _factors(nsq, clip_norm, per_layer, work.layout)
             finish_clip(work, weighted_sum_kept(bp, f, blk, tr), nsq, clipped, compact=True)
         elif flat:  # flat clipping: norms, factors, clipped count in one fused pass
-            nsq = sq_norms(bp, work.mask, blocks=blk)
+            nsq = sq_norms(bp, it.mask, blocks=blk)
             f, norms, n_clipped = flat_clip_factors(nsq, clip_norm)
             finish_clip(work, weighted_sum(bp, f), nsq, n_clipped, norms, defer=True)
         else:
-            nsq = sq_norms(bp, work.mask, blocks=blk)
+            nsq = sq_norms(bp, it.mask, blocks=blk)
             f, clipped = _factors(nsq, clip_norm, per_layer, work.layout)
             finish_clip(work, weighted_sum(bp, f), nsq, clipped, defer=True)
         it.total_clip = reference_norm if clip_norm is None else sens
         return state
 
-    return Transform("clip", Effect("clip"), init, update,
-                     info={"clip_norm": clip_norm, "per_layer": per_layer, "sensitivity": sens})
+    return _MADE.register(Transform("clip", Effect("clip"), init, update,
+                                    info={"clip_norm": clip_norm, "per_layer": per_layer, "sensitivity": sens}))
+
+
+def _noise_idx(it):
+    """Indices of the noised coordinates (cached by a KeptSet restriction, else computed)."""
+    return it.noise_idx if it.noise_idx is not None else np.flatnonzero(it.noise_mask)
 
 
 def _release_metrics(work, scale, signal_sq, noise_sq) -> None:
@@ -222,8 +230,8 @@ def gaussian_noise(noise_multiplier) -> Transform:
         it = work.internal
         std = sigma * it.total_clip
         kept = it.sum_kept
-        if (kept is not None and std > 0 and it.noise_idx is kept[1] and work.mask is kept[2]
-                and work.noise_mask is work.mask):
+        if (kept is not None and std > 0 and it.noise_idx is kept[1] and it.mask is kept[2]
+                and it.noise_mask is it.mask):
             # compact sum on exactly the noised coordinates: O(k) release, no (d,) clipped sum
             vals, idx, _ = kept
             seed = derive_seed(ctx.rng)  # the seed rule of _util.normals
@@ -243,11 +251,10 @@ def gaussian_noise(noise_multiplier) -> Transform:
             # fused O(k) pass (sims.mechanisms._kernels): u_c = (s_c + std z_j) * scale / B on the noised
             # coordinates (s is already 0 outside the signal mask, which lies inside the noise mask)
             seed = derive_seed(ctx.rng)  # the seed rule of _util.normals
-            if work.noise_mask is None:
+            if it.noise_mask is None:
                 idx = None
             else:
-                idx = it.noise_idx if it.noise_idx is not None else np.flatnonzero(work.noise_mask)
-                idx = np.ascontiguousarray(idx, dtype=np.int64)
+                idx = np.ascontiguousarray(_noise_idx(it), dtype=np.int64)
             sc = np.ascontiguousarray(s, dtype=work.dtype)
             u, s_sq, z_sq = noisy_release(sc, idx, std, scale / B, seed)
             signal_sq = s_sq / B ** 2
@@ -255,13 +262,13 @@ def gaussian_noise(noise_multiplier) -> Transform:
                 it.before_pending = False
                 work.report(signal_sq_before_mask=signal_sq)
             noise_sq = (std / B) ** 2 * z_sq
-        elif work.noise_mask is None:
+        elif it.noise_mask is None:
             signal_sq = sq(s) / B ** 2
             u = (s * inv_b).astype(work.dtype, copy=False)
             if scale != 1.0:
                 u *= work.dtype.type(scale)
         else:
-            idx = it.noise_idx if it.noise_idx is not None else np.flatnonzero(work.noise_mask)
+            idx = _noise_idx(it)
             u = np.zeros(work.d, dtype=work.dtype)
             vals = s[idx] * inv_b
             signal_sq = sq(vals)
@@ -272,4 +279,4 @@ def gaussian_noise(noise_multiplier) -> Transform:
         work.release(u)
         return state
 
-    return Transform("gaussian_noise", Effect("noise"), init, update, info={"noise_multiplier": sigma})
+    return _MADE.register(Transform("gaussian_noise", Effect("noise"), init, update, info={"noise_multiplier": sigma}))

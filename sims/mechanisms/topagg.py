@@ -26,12 +26,19 @@ import math
 import numpy as np
 
 from dptheory.validation import check_int, check_real
-from sims.models.pergrad import Backprop, materialize
+from sims.models.pergrad import materialize
 
-from ._util import check_k, normals, sq
-from .base import Effect, Transform
+from ._util import check_k, normals, report_norm_quantiles, sq
+from .base import BuiltIns, Effect, Transform
 
-__all__ = ["topagg", "teacher_votes"]
+__all__ = ["topagg", "teacher_votes", "made_here"]
+
+_MADE = BuiltIns()
+
+
+def made_here(transform) -> bool:
+    """True when ``transform`` is an aggregate stage built by :func:`topagg` (see :class:`BuiltIns`)."""
+    return transform in _MADE
 
 
 def teacher_votes(G: np.ndarray, k: int, rng, *, stochastic: bool = False, coord_clip=None):
@@ -98,8 +105,7 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
         phis, norms = [], []
         for start in range(0, bp.batch_size, chunk):
             stop = min(start + chunk, bp.batch_size)
-            sub = Backprop(layout, tuple(a[start:stop] for a in bp.acts),
-                           tuple(x[start:stop] for x in bp.deltas), bp.losses[start:stop])
+            sub = bp.rows(start, stop)
             G = materialize(sub)
             if teacher_size > 1:
                 n = G.shape[0]
@@ -123,9 +129,8 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
         work.report(signal_sq_before_mask=vs, signal_sq_after_mask=vs, noise_sq=noise_sq,
                     nsr=noise_sq / vs if vs > 0 else 0.0)
         if phis:
-            q = np.quantile(np.concatenate(norms).astype(np.float64), [0.1, 0.5, 0.9])
-            work.report(phi=float(np.mean(np.concatenate(phis))), grad_norm_q10=float(q[0]),
-                        grad_norm_q50=float(q[1]), grad_norm_q90=float(q[2]))
+            work.report(phi=float(np.mean(np.concatenate(phis))))
+            report_norm_quantiles(work, np.concatenate(norms))
         return state
 
     if teacher_size == 1:
@@ -143,6 +148,6 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
                  f"the sampled batch",)
         refuse = ("micro-batch teachers (teacher_size > 1) are slices of the sampled batch: removing one "
                   "example reassigns the later ones, so the vote sum's sensitivity is not bounded by 2 sqrt(k)")
-    return Transform("topagg", Effect("aggregate", "all", "per_example"), init, update,
-                     info={"noise_multiplier": nm, "sensitivity": sens, "notes": notes, "k": k,
-                           "non_private_reason": refuse})
+    return _MADE.register(Transform("topagg", Effect("aggregate", "all", "per_example"), init, update,
+                                    info={"noise_multiplier": nm, "sensitivity": sens, "notes": notes, "k": k,
+                                          "non_private_reason": refuse}))

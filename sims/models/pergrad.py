@@ -76,6 +76,11 @@ class Backprop:
     def batch_size(self) -> int:
         return self.losses.shape[0]
 
+    def rows(self, start: int, stop: int) -> "Backprop":
+        """The record of examples ``start:stop`` (views, no copy): for chunked per-example work."""
+        return Backprop(self.layout, tuple(a[start:stop] for a in self.acts),
+                        tuple(x[start:stop] for x in self.deltas), self.losses[start:stop])
+
 
 @dataclass(frozen=True)
 class MaskBlocks:

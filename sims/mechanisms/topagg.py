@@ -69,6 +69,25 @@ def teacher_votes(G: np.ndarray, k: int, rng, *, stochastic: bool = False, coord
     return V, phi
 
 
+def _vote_sum(bp, k, teacher_size, chunk, rng, stochastic, coord_clip):
+    """``(sum of the teachers' votes (d,), per-teacher phi, per-teacher gradient norms)``, with
+    ``chunk`` examples (a multiple of ``teacher_size``) materialised at once."""
+    votes = np.zeros(bp.layout.n_params, dtype=bp.losses.dtype)
+    phis, norms = [], []
+    for start in range(0, bp.batch_size, chunk):
+        G = materialize(bp.rows(start, min(start + chunk, bp.batch_size)))
+        if teacher_size > 1:
+            n = G.shape[0]
+            groups = np.arange(n) // teacher_size
+            G = np.add.reduceat(G, np.arange(0, n, teacher_size), axis=0) / np.bincount(groups)[:, None]
+        V, phi = teacher_votes(G, k, rng, stochastic=stochastic, coord_clip=coord_clip)
+        votes += V.sum(axis=0)
+        phis.append(phi)
+        norms.append(np.sqrt(np.einsum("ij,ij->i", G, G)))
+    cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
+    return votes, cat(phis), cat(norms)
+
+
 def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, coord_clip=None,
            teacher_size: int = 1, scale: float = 1.0, chunk_size: int = 64) -> Transform:
     """TopAgg aggregation step (replaces ``clip`` and ``gaussian_noise`` in a chain).
@@ -100,21 +119,8 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
         return ()
 
     def update(ctx, state, work):
-        bp, layout, d = work.bp, work.layout, work.d
-        votes = np.zeros(d, dtype=work.dtype)
-        phis, norms = [], []
-        for start in range(0, bp.batch_size, chunk):
-            stop = min(start + chunk, bp.batch_size)
-            sub = bp.rows(start, stop)
-            G = materialize(sub)
-            if teacher_size > 1:
-                n = G.shape[0]
-                groups = np.arange(n) // teacher_size
-                G = np.add.reduceat(G, np.arange(0, n, teacher_size), axis=0) / np.bincount(groups)[:, None]
-            V, phi = teacher_votes(G, k, ctx.rng, stochastic=stochastic, coord_clip=coord_clip)
-            votes += V.sum(axis=0)
-            phis.append(phi)
-            norms.append(np.sqrt(np.einsum("ij,ij->i", G, G)))
+        d = work.d
+        votes, phi, norms = _vote_sum(work.bp, k, teacher_size, chunk, ctx.rng, stochastic, coord_clip)
         std = sigma * math.sqrt(k)
         noisy = votes.copy()
         noise_sq = 0.0
@@ -128,9 +134,9 @@ def topagg(k, noise_multiplier, beta: float = 0.0, *, stochastic: bool = False, 
         vs = sq(votes)
         work.report(signal_sq_before_mask=vs, signal_sq_after_mask=vs, noise_sq=noise_sq,
                     nsr=noise_sq / vs if vs > 0 else 0.0)
-        if phis:
-            work.report(phi=float(np.mean(np.concatenate(phis))))
-            report_norm_quantiles(work, np.concatenate(norms))
+        if phi.size:
+            work.report(phi=float(np.mean(phi)))
+            report_norm_quantiles(work, norms)
         return state
 
     if teacher_size == 1:

@@ -51,7 +51,7 @@ from .sampling import n_shuffled_batches, poisson_mask, shuffled_batches
 from .step import dpsgd_step, step_context
 
 __all__ = [
-    "train", "TrainResult", "TrainingDiverged", "default_mechanism", "default_delta",
+    "train", "TrainResult", "TrainingDiverged", "DIVERGENCE_FACTOR", "default_mechanism", "default_delta",
     "init_generators", "step_generators", "epoch_generator",
     "MODES", "SAMPLINGS",
 ]
@@ -91,6 +91,12 @@ class TrainResult:
     privacy: dict
     config: dict
     steps_done: int
+
+
+#: Default of ``train(divergence_factor=...)``: a training loss this many times the initial loss
+#: stops the run. The main job's runs stay below 1.1 times it at every step size of its grids
+#: (``tests/test_train.py::test_divergence_check_never_fires_on_the_main_jobs_runs``).
+DIVERGENCE_FACTOR = 100.0
 
 
 class TrainingDiverged(FloatingPointError):
@@ -308,6 +314,7 @@ class _Run:
     total_steps: int
     delta: float
     rec: int
+    divergence_factor: float | None
     mech: object
     opt: object
     sched: object
@@ -375,6 +382,9 @@ def _resolve(model, data, a: dict) -> _Run:
     total = check_int("steps", a["steps"], low=1) if a["steps"] is not None else check_int("epochs", a["epochs"], low=1) * spe
     delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
     rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
+    factor = a["divergence_factor"]
+    if factor is not None:
+        factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
     mech, clip_norm, sigma = _resolve_mechanism(a["mode"], a["mechanism"], a["clip_norm"], a["noise_multiplier"])
     opt = _resolve_optimizer(a["optimizer"], a["momentum"], a["weight_decay"])
     sched, lr_desc = _resolve_schedule(a["lr"], a["schedule"], a["strong_convexity"], total)
@@ -388,11 +398,11 @@ def _resolve(model, data, a: dict) -> _Run:
         "noise_multiplier": mech.privacy.noise_multiplier if custom else sigma,
         "optimizer": opt.name, "optimizer_hyperparams": opt.hyperparams, "lr": lr_desc,
         "schedule": schedule if (schedule is None or isinstance(schedule, str)) else "callable",
-        "delta": delta, "record_every": rec, "entropy": root.entropy, "spawn_key": tuple(root.spawn_key),
+        "delta": delta, "record_every": rec, "divergence_factor": factor, "entropy": root.entropy, "spawn_key": tuple(root.spawn_key),
         "dtype": str(model.dtype),
     }
-    return _Run(model, X, y, X_test, y_test, public, sampling, q, B, spe, total, delta, rec, mech, opt, sched,
-                root, notes, config)
+    return _Run(model, X, y, X_test, y_test, public, sampling, q, B, spe, total, delta, rec, factor, mech, opt,
+                sched, root, notes, config)
 
 
 def _initial_params(run: _Run, params0, params_rng) -> np.ndarray:
@@ -421,6 +431,7 @@ class _Loop:
             model=run.model, layout=run.model.layout, params=self.params.copy(), total_steps=run.total_steps,
             steps_per_epoch=run.spe, expected_batch_size=run.B, public=run.public, rng=mech_init_rng))
         self.ostate = run.opt.init(self.params)
+        self.loss0 = None if run.divergence_factor is None else _evaluate(run, self.params)["train_loss"]
         self.hist = _History()
         self.eps_cache = {}
         self.epoch_batches = None
@@ -462,6 +473,13 @@ class _Loop:
             row = _evaluate(run, self.params)
         if not all(math.isfinite(v) for v in row.values()):
             self.diverged("the recorded loss", t)
+        f = run.divergence_factor
+        if f is not None and self.loss0 > 0 and row["train_loss"] > f * self.loss0:
+            raise TrainingDiverged(
+                f"training diverged by step {t} (0-based; checked at the records): the training loss "
+                f"{row['train_loss']:.4g} exceeds divergence_factor = {f:g} times the initial loss {self.loss0:.4g} "
+                f"(lr={lr_t!r}); .result holds the parameters after it and the history before it", t,
+                self.result(t + 1))
         if done not in self.eps_cache:
             self.eps_cache[done] = _privacy_report(run, done)["epsilon"]
         row.update(step=done, epoch=done / run.spe, lr=lr_t, epsilon=self.eps_cache[done])
@@ -481,10 +499,11 @@ def _evaluate(run: _Run, p) -> dict:
     from sims.models import dense as _dense
 
     m = run.model
-    row = {"train_loss": _dense.loss(m, p, run.X, run.y), "train_accuracy": _dense.accuracy(m, p, run.X, run.y)}
+    tr = _dense.evaluate(m, p, run.X, run.y)
+    row = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"]}
     if run.X_test is not None:
-        row["test_loss"] = _dense.loss(m, p, run.X_test, run.y_test)
-        row["test_accuracy"] = _dense.accuracy(m, p, run.X_test, run.y_test)
+        te = _dense.evaluate(m, p, run.X_test, run.y_test)
+        row["test_loss"], row["test_accuracy"] = te["loss"], te["accuracy"]
     return row
 
 
@@ -492,7 +511,7 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
           clip_norm=1.0, noise_multiplier=1.0, mode="dp", mechanism=None, optimizer="sgd",
           lr=0.1, schedule=None, momentum=0.0, weight_decay=0.0, strong_convexity=None,
           sampling="poisson", delta=None, record_every=None, params0=None,
-          random_state=None) -> TrainResult:
+          divergence_factor=DIVERGENCE_FACTOR, random_state=None) -> TrainResult:
     """Train ``model`` on ``data`` with DP-SGD (or one of its ablations).
 
     Algorithm (Abadi et al. 2016, Alg. 1): at step ``t`` sample a batch (Poisson at rate ``q``,
@@ -547,6 +566,12 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
         History record interval in steps (default: once per epoch); the last step is always recorded.
     params0 : ndarray (d,), optional
         Initial parameters (copied); default ``sims.models.init_params`` from the run's seed.
+    divergence_factor : float > 1 or None
+        Stop with :class:`TrainingDiverged` at the first record whose training loss exceeds
+        ``divergence_factor`` times the training loss at the initial parameters (default
+        :data:`DIVERGENCE_FACTOR` = 100; None turns the check off, and it is off when the initial
+        loss is 0). Clipping keeps a DP run finite at any learning rate, so an exploding run would
+        otherwise finish with a loss of 1e40 and no error.
     random_state : None, int >= 0, SeedSequence or Generator
         The run's root ``dptheory.validation.as_seed_sequence(random_state)`` (a SeedSequence is
         not advanced; a Generator gives one draw). Every stream is a child of it with a fixed spawn
@@ -577,13 +602,14 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
     ValueError
         Bad arguments (named), shapes that disagree, NaN/inf in the data.
     TrainingDiverged
-        (a ``FloatingPointError``) when the run produces a non-finite update, parameter or loss.
+        (a ``FloatingPointError``) when the run produces a non-finite update, parameter or loss, or
+        its training loss explodes (``divergence_factor``).
     """
     args = dict(steps=steps, epochs=epochs, sampling_rate=sampling_rate, batch_size=batch_size,
                 clip_norm=clip_norm, noise_multiplier=noise_multiplier, mode=mode, mechanism=mechanism,
                 optimizer=optimizer, lr=lr, schedule=schedule, momentum=momentum, weight_decay=weight_decay,
                 strong_convexity=strong_convexity, sampling=sampling, delta=delta, record_every=record_every,
-                random_state=random_state)
+                divergence_factor=divergence_factor, random_state=random_state)
     loop = _Loop(_resolve(model, data, args), params0)
     for t in range(loop.run.total_steps):
         loop.step(t)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sims.models import (
     Layout, Model, accuracy, backprop, clipped_grad_sum, gradient, init_params, layer_clip_norms,
     linear_regression, logistic_regression, loss, materialize, mlp, per_example_grad_norms, predict,
-    softmax_regression, sq_norms, total_clip_norm,
+    softmax_regression, sq_norms, total_clip_norm, evaluate,
 )
 
 
@@ -358,3 +358,32 @@ def test_deterministic_bit_for_bit():
     a = clipped_grad_sum(backprop(m, p, X, y), 0.3)[0]
     b = clipped_grad_sum(backprop(m, p, X, y), 0.3)[0]
     assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("make", [lambda: logistic_regression(3), lambda: mlp((3, 4, 2)),
+                                  lambda: linear_regression(3)])
+def test_overflowing_output_is_a_clear_error_not_nan(make):
+    import warnings
+
+    model = make()
+    X = np.full((4, 3), 1e308)
+    y = np.array([0, 1, 0, 1])
+    p = np.full(model.layout.n_params, 1e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way either
+        for fn in (loss, accuracy):
+            with pytest.raises(ValueError, match=r"model output overflows float64 .*max \|params\| = 1e\+308"):
+                fn(model, p, X, y)
+        with pytest.raises(ValueError, match="overflows"):
+            predict(model, p, X)
+        out = evaluate(model, p, X, y)  # the training loop's variant reports it instead
+    assert out["loss"] == math.inf and math.isnan(out["accuracy"])
+
+
+def test_evaluate_equals_loss_and_accuracy():
+    model = mlp((5, 7, 3), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 5)), rng.integers(0, 3, 20)
+    p = init_params(model, 1)
+    out = evaluate(model, p, X, y)
+    assert out == {"loss": loss(model, p, X, y), "accuracy": accuracy(model, p, X, y)}

@@ -242,7 +242,8 @@ def test_user_chain_equals_default_and_history_is_finite():
 def test_divergence_stops_with_step_number():
     model, ds = _problem("linear", 40, 3, 1)
     with pytest.raises(TrainingDiverged, match=r"diverged at step \d+") as info:
-        train(model, ds, steps=200, sampling_rate=0.5, mode="nonprivate", lr=1e3, record_every=1, random_state=0)
+        train(model, ds, steps=200, sampling_rate=0.5, mode="nonprivate", lr=1e3, record_every=1, random_state=0,
+              divergence_factor=None)  # the non-finite path (the loss-multiple check would stop it earlier)
     err = info.value
     assert isinstance(err, FloatingPointError)
     assert 0 < err.step < 200
@@ -317,3 +318,43 @@ def test_validation_of_data():
         train(model, object(), steps=1, sampling_rate=0.5)
     with pytest.raises(ValueError, match="model"):
         train("model", ds, steps=1, sampling_rate=0.5)
+
+
+@pytest.mark.parametrize("lr", [1e4, 1e20])
+def test_an_exploding_dp_run_is_stopped_and_says_when(lr):
+    """Clipping keeps a DP run finite at any step size; the loss-multiple check stops it."""
+    ds = make_logistic(400, 10, label_noise=0.1, random_state=1)
+    model = dense.logistic_regression(10)
+    with pytest.raises(TrainingDiverged, match=r"diverged by step \d+ .*exceeds divergence_factor = 100 times") as info:
+        train(model, ds, epochs=5, batch_size=40, lr=lr, noise_multiplier=1.0, random_state=0)
+    err = info.value
+    assert 0 <= err.step < 50 and err.result.steps_done == err.step + 1
+    assert len(err.result.history.get("step", ())) <= err.step // 10  # records before the explosion only
+    # without the check the same run completes with an absurd loss: the check is what stops it
+    res = train(model, ds, epochs=5, batch_size=40, lr=lr, noise_multiplier=1.0, random_state=0,
+                divergence_factor=None)
+    assert res.history["train_loss"][-1] > 100 * math.log(2)
+
+
+def test_divergence_check_never_fires_on_the_main_jobs_runs():
+    """The main job's model, data, batch size, noise and step-size grid (sims.experiments), 3 epochs:
+    the largest training loss stays far below the default factor 100 times the initial loss."""
+    import dptheory
+    from sims import data, experiments
+    from sims.mechanisms import random_freeze
+
+    ds = data.standardize(data.split_public(data.load_digits(random_state=0), 0.1, random_state=0), fit_on="public")
+    model = dense.mlp((64, 64, 10))
+    q = 64 / ds.X_train.shape[0]
+    sigma = dptheory.calibrate_noise(q, dptheory.steps_for_epochs(q, 20), epsilon=2.0, delta=1e-5)
+    p0 = dense.init_params(model, 0)
+    loss0 = dense.loss(model, p0, ds.X_train, ds.y_train)
+    lrs = experiments.keep_fraction_tradeoff.__kwdefaults__["lrs"]
+    worst = 0.0
+    for lr in lrs:
+        for make in (lambda: chain(clip(1.0), gaussian_noise(sigma)),
+                     lambda: chain(random_freeze(0.7), clip(1.0), gaussian_noise(sigma))):
+            res = train(model, ds, epochs=3, batch_size=64, mechanism=make(), lr=lr, params0=p0, record_every=1,
+                        random_state=0)
+            worst = max(worst, float(res.history["train_loss"].max()) / loss0)
+    assert worst < 2.0, worst  # measured 1.0x at most; the factor is 100

@@ -37,7 +37,7 @@ from .pergrad import Backprop, sq_norms, weighted_sum
 __all__ = [
     "Model", "ACTIVATIONS", "HEADS",
     "linear_regression", "logistic_regression", "softmax_regression", "mlp",
-    "init_params", "backprop", "loss", "predict", "accuracy", "gradient", "per_example_grad_norms",
+    "init_params", "backprop", "loss", "predict", "accuracy", "evaluate", "gradient", "per_example_grad_norms",
 ]
 
 ACTIVATIONS = ("relu", "tanh")
@@ -172,7 +172,9 @@ def _finite(name, value, ndim, dtype) -> np.ndarray:
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     # a finite sum implies all entries are finite (inf and NaN propagate); overflow falls through
-    if not math.isfinite(float(np.add.reduce(arr, axis=None))):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.add.reduce(arr, axis=None))
+    if not math.isfinite(total):
         check_finite_array(name, arr)
     return arr
 
@@ -244,6 +246,30 @@ def _forward(model, params, X):
             np.tanh(z, out=z)
         acts.append(z)
         a = z
+
+
+def _evaluated(model, params, X):
+    """The output ``z`` of :func:`_forward` for the evaluation functions, refused when not finite.
+
+    The inputs are finite (checked), but products of large ones overflow: a ``ValueError`` that says
+    so, instead of NaN and NumPy's overflow warnings."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, z = _forward(model, params, X)
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"the model output overflows {np.dtype(model.dtype).name} at these params and X "
+                         f"(max |params| = {float(np.max(np.abs(params))):.3g}, max |X| = "
+                         f"{float(np.max(np.abs(X))):.3g}): the loss is not defined; rescale the inputs or "
+                         f"reduce the learning rate")
+    return z
+
+
+def _finite_loss(losses) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = float(losses.mean())
+    if not math.isfinite(v):
+        raise ValueError(f"the mean loss overflows float64 (largest per-example loss {float(np.max(losses)):.3g}): "
+                         f"rescale the inputs or reduce the learning rate")
+    return v
 
 
 def _head(model, z, y):
@@ -331,9 +357,10 @@ def loss(model: Model, params, X, y) -> float:
     """Mean per-example loss ``(1/B) sum_i l(z_i, y_i)`` over ``B >= 1`` examples (see module docstring)."""
     p, X, y = _check_batch(model, params, X, y)
     _nonempty(X)
-    _, z = _forward(model, p, X)
-    losses, _ = _head(model, z, y)
-    return float(losses.mean())
+    z = _evaluated(model, p, X)
+    with np.errstate(over="ignore", invalid="ignore"):
+        losses, _ = _head(model, z, y)
+    return _finite_loss(losses)
 
 
 def predict(model: Model, params, X) -> np.ndarray:
@@ -342,7 +369,7 @@ def predict(model: Model, params, X) -> np.ndarray:
     _check_model(model)
     p = _check_params(model, params)
     X = _check_X(model, X)
-    _, z = _forward(model, p, X)
+    z = _evaluated(model, p, X)
     if model.head == "squared":
         return z[:, 0].copy()
     if model.head == "logistic":
@@ -364,7 +391,10 @@ def accuracy(model: Model, params, X, y) -> float:
     """
     p, X, y = _check_batch(model, params, X, y)
     _nonempty(X)
-    _, z = _forward(model, p, X)
+    return _accuracy_of(model, _evaluated(model, p, X), y)
+
+
+def _accuracy_of(model, z, y) -> float:
     if model.head == "squared":
         res = float(np.sum((y - z[:, 0]) ** 2, dtype=np.float64))
         tot = float(np.sum((y - y.mean(dtype=np.float64)) ** 2, dtype=np.float64))
@@ -375,6 +405,25 @@ def accuracy(model: Model, params, X, y) -> float:
         pred = z[:, 0] > 0
         return float(np.mean(pred == (y > 0.5)))
     return float(np.mean(np.argmax(z, axis=1) == y))
+
+
+def evaluate(model: Model, params, X, y) -> dict:
+    """``{"loss": mean loss, "accuracy": accuracy}`` from ONE forward pass (as :func:`loss` and
+    :func:`accuracy`, which it equals bit for bit), for a training loop's records.
+
+    Unlike those two it does not raise when the output overflows: it returns ``loss = inf`` and
+    ``accuracy = nan`` then, so that the loop can report the divergence at its step.
+    """
+    p, X, y = _check_batch(model, params, X, y)
+    _nonempty(X)
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, z = _forward(model, p, X)
+        if not np.all(np.isfinite(z)):
+            return {"loss": math.inf, "accuracy": math.nan}
+        acc = _accuracy_of(model, z, y)
+        losses, _ = _head(model, z, y)
+        loss = float(losses.mean())
+    return {"loss": loss, "accuracy": acc}
 
 
 def gradient(model: Model, params, X, y) -> np.ndarray:

@@ -1,6 +1,22 @@
 """Round-robin timing shared by the benchmark scripts (never used by tests; no timing is asserted)."""
+import os
+import platform
 import statistics
+import subprocess
 import time
+
+
+def machine() -> str:
+    """``"<CPU model>, <n> logical CPUs"`` (lscpu's model name where there is one)."""
+    cpu = platform.processor() or "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
 
 
 def paired(fns, repeats, warmup=1):

@@ -14,7 +14,6 @@ from hypothesis import given, settings, strategies as st
 
 from dptheory import clipping as cl
 from sims.measure import backprop_from_rows, bernstein_halfwidth
-from sims.mechanisms import chain, clip
 from sims.models import clipped_grad_sum, linear_regression
 from sims.train import train
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from dptheory.validation import check_int, check_real
+from dptheory.validation import check_real
 from sims.models.clip import clip_factors, flat_clip_factors
 from sims.rng import derive_seed
 from sims.models.pergrad import (

@@ -6,3 +6,10 @@ from .dense import (
     logistic_regression, loss, mlp, per_example_grad_norms, predict, softmax_regression,
 )
 from .clip import clip_factors, clipped_grad_sum, layer_clip_norms, total_clip_norm
+
+__all__ = [
+    "Layout", "Backprop", "materialize", "sq_norms", "weighted_sum",
+    "ACTIVATIONS", "HEADS", "Model", "accuracy", "backprop", "evaluate", "gradient", "init_params",
+    "linear_regression", "logistic_regression", "loss", "mlp", "per_example_grad_norms", "predict",
+    "softmax_regression", "clip_factors", "clipped_grad_sum", "layer_clip_norms", "total_clip_norm",
+]

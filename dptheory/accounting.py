@@ -33,6 +33,9 @@ from .validation import check_choice, check_finite_array, check_int, check_real
 
 __all__ = [
     "DEFAULT_ORDERS",
+    "ACCOUNTANTS",
+    "check_orders",
+    "require_dp_accounting",
     "rdp_gaussian",
     "rdp_subsampled_gaussian",
     "epsilon_from_rdp",
@@ -47,7 +50,8 @@ __all__ = [
 #: default order grid {1 + x/10 : x = 1..99} U {12, ..., 63} (as in Opacus / dp-accounting).
 DEFAULT_ORDERS = np.concatenate([1.0 + np.arange(1, 100) / 10.0, np.arange(12, 64, dtype=float)])
 
-_ACCOUNTANTS = ("rdp", "pld")
+#: the accountants of :func:`epsilon`: Renyi DP (this module) and PLD (dp-accounting, optional).
+ACCOUNTANTS = ("rdp", "pld")
 _CONVERSIONS = ("balle", "classic")
 _EULER_K = 40          # rounds of repeated averaging of partial sums (Euler transform)
 _SERIES_EXTRA = 128    # terms beyond ceil(alpha) in the first pass of the fractional series
@@ -59,7 +63,8 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------- validation helpers
-def _check_orders(orders) -> np.ndarray:
+def check_orders(orders) -> np.ndarray:
+    """Renyi orders as a 1-D float array, each > 1 (``ValueError`` naming ``orders`` otherwise)."""
     arr = check_finite_array("orders", np.atleast_1d(np.asarray(orders, dtype=float)))
     if arr.ndim != 1:
         raise ValueError(f"orders must be a scalar or a 1-D array, got shape {arr.shape}")
@@ -107,7 +112,7 @@ def rdp_gaussian(orders, noise_multiplier) -> np.ndarray:
     numpy.ndarray
         One RDP value per order (``inf`` if 1/sigma^2 overflows).
     """
-    a = _check_orders(orders)
+    a = check_orders(orders)
     s = _check_sigma(noise_multiplier)
     return a * _inv_var(s) / 2.0
 
@@ -387,7 +392,7 @@ def rdp_subsampled_gaussian(orders, sampling_rate, noise_multiplier) -> np.ndarr
         RDP of ONE step per order (compose ``T`` steps by multiplying by ``T``), each an upper
         bound on the true value and > 0; ``inf`` where 1/sigma^2 overflows.
     """
-    a = _check_orders(orders)
+    a = check_orders(orders)
     q = _check_q(sampling_rate)
     s = _check_sigma(noise_multiplier)
     inv = _inv_var(s)
@@ -419,7 +424,7 @@ def _classic(orders: np.ndarray, rdp: np.ndarray, delta: float) -> np.ndarray:
 
 
 def _check_rdp_pair(orders, rdp):
-    a = _check_orders(orders)
+    a = check_orders(orders)
     r = np.atleast_1d(np.asarray(rdp, dtype=float))
     if r.shape != a.shape:
         raise ValueError(f"rdp must have the same shape as orders {a.shape}, got {r.shape}")
@@ -508,7 +513,7 @@ def _optimise_order(q, sigma, steps, delta, convert):
     return max(0.0, best_eps), best_order
 
 
-def _require_dp_accounting(what: str):
+def require_dp_accounting(what: str):
     """Import and return the optional ``dp_accounting`` package, or raise an install hint."""
     try:
         import dp_accounting
@@ -518,7 +523,7 @@ def _require_dp_accounting(what: str):
 
 
 def _pld_epsilon(q, sigma, steps, delta):
-    dp_accounting = _require_dp_accounting('accountant="pld"')
+    dp_accounting = require_dp_accounting('accountant="pld"')
     event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
 
     def run(interval):
@@ -570,13 +575,13 @@ def epsilon(sampling_rate, noise_multiplier, steps, delta, *, orders=None, accou
     s = _check_sigma(noise_multiplier)
     t = _check_steps(steps)
     d = _check_delta(delta)
-    check_choice("accountant", accountant, _ACCOUNTANTS)
+    check_choice("accountant", accountant, ACCOUNTANTS)
     check_choice("conversion", conversion, _CONVERSIONS)
     if accountant == "pld":
         return _pld_epsilon(q, s, t, d), None
     convert = _balle if conversion == "balle" else _classic
     if orders is not None:
-        a = _check_orders(orders)
+        a = check_orders(orders)
         eps = convert(a, t * rdp_subsampled_gaussian(a, q, s), d)
         k = int(np.argmin(eps))
         return max(0.0, float(eps[k])), float(a[k])
@@ -626,7 +631,7 @@ def calibrate_noise(sampling_rate, steps, epsilon, delta, *, accountant="rdp", c
     t = _check_steps(steps)
     target = check_real("epsilon", epsilon, low=0.0, low_open=True)
     d = _check_delta(delta)
-    check_choice("accountant", accountant, _ACCOUNTANTS)
+    check_choice("accountant", accountant, ACCOUNTANTS)
     check_choice("conversion", conversion, _CONVERSIONS)
     eps_fn = globals()["epsilon"]
 

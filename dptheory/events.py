@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accounting import (_ACCOUNTANTS, DEFAULT_ORDERS, _check_orders, _require_dp_accounting, epsilon,
+from .accounting import (ACCOUNTANTS, DEFAULT_ORDERS, check_orders, require_dp_accounting, epsilon,
                          epsilon_from_rdp, rdp_gaussian, rdp_subsampled_gaussian)
 from .validation import check_choice, check_delta, check_int, check_real
 
@@ -136,7 +136,7 @@ class Gaussian:
         ImportError
             If dp-accounting is not installed (``pip install "dpsparse[pld]"``).
         """
-        dp_accounting = _require_dp_accounting("to_dp_accounting()")
+        dp_accounting = require_dp_accounting("to_dp_accounting()")
         return dp_accounting.GaussianDpEvent(self.noise_multiplier)
 
 
@@ -202,7 +202,7 @@ class PoissonGaussian:
         ImportError
             If dp-accounting is not installed (``pip install "dpsparse[pld]"``).
         """
-        dp_accounting = _require_dp_accounting("to_dp_accounting()")
+        dp_accounting = require_dp_accounting("to_dp_accounting()")
         one = dp_accounting.PoissonSampledDpEvent(
             self.sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
         return one if self.steps == 1 else dp_accounting.SelfComposedDpEvent(one, self.steps)
@@ -235,7 +235,7 @@ class NonPrivate:
 
     def rdp(self, orders) -> np.ndarray:
         """``inf`` at every order in ``orders`` (what dp-accounting's RDP accountant adds)."""
-        return np.full(_check_orders(orders).shape, np.inf)
+        return np.full(check_orders(orders).shape, np.inf)
 
     def to_dp_accounting(self):
         """The equivalent ``dp_accounting.NonPrivateDpEvent()`` (the reason is not carried).
@@ -245,7 +245,7 @@ class NonPrivate:
         ImportError
             If dp-accounting is not installed (``pip install "dpsparse[pld]"``).
         """
-        dp_accounting = _require_dp_accounting("to_dp_accounting()")
+        dp_accounting = require_dp_accounting("to_dp_accounting()")
         return dp_accounting.NonPrivateDpEvent()
 
 
@@ -303,7 +303,7 @@ def epsilon_of(event, delta, *, accountant="rdp"):
     than ``epsilon_of(e, delta)`` (e.g. when the best order lies above 63), and DEFAULT_ORDERS
     lacks dp-accounting's orders 11 and 128..1024.
     """
-    check_choice("accountant", accountant, _ACCOUNTANTS)
+    check_choice("accountant", accountant, ACCOUNTANTS)
     d = check_delta(delta)
     if isinstance(event, PoissonGaussian):
         return epsilon(event.sampling_rate, event.noise_multiplier, event.steps, d, accountant=accountant)
@@ -315,7 +315,7 @@ def epsilon_of(event, delta, *, accountant="rdp"):
     if any(isinstance(e, NonPrivate) for e in events):
         return math.inf, None
     if accountant == "pld":
-        dp_accounting = _require_dp_accounting('accountant="pld"')
+        dp_accounting = require_dp_accounting('accountant="pld"')
         acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=_PLD_INTERVAL)
         for e in events:
             acc.compose(e.to_dp_accounting())

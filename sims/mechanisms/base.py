@@ -327,6 +327,7 @@ def _readonly_copy(a):
 
 #: Stages at which a transform is the package's own (the chain accepts only built-in ones there).
 _CHAIN_STAGES = ("clip", "noise", "aggregate")
+_CHAIN_STAGES_OR_NONE = frozenset(_CHAIN_STAGES + (None,))
 
 
 class Work:
@@ -388,7 +389,8 @@ class Work:
     @property
     def internal(self) -> Internals:
         """The chain's own storage (clip, noise and aggregate stages only)."""
-        self._require("internal", _CHAIN_STAGES)
+        if self._stage not in _CHAIN_STAGES_OR_NONE:
+            self._require("internal", _CHAIN_STAGES)
         return self._it
 
     # ------------------------------------------------------------------ read
@@ -506,10 +508,10 @@ class Work:
 
     def report(self, **metrics) -> None:
         """Record metrics of this step; names must be in :data:`METRICS`."""
-        for k, v in metrics.items():
-            if k not in _METRIC_DEFAULTS:
-                raise ValueError(f"unknown metric {k!r}; the metrics are {METRICS}")
-            self._metrics[k] = v
+        if not metrics.keys() <= _METRIC_DEFAULTS.keys():
+            bad = sorted(set(metrics) - set(METRICS))
+            raise ValueError(f"unknown metric {bad[0]!r}; the metrics are {METRICS}")
+        self._metrics.update(metrics)
 
     # ------------------------------------------------------------------ the chain's own part
     def _resolve_before(self) -> None:

@@ -1,0 +1,120 @@
+"""A claim as a record, fixed before any run: what is compared, in which direction, and by which rule.
+
+A claim names its source (the paper, ``docs/sources.md`` id, and the sentence it tests), its arms
+(run configs, one per arm, keyed by role), the metric, the comparison, the claimed direction, the
+minimal effect of interest and the confidence level. :func:`sims.claims.verdict` turns the
+per-seed metric values of the arms into an effect, a confidence interval and a verdict; nothing
+about the rule depends on the data.
+
+Comparisons (``effect`` on the per-seed values, paired by seed when ``paired``):
+
+``"difference"``            arms ``treatment``, ``control``:
+                            ``effect = mean(treatment) - mean(control)``;
+``"gap_reduction"``         arms ``treatment``, ``control``, ``treatment_ref``, ``control_ref``:
+                            the relative reduction of a gap, ``1 - gap_t / gap_c`` with
+                            ``gap_t = mean(treatment_ref) - mean(treatment)`` and
+                            ``gap_c = mean(control_ref) - mean(control)`` (e.g. Lin et al.'s "the
+                            accuracy lost to privacy shrinks under compression": ``*_ref`` the
+                            non-private runs of the same method).
+
+Directions: ``"greater"`` (the effect is claimed > 0), ``"less"`` (claimed < 0), ``"equivalent"``
+(claimed within ``± min_effect``: an "on par" claim).
+"""
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+
+from dptheory.validation import check_choice, check_real
+
+__all__ = ["Claim", "COMPARISONS", "DIRECTIONS", "CI_METHODS"]
+
+#: The comparisons and the arm roles each one needs.
+COMPARISONS = types.MappingProxyType({
+    "difference": ("treatment", "control"),
+    "gap_reduction": ("treatment", "control", "treatment_ref", "control_ref"),
+})
+DIRECTIONS = ("greater", "less", "equivalent")
+#: ``"t"``: Student-t interval of the mean paired difference (Welch for unpaired arms);
+#: ``"bootstrap"``: BCa bootstrap (scipy.stats.bootstrap, resampling seeds jointly when paired).
+CI_METHODS = ("t", "bootstrap")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim, stated before the runs (immutable).
+
+    Parameters
+    ----------
+    name : str
+        Short identifier, e.g. ``"zhu_random_freeze_keeps_accuracy"``.
+    source : str
+        The paper (``docs/sources.md`` id) and the sentence the claim tests.
+    arms : mapping role -> config dict
+        The roles of :data:`COMPARISONS` for ``comparison``; each config is what the claim's
+        runner turns into runs (one per seed).
+    metric : str
+        The per-run quantity compared, e.g. ``"test_accuracy"``.
+    comparison : one of :data:`COMPARISONS`
+    direction : one of :data:`DIRECTIONS`
+    min_effect : float > 0
+        The minimal effect of interest, in the units of the effect: the equivalence margin of an
+        ``"equivalent"`` claim, and the target precision used to say how many seeds an
+        inconclusive directional claim would need.
+    confidence : float in (0, 1)
+        Level of the two-sided interval (default 0.95); an equivalence uses the
+        ``1 - 2 (1 - confidence)`` two-sided interval, i.e. two one-sided tests at ``1 - confidence``.
+    paired : bool
+        Seeds pair the arms (same data split and initialisation per seed).
+    ci_method : one of :data:`CI_METHODS`
+        ``"gap_reduction"`` (a ratio) needs ``"bootstrap"``.
+    """
+
+    name: str
+    source: str
+    arms: dict
+    metric: str
+    comparison: str = "difference"
+    direction: str = "greater"
+    min_effect: float = 0.01
+    confidence: float = 0.95
+    paired: bool = True
+    ci_method: str = "t"
+    notes: tuple = field(default=())
+
+    def __post_init__(self):
+        for key in ("name", "source", "metric"):
+            if not (isinstance(getattr(self, key), str) and getattr(self, key)):
+                raise ValueError(f"Claim.{key} must be a non-empty string, got {getattr(self, key)!r}")
+        check_choice("comparison", self.comparison, tuple(COMPARISONS))
+        check_choice("direction", self.direction, DIRECTIONS)
+        check_choice("ci_method", self.ci_method, CI_METHODS)
+        object.__setattr__(self, "min_effect", check_real("min_effect", self.min_effect, low=0.0, low_open=True))
+        object.__setattr__(self, "confidence", check_real("confidence", self.confidence, low=0.0, high=1.0,
+                                                          low_open=True, high_open=True))
+        roles = COMPARISONS[self.comparison]
+        if not isinstance(self.arms, dict) or set(self.arms) != set(roles):
+            got = sorted(self.arms) if isinstance(self.arms, dict) else type(self.arms).__name__
+            raise ValueError(f"Claim.arms must have exactly the roles {roles} for comparison "
+                             f"{self.comparison!r}, got {got}")
+        if self.comparison == "gap_reduction" and self.ci_method != "bootstrap":
+            raise ValueError("ci_method must be 'bootstrap' for comparison 'gap_reduction' (a ratio of means)")
+        object.__setattr__(self, "arms", types.MappingProxyType({k: dict(v) for k, v in self.arms.items()}))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def roles(self) -> tuple:
+        """The arm roles of this claim's comparison, in order."""
+        return COMPARISONS[self.comparison]
+
+    @property
+    def alpha(self) -> float:
+        """``1 - confidence``."""
+        return 1.0 - self.confidence
+
+    def describe(self) -> str:
+        """One line: what is claimed, e.g. ``"test_accuracy: treatment - control > 0 (95 % CI)"``."""
+        eff = ("mean(treatment) - mean(control)" if self.comparison == "difference" else
+               "1 - gap(treatment) / gap(control)")
+        rel = {"greater": "> 0", "less": "< 0", "equivalent": f"within ±{self.min_effect:g}"}[self.direction]
+        return f"{self.metric}: {eff} {rel} ({100 * self.confidence:g} % CI, {self.ci_method})"

@@ -51,7 +51,7 @@ from .sampling import n_shuffled_batches, poisson_mask, shuffled_batches
 from .step import dpsgd_step, step_context
 
 __all__ = [
-    "train", "TrainResult", "TrainingDiverged", "DIVERGENCE_FACTOR", "default_mechanism", "default_delta",
+    "train", "run_length", "TrainResult", "TrainingDiverged", "DIVERGENCE_FACTOR", "default_mechanism", "default_delta",
     "init_generators", "step_generators", "epoch_generator",
     "MODES", "SAMPLINGS",
 ]
@@ -204,6 +204,21 @@ def _unpack_data(data, model):
         public = public_split(np.ascontiguousarray(Xp, dtype=model.dtype), yp, X)  # refuses an overlap
     notes = private_preprocessing_notes(data) if isinstance(data, Dataset) else ()
     return X, y, X_test, y_test, public, notes
+
+
+def run_length(n, *, sampling="poisson", sampling_rate=None, batch_size=None, steps=None, epochs=None):
+    """``(q, B, steps_per_epoch, total_steps)`` of a run on ``n`` private rows, as :func:`train` resolves them.
+
+    Exactly one of ``sampling_rate`` / ``batch_size`` and one of ``steps`` / ``epochs`` (see
+    :func:`train`). What a noise calibration needs before the run: ``q`` and ``total_steps``.
+    """
+    n = check_int("n", n, low=1)
+    sampling = check_choice("sampling", sampling, SAMPLINGS)
+    q, B, spe = _resolve_sampling(n, sampling, sampling_rate, batch_size)
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps (int >= 1) and epochs (int >= 1)")
+    total = check_int("steps", steps, low=1) if steps is not None else check_int("epochs", epochs, low=1) * spe
+    return q, B, spe, total
 
 
 def _resolve_sampling(n, sampling, sampling_rate, batch_size):
@@ -376,10 +391,8 @@ def _resolve(model, data, a: dict) -> _Run:
     sampling = check_choice("sampling", a["sampling"], SAMPLINGS)
     X, y, X_test, y_test, public, notes = _unpack_data(data, model)
     n = X.shape[0]
-    q, B, spe = _resolve_sampling(n, sampling, a["sampling_rate"], a["batch_size"])
-    if (a["steps"] is None) == (a["epochs"] is None):
-        raise ValueError("give exactly one of steps (int >= 1) and epochs (int >= 1)")
-    total = check_int("steps", a["steps"], low=1) if a["steps"] is not None else check_int("epochs", a["epochs"], low=1) * spe
+    q, B, spe, total = run_length(n, sampling=sampling, sampling_rate=a["sampling_rate"], batch_size=a["batch_size"],
+                                  steps=a["steps"], epochs=a["epochs"])
     delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
     rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
     factor = a["divergence_factor"]

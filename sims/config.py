@@ -1,0 +1,393 @@
+"""A run written down: a plain, typed config (a TOML file or a dict), validated before any work.
+
+Sections and keys (every key optional unless marked; defaults in brackets)::
+
+    [data]       name [digits]: one of DATASETS; the loader's own keys (n, d, n_classes, noise,
+                 margin, label_noise, separation, test_size, as its function takes them);
+                 public_fraction [none] in (0, 1) and public_shift [0] >= 0 (sims.data.split_public);
+                 standardize [auto]: auto (public split if any, else none) | public | train | none;
+                 seed [0]: the data generator's and the split's seed.
+    [model]      kind [mlp]: mlp | softmax | logistic | linear; hidden [[64]] (mlp);
+                 activation [relu]; bias [true]; dtype [float64] | float32.
+    [[mechanism]] one table per transform, in chain order: name (required, one of TRANSFORMS) and
+                 the constructor's own keyword arguments (error_feedback takes a table
+                 compressor = {name = ..., ...}). Default: clip(1.0) then gaussian_noise.
+    [optimizer]  name [sgd]: sgd | momentum | nesterov | adam; lr [0.1]; momentum [0];
+                 weight_decay [0]; schedule [constant]: constant | cosine | step | warmup_cosine.
+    [privacy]    noise_multiplier [1.0, when no transform sets its own], or epsilon (> 0) that
+                 dptheory.calibrate_noise turns into one for this run's q and steps; delta [train's default min(1e-5, n^-1.1)];
+                 allow_non_private [false] (ablations and audits only).
+    [training]   exactly one of epochs / steps [epochs = 10]; exactly one of batch_size /
+                 sampling_rate [batch_size = 64]; sampling [poisson] | shuffle; record_every
+                 [epoch]; seed [0].
+
+:func:`validate` checks everything and returns the normalised config (every key present, in a
+fixed order); an unknown key, a wrong type or an out-of-range value raises one ``ValueError``
+naming the key path (``mechanism[1].k``) and what is allowed, and so does a chain that would not
+be private. :func:`config_id` is a stable hash of the normalised config (same on any machine, in
+any key order). :func:`run` trains it and returns a record.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from dptheory.validation import check_choice, check_int, check_real
+
+__all__ = ["load", "validate", "config_id", "build", "run", "DATASETS", "TRANSFORMS", "SECTIONS"]
+
+SECTIONS = ("data", "model", "mechanism", "optimizer", "privacy", "training")
+MODEL_KINDS = ("mlp", "softmax", "logistic", "linear")
+STANDARDIZE = ("auto", "public", "train", "none")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
+
+
+def _datasets():
+    from sims import data
+
+    return {"digits": data.load_digits, "breast_cancer": data.load_breast_cancer, "wine": data.load_wine,
+            "mnist1d": data.load_mnist1d, "linear": data.make_linear, "logistic": data.make_logistic,
+            "mixture": data.make_mixture}
+
+
+def _transforms():
+    import sims.mechanisms as m
+
+    return {name: getattr(m, name) for name in TRANSFORMS}
+
+
+DATASETS = ("digits", "breast_cancer", "wine", "mnist1d", "linear", "logistic", "mixture")
+TRANSFORMS = ("clip", "gaussian_noise", "random_k", "random_freeze", "top_k", "public_freeze", "public_select",
+              "magnitude_prune", "topagg", "low_rank", "error_feedback")
+_DATA_COMMON = {"name": "digits", "public_fraction": None, "public_shift": 0.0, "standardize": "auto", "seed": 0}
+_DEFAULTS = {
+    "model": {"kind": "mlp", "hidden": [64], "activation": "relu", "bias": True, "dtype": "float64"},
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"},
+    "privacy": {"noise_multiplier": None, "epsilon": None, "delta": None, "allow_non_private": False},
+    "training": {"epochs": None, "steps": None, "batch_size": None, "sampling_rate": None, "sampling": "poisson",
+                 "record_every": "epoch", "seed": 0},
+}
+
+
+# ----------------------------------------------------------------------------- small checks
+def _table(path: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must be a table (a dict), got {type(value).__name__}")
+    return value
+
+
+def _known(path: str, table: dict, allowed) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ValueError(f"{path}.{key} is not a known key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _bool(path: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{path} must be true or false, got {value!r}")
+    return value
+
+
+def _str(path: str, value, choices) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{path} must be a string, one of {tuple(choices)}, got {value!r}")
+    return check_choice(path, value, tuple(choices))
+
+
+def _params(fn) -> dict:
+    """Keyword parameters of ``fn`` with their defaults (``inspect.Parameter.empty`` when required)."""
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+# ----------------------------------------------------------------------------- sections
+def _data(raw) -> dict:
+    t = dict(_table("data", raw))
+    name = _str("data.name", t.get("name", "digits"), DATASETS)
+    own = {k: v for k, v in _params(_datasets()[name]).items() if k not in ("random_state", "dtype")}
+    _known("data", t, set(_DATA_COMMON) | set(own))
+    out = {**_DATA_COMMON, **{k: v for k, v in own.items() if v is not inspect.Parameter.empty}, **t, "name": name}
+    for k, v in own.items():
+        if v is inspect.Parameter.empty and k not in t:
+            raise ValueError(f"data.{k} is required for data.name = {name!r}")
+    if out["public_fraction"] is not None:
+        out["public_fraction"] = check_real("data.public_fraction", out["public_fraction"], low=0.0, high=1.0,
+                                            low_open=True, high_open=True)
+    out["public_shift"] = check_real("data.public_shift", out["public_shift"], low=0.0)
+    out["standardize"] = _str("data.standardize", out["standardize"], STANDARDIZE)
+    out["seed"] = check_int("data.seed", out["seed"], low=0)
+    for k, default in own.items():  # the loader's own keys: the type of their default (ranges: the loader)
+        out[k] = _like(f"data.{k}", out[k], default)
+    return out
+
+
+def _like(path: str, value, default):
+    """``value`` checked to have the type of ``default`` (bool, int, or real for a float default)."""
+    if isinstance(default, bool):
+        return _bool(path, value)
+    if isinstance(default, int) or default is inspect.Parameter.empty:
+        return check_int(path, value)
+    if isinstance(default, float):
+        return check_real(path, value)
+    return value
+
+
+def _model(raw) -> dict:
+    t = _table("model", raw)
+    _known("model", t, _DEFAULTS["model"])
+    out = {**_DEFAULTS["model"], **t}
+    out["kind"] = _str("model.kind", out["kind"], MODEL_KINDS)
+    if not isinstance(out["hidden"], list) or not out["hidden"]:
+        raise ValueError(f"model.hidden must be a non-empty list of layer widths (ints >= 1), got {out['hidden']!r}")
+    out["hidden"] = [check_int(f"model.hidden[{i}]", h, low=1) for i, h in enumerate(out["hidden"])]
+    out["activation"] = _str("model.activation", out["activation"], ("relu", "tanh"))
+    out["bias"] = _bool("model.bias", out["bias"])
+    out["dtype"] = _str("model.dtype", out["dtype"], ("float64", "float32"))
+    return out
+
+
+def _transform(path: str, raw) -> dict:
+    t = dict(_table(path, raw))
+    if "name" not in t:
+        raise ValueError(f"{path}.name is required: one of {TRANSFORMS}")
+    name = _str(f"{path}.name", t.pop("name"), TRANSFORMS)
+    params = {k: v for k, v in _params(_transforms()[name]).items()}
+    _known(path, t, set(params) | {"name"})
+    if name == "error_feedback":
+        if "compressor" not in t:
+            raise ValueError(f"{path}.compressor is required: a table {{name = ..., ...}} (e.g. top_k or low_rank)")
+        t["compressor"] = _transform(f"{path}.compressor", t["compressor"])
+    for k, v in params.items():
+        if v is inspect.Parameter.empty and k not in t and not (name in _NOISED and k == "noise_multiplier"):
+            raise ValueError(f"{path}.{k} is required for {name}")
+    return {"name": name, **{k: t[k] for k in sorted(t)}}
+
+
+_NOISED = ("gaussian_noise", "topagg")  # their noise_multiplier may come from [privacy]
+
+
+def _mechanism(raw) -> list:
+    if raw is None:
+        return [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"mechanism must be a non-empty list of tables ([[mechanism]] in TOML), got {raw!r}")
+    return [_transform(f"mechanism[{i}]", t) for i, t in enumerate(raw)]
+
+
+def _simple(section: str, raw) -> dict:
+    t = _table(section, raw)
+    _known(section, t, _DEFAULTS[section])
+    return {**_DEFAULTS[section], **t}
+
+
+def _optimizer(raw) -> dict:
+    out = _simple("optimizer", raw)
+    out["name"] = _str("optimizer.name", out["name"], OPTIMIZERS)
+    out["lr"] = check_real("optimizer.lr", out["lr"], low=0.0)
+    out["momentum"] = check_real("optimizer.momentum", out["momentum"], low=0.0, high=1.0, high_open=True)
+    out["weight_decay"] = check_real("optimizer.weight_decay", out["weight_decay"], low=0.0)
+    out["schedule"] = _str("optimizer.schedule", out["schedule"], SCHEDULES)
+    return out
+
+
+def _privacy(raw) -> dict:
+    out = _simple("privacy", raw)
+    if out["noise_multiplier"] is not None and out["epsilon"] is not None:
+        raise ValueError("privacy: give noise_multiplier or epsilon, not both")
+    if out["noise_multiplier"] is not None:
+        out["noise_multiplier"] = check_real("privacy.noise_multiplier", out["noise_multiplier"], low=0.0)
+    if out["epsilon"] is not None:
+        out["epsilon"] = check_real("privacy.epsilon", out["epsilon"], low=0.0, low_open=True)
+    if out["delta"] is not None:
+        out["delta"] = check_real("privacy.delta", out["delta"], low=0.0, high=1.0, low_open=True, high_open=True)
+    out["allow_non_private"] = _bool("privacy.allow_non_private", out["allow_non_private"])
+    return out
+
+
+def _training(raw) -> dict:
+    out = _simple("training", raw)
+    if out["epochs"] is not None and out["steps"] is not None:
+        raise ValueError("training: give epochs or steps, not both")
+    if out["epochs"] is None and out["steps"] is None:
+        out["epochs"] = 10
+    key = "epochs" if out["epochs"] is not None else "steps"
+    out[key] = check_int(f"training.{key}", out[key], low=1)
+    if out["batch_size"] is not None and out["sampling_rate"] is not None:
+        raise ValueError("training: give batch_size or sampling_rate, not both")
+    if out["batch_size"] is None and out["sampling_rate"] is None:
+        out["batch_size"] = 64
+    if out["batch_size"] is not None:
+        out["batch_size"] = check_int("training.batch_size", out["batch_size"], low=1)
+    else:
+        out["sampling_rate"] = check_real("training.sampling_rate", out["sampling_rate"], low=0.0, high=1.0,
+                                          low_open=True)
+    out["sampling"] = _str("training.sampling", out["sampling"], ("poisson", "shuffle"))
+    if out["record_every"] != "epoch":
+        out["record_every"] = check_int("training.record_every", out["record_every"], low=1)
+    out["seed"] = check_int("training.seed", out["seed"], low=0)
+    return out
+
+
+# ----------------------------------------------------------------------------- public
+def load(path) -> dict:
+    """Read a TOML run config (``tomllib``) and :func:`validate` it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist or is not a file")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+    return validate(raw)
+
+
+def validate(raw: dict) -> dict:
+    """The normalised config: every section and key present, defaults filled, values checked.
+
+    Also builds the chain once (on the data's shapes) so that a chain that would not be private,
+    or a transform argument out of range, is refused here, naming ``mechanism[i]``.
+    """
+    t = _table("config", raw)
+    _known("config", t, SECTIONS)
+    cfg = {"data": _data(t.get("data", {})), "model": _model(t.get("model", {})),
+           "mechanism": _mechanism(t.get("mechanism")), "optimizer": _optimizer(t.get("optimizer", {})),
+           "privacy": _privacy(t.get("privacy", {})), "training": _training(t.get("training", {}))}
+    _noise_source(cfg)
+    given = cfg["privacy"]["noise_multiplier"]
+    # argument ranges and the privacy rules, before any data is touched (a calibrated sigma is > 0)
+    _chain(cfg, noise_multiplier=1.0 if given is None else given)
+    return cfg
+
+
+def config_id(config: dict) -> str:
+    """Stable identity of a run: sha256 of the canonical JSON of the normalised config (hex)."""
+    import hashlib
+
+    canon = json.dumps(validate(config), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _noise_source(cfg) -> None:
+    """Exactly one place gives the noise multiplier of each noised stage."""
+    priv = cfg["privacy"]
+    from_privacy = priv["noise_multiplier"] is not None or priv["epsilon"] is not None
+    for i, t in enumerate(cfg["mechanism"]):
+        if t["name"] in _NOISED:
+            own = "noise_multiplier" in t
+            if own and from_privacy:
+                raise ValueError(f"mechanism[{i}].noise_multiplier and privacy.noise_multiplier/epsilon are both "
+                                 f"given: keep one")
+            if not own and not from_privacy:
+                priv["noise_multiplier"] = from_privacy = 1.0  # train's default
+
+
+def _transform_obj(path, t, noise_multiplier):
+    fns = _transforms()
+    kw = {k: v for k, v in t.items() if k != "name"}
+    if t["name"] in _NOISED and "noise_multiplier" not in kw:
+        kw["noise_multiplier"] = noise_multiplier
+    if t["name"] == "error_feedback":
+        kw["compressor"] = _transform_obj(f"{path}.compressor", kw["compressor"], noise_multiplier)
+    try:
+        return fns[t["name"]](**kw)
+    except ValueError as e:
+        msg = str(e)
+        first = msg.split(" ", 1)[0]
+        raise ValueError(f"{path}.{msg}" if first in kw else f"{path} ({t['name']}): {msg}") from None
+
+
+def _chain(cfg, noise_multiplier):
+    import sims.mechanisms as mech
+
+    ts = [_transform_obj(f"mechanism[{i}]", t, noise_multiplier) for i, t in enumerate(cfg["mechanism"])]
+    try:
+        return mech.chain(*ts, allow_non_private=cfg["privacy"]["allow_non_private"])
+    except ValueError as e:
+        msg = str(e).replace("pass allow_non_private=True", "set privacy.allow_non_private = true")
+        raise ValueError(f"mechanism: {msg}") from None
+
+
+def _dataset(cfg):
+    from sims import data
+
+    d = cfg["data"]
+    own = {k: v for k, v in d.items() if k not in _DATA_COMMON}
+    dtype = np.float32 if cfg["model"]["dtype"] == "float32" else np.float64
+    try:
+        ds = _datasets()[d["name"]](**own, random_state=d["seed"], dtype=dtype)
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(f"data.{msg}" if msg.split(" ", 1)[0] in own else f"data ({d['name']}): {msg}") from None
+    if d["public_fraction"] is not None:
+        ds = data.split_public(ds, d["public_fraction"], shift=d["public_shift"], random_state=d["seed"] + 1)
+    how = d["standardize"]
+    if how == "auto":
+        how = "public" if ds.X_public is not None else "none"
+    return ds if how == "none" else data.standardize(ds, fit_on=how)
+
+
+def _model_obj(cfg, ds):
+    from sims import models
+
+    m = cfg["model"]
+    kw = {"bias": m["bias"], "dtype": np.float32 if m["dtype"] == "float32" else np.float64}
+    n_in = ds.X_train.shape[1]
+    if m["kind"] in ("linear", "logistic"):
+        return (models.linear_regression if m["kind"] == "linear" else models.logistic_regression)(n_in, **kw)
+    n_classes = int(np.max(ds.y_train)) + 1
+    if m["kind"] == "softmax":
+        return models.softmax_regression(n_in, n_classes, **kw)
+    return models.mlp((n_in, *m["hidden"], n_classes), activation=m["activation"], **kw)
+
+
+def build(config: dict):
+    """``(model, dataset, chain, train_kwargs)`` of a config (validated first).
+
+    With ``privacy.epsilon``, the noise multiplier is ``dptheory.calibrate_noise(q, T, epsilon,
+    delta)`` for this run's ``q`` and step count ``T`` (:func:`sims.train.run_length`).
+    """
+    import dptheory
+    from sims.train import default_delta, run_length
+
+    cfg = validate(config)
+    ds = _dataset(cfg)
+    model = _model_obj(cfg, ds)
+    tr, priv = cfg["training"], cfg["privacy"]
+    n = ds.X_train.shape[0]
+    delta = priv["delta"] if priv["delta"] is not None else default_delta(n)
+    q, _, _, steps = run_length(n, sampling=tr["sampling"], sampling_rate=tr["sampling_rate"],
+                                batch_size=tr["batch_size"], steps=tr["steps"], epochs=tr["epochs"])
+    sigma = priv["noise_multiplier"]
+    if priv["epsilon"] is not None:
+        sigma = dptheory.calibrate_noise(q, steps, epsilon=priv["epsilon"], delta=delta)
+    ch = _chain(cfg, sigma)
+    opt = cfg["optimizer"]
+    kw = dict(steps=tr["steps"], epochs=tr["epochs"], sampling_rate=tr["sampling_rate"], batch_size=tr["batch_size"],
+              mechanism=ch, optimizer=opt["name"], lr=opt["lr"], momentum=opt["momentum"],
+              weight_decay=opt["weight_decay"], schedule=opt["schedule"], sampling=tr["sampling"], delta=delta,
+              record_every=None if tr["record_every"] == "epoch" else tr["record_every"], random_state=tr["seed"])
+    return model, ds, ch, kw
+
+
+def run(config: dict) -> dict:
+    """Train a config; returns ``{"id", "test_accuracy", "train_loss", "epsilon", "delta",
+    "noise_multiplier", "steps", "wall_time", "history"}`` (``history``: the arrays of
+    :func:`sims.train.train`'s history)."""
+    from sims.train import train
+
+    t0 = time.perf_counter()
+    model, ds, ch, kw = build(config)
+    res = train(model, ds, **kw)
+    h = res.history
+    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) else math.nan)
+    return {"id": config_id(config), "test_accuracy": last("test_accuracy"), "train_loss": last("train_loss"),
+            "epsilon": float(res.privacy["epsilon"]), "delta": float(res.privacy["delta"]),
+            "noise_multiplier": res.privacy["noise_multiplier"], "steps": int(res.steps_done),
+            "wall_time": time.perf_counter() - t0, "history": {k: np.asarray(v) for k, v in h.items()}}

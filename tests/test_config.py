@@ -1,0 +1,129 @@
+"""Run configs: validation that names the key, normalisation, identity, and runs equal to train()."""
+from __future__ import annotations
+
+import glob
+import math
+
+import numpy as np
+import pytest
+
+import dptheory
+import sims.mechanisms as mech
+from sims import config, data, models
+from sims.train import train
+
+_CLIP = {"name": "clip", "clip_norm": 1.0}
+_NOISE = {"name": "gaussian_noise"}
+
+BAD = [
+    ({"dataa": {}}, r"config\.dataa is not a known key"),
+    ({"data": {"nme": "digits"}}, r"data\.nme is not a known key"),
+    ({"data": {"name": "cifar"}}, r"data\.name must be one of"),
+    ({"data": {"name": "mixture"}}, r"data\.n is required"),
+    ({"data": {"public_fraction": 1.5}}, r"data\.public_fraction must be in"),
+    ({"data": {"public_shift": -1}}, r"data\.public_shift must be in"),
+    ({"data": {"standardize": "always"}}, r"data\.standardize must be one of"),
+    ({"data": {"seed": -1}}, r"data\.seed must be an integer"),
+    ({"data": {"test_size": "big"}}, r"data\.test_size|test_size"),
+    ({"model": {"kind": "cnn"}}, r"model\.kind must be one of"),
+    ({"model": {"hidden": []}}, r"model\.hidden must be a non-empty list"),
+    ({"model": {"hidden": [64, 0]}}, r"model\.hidden\[1\] must be an integer"),
+    ({"model": {"bias": "yes"}}, r"model\.bias must be true or false"),
+    ({"model": {"dtype": "float16"}}, r"model\.dtype must be one of"),
+    ({"mechanism": []}, r"mechanism must be a non-empty list"),
+    ({"mechanism": [{"k": 3}, _CLIP, _NOISE]}, r"mechanism\[0\]\.name is required"),
+    ({"mechanism": [{"name": "sparsify"}, _CLIP, _NOISE]}, r"mechanism\[0\]\.name must be one of"),
+    ({"mechanism": [{"name": "random_k"}, _CLIP, _NOISE]}, r"mechanism\[0\]\.k is required"),
+    ({"mechanism": [_CLIP, {"name": "random_k", "k": 0}, _NOISE]}, r"mechanism\[1\]\.k must be an integer"),
+    ({"mechanism": [_CLIP, {"name": "random_k", "k": 3, "kk": 1}, _NOISE]}, r"mechanism\[1\]\.kk is not a known key"),
+    ({"mechanism": [_CLIP, {"name": "random_k", "k": 3, "order": "sideways"}, _NOISE]}, r"mechanism\[1\]\.order must be"),
+    ({"mechanism": [_CLIP, _NOISE, {"name": "error_feedback"}]}, r"mechanism\[2\]\.compressor is required"),
+    ({"mechanism": [_CLIP, _NOISE, {"name": "error_feedback", "compressor": {"name": "top_k", "k": 0}}]},
+     r"mechanism\[2\]\.compressor\.k must be an integer"),
+    ({"mechanism": [_CLIP, {"name": "top_k", "k": 3, "mode": "clean"}, _NOISE]},
+     r"mechanism: chain is not differentially private.*set privacy\.allow_non_private = true"),
+    ({"mechanism": [_CLIP]}, r"mechanism: chain is not differentially private: no noise step"),
+    ({"mechanism": [_NOISE, _CLIP]}, r"mechanism: .*comes after"),
+    ({"mechanism": [_CLIP, {"name": "gaussian_noise", "noise_multiplier": 1.0}], "privacy": {"epsilon": 2.0}},
+     r"mechanism\[1\]\.noise_multiplier and privacy\.noise_multiplier/epsilon are both given"),
+    ({"privacy": {"noise_multiplier": 1.0, "epsilon": 2.0}}, r"privacy: give noise_multiplier or epsilon"),
+    ({"privacy": {"epsilon": 0}}, r"privacy\.epsilon must be in"),
+    ({"privacy": {"delta": 1.0}}, r"privacy\.delta must be in"),
+    ({"privacy": {"noise_multiplier": 0.0}}, r"mechanism: chain is not differentially private.*noise_multiplier is 0"),
+    ({"privacy": {"allow_non_private": 1}}, r"privacy\.allow_non_private must be true or false"),
+    ({"optimizer": {"name": "lbfgs"}}, r"optimizer\.name must be one of"),
+    ({"optimizer": {"lr": -0.1}}, r"optimizer\.lr must be in"),
+    ({"optimizer": {"momentum": 1.0}}, r"optimizer\.momentum must be in"),
+    ({"optimizer": {"schedule": "exp"}}, r"optimizer\.schedule must be one of"),
+    ({"training": {"epochs": 2, "steps": 10}}, r"training: give epochs or steps"),
+    ({"training": {"epochs": 0}}, r"training\.epochs must be an integer"),
+    ({"training": {"batch_size": 64, "sampling_rate": 0.1}}, r"training: give batch_size or sampling_rate"),
+    ({"training": {"sampling_rate": 1.5}}, r"training\.sampling_rate must be in"),
+    ({"training": {"sampling": "uniform"}}, r"training\.sampling must be one of"),
+    ({"training": {"record_every": 0}}, r"training\.record_every must be an integer"),
+    ({"training": "fast"}, r"training must be a table"),
+]
+
+
+@pytest.mark.parametrize("raw, match", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_configs_name_the_key(raw, match):
+    with pytest.raises(ValueError, match=match):
+        config.validate(raw)
+
+
+def test_normalised_config_is_complete_idempotent_and_hash_stable():
+    raw = {"training": {"seed": 3, "epochs": 2}, "data": {"public_fraction": 0.1}}
+    c = config.validate(raw)
+    assert list(c) == list(config.SECTIONS)
+    assert config.validate(c) == c
+    shuffled = {"data": {"public_fraction": 0.1}, "training": {"epochs": 2, "seed": 3}}
+    assert config.config_id(shuffled) == config.config_id(raw) == config.config_id(c)
+    assert config.config_id({**raw, "training": {"seed": 4, "epochs": 2}}) != config.config_id(raw)
+    assert len(config.config_id(raw)) == 64
+
+
+def test_a_config_run_equals_the_same_train_call():
+    raw = {"data": {"public_fraction": 0.1}, "model": {"hidden": [16]},
+           "mechanism": [{"name": "random_freeze", "r_final": 0.5}, _CLIP, _NOISE],
+           "optimizer": {"lr": 0.5}, "privacy": {"epsilon": 3.0, "delta": 1e-5},
+           "training": {"epochs": 2, "batch_size": 32, "seed": 5}}
+    rec = config.run(raw)
+    ds = data.standardize(data.split_public(data.load_digits(test_size=0.25, random_state=0), 0.1, random_state=1),
+                          fit_on="public")
+    q = 32 / ds.X_train.shape[0]
+    sigma = dptheory.calibrate_noise(q, dptheory.steps_for_epochs(q, 2), epsilon=3.0, delta=1e-5)
+    res = train(models.mlp((64, 16, 10)), ds, epochs=2, batch_size=32, lr=0.5, delta=1e-5, random_state=5,
+                mechanism=mech.chain(mech.random_freeze(0.5), mech.clip(1.0), mech.gaussian_noise(sigma)))
+    assert rec["noise_multiplier"] == sigma
+    assert rec["test_accuracy"] == res.history["test_accuracy"][-1]
+    np.testing.assert_array_equal(rec["history"]["train_loss"], res.history["train_loss"])
+    assert rec["epsilon"] == pytest.approx(3.0, rel=1e-6) and rec["steps"] == res.steps_done
+
+
+def test_load_reports_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data\nname = 1")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        config.load(bad)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[[mechanism]]\nname = "random_k"\nk = -1\n[[mechanism]]\nname = "clip"\nclip_norm = 1.0\n'
+                     '[[mechanism]]\nname = "gaussian_noise"\n')
+    with pytest.raises(ValueError, match=r"mechanism\[0\]\.k must be an integer"):
+        config.load(wrong)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("examples/*.toml")))
+def test_every_example_config_runs_in_reduced_form(path):
+    c = config.load(path)
+    c["training"].update(epochs=None, steps=3)
+    rec = config.run(c)
+    assert rec["steps"] == 3 and math.isfinite(rec["train_loss"])
+    assert rec["epsilon"] == pytest.approx(c["privacy"]["epsilon"], rel=1e-6)
+
+
+def test_examples_exist_for_every_mechanism_family():
+    names = {t["name"] for p in glob.glob("examples/*.toml") for t in config.load(p)["mechanism"]}
+    assert {"random_freeze", "random_k", "top_k", "public_select", "magnitude_prune", "topagg",
+            "error_feedback"} <= names

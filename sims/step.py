@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .mechanisms.base import StepContext, Work
+from .models.dense import backprop
 from .mechanisms.chain import Chain
 
 __all__ = ["dpsgd_step", "step_context", "StepOutput"]
@@ -69,13 +70,13 @@ def dpsgd_step(mechanism: Chain, state, ctx: StepContext) -> StepOutput:
     return StepOutput(update, new, metrics)
 
 
-def step_context(model, params, X, y, *, step, epoch, expected_batch_size, rng, public=None) -> StepContext:
+def step_context(model, params, X, y, *, step, epoch, expected_batch_size, rng, public=None,
+                 validate=True) -> StepContext:
     """Backprop ``model`` at ``params`` on the batch ``(X, y)`` and wrap it in a :class:`StepContext`.
 
     ``params`` is copied into the context (a transform may keep it, e.g. to prune by magnitude).
+    ``validate=False``: see :func:`sims.models.backprop` (for a loop over a dataset checked once).
     """
-    from .models.dense import backprop
-
-    bp = backprop(model, params, X, y)
+    bp = backprop(model, params, X, y, validate=validate)
     return StepContext(model=model, layout=model.layout, step=step, epoch=epoch, params=params.copy(), bp=bp,
                        expected_batch_size=expected_batch_size, public=public, rng=rng)

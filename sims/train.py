@@ -186,6 +186,12 @@ def _unpack_data(data, model):
     if X.shape[1] != model.n_features:
         raise ValueError(f"data.X_train must have {model.n_features} columns (model input size), got {X.shape[1]}")
     X = np.ascontiguousarray(X, dtype=model.dtype)
+    from sims.models.dense import check_targets
+
+    try:  # once per run: the loop's backprop then skips its per-step checks
+        y = check_targets(model, y, X.shape[0])
+    except ValueError as e:
+        raise ValueError(f"data.y_train: {e}") from None
     if X_test is not None and y_test is not None and np.asarray(X_test).shape[0] > 0:
         X_test = check_finite_array("data.X_test", X_test, ndim=2)
         y_test = check_finite_array("data.y_test", y_test, ndim=1)
@@ -463,7 +469,7 @@ class _Loop:
         sampling_rng, mech_rng = step_generators(run.root, t)
         idx = self.batch(t, sampling_rng)
         ctx = step_context(run.model, self.params, run.X[idx], run.y[idx], step=t, epoch=t // run.spe,
-                           expected_batch_size=run.B, public=run.public, rng=mech_rng)
+                           expected_batch_size=run.B, public=run.public, rng=mech_rng, validate=False)
         update, self.mstate, metrics = dpsgd_step(run.mech, self.mstate, ctx)
         usq = float(np.dot(update.astype(np.float64), update.astype(np.float64)))
         if not math.isfinite(usq):

@@ -387,3 +387,20 @@ def test_evaluate_equals_loss_and_accuracy():
     p = init_params(model, 1)
     out = evaluate(model, p, X, y)
     assert out == {"loss": loss(model, p, X, y), "accuracy": accuracy(model, p, X, y)}
+
+
+def test_backprop_without_validation_is_the_same_pass():
+    """``validate=False`` (the training loop, on a dataset checked once) skips the checks, not the work."""
+    from sims.models import check_targets
+
+    model = mlp((6, 5, 3), dtype=np.float32)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((9, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 9)
+    p = init_params(model, 4)
+    a = backprop(model, p, X, y)
+    b = backprop(model, p, X, check_targets(model, y, 9), validate=False)
+    for u, v in zip(a.acts + a.deltas + (a.losses,), b.acts + b.deltas + (b.losses,)):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match=r"y labels must lie in \[0, 2\]"):
+        check_targets(model, np.array([0, 3]), 2)

@@ -358,3 +358,12 @@ def test_divergence_check_never_fires_on_the_main_jobs_runs():
                         random_state=0)
             worst = max(worst, float(res.history["train_loss"].max()) / loss0)
     assert worst < 2.0, worst  # measured 1.0x at most; the factor is 100
+
+
+def test_labels_are_checked_once_before_the_loop():
+    ds = make_logistic(50, 3, random_state=0)
+    import types
+
+    bad = types.SimpleNamespace(X_train=ds.X_train, y_train=np.where(ds.y_train > 0.5, 2.0, 0.0))  # duck-typed
+    with pytest.raises(ValueError, match=r"data\.y_train: y labels must lie in \[0, 1\]"):
+        train(dense.logistic_regression(3), bad, steps=2, batch_size=5, random_state=0)

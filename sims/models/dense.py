@@ -37,7 +37,7 @@ from .pergrad import Backprop, sq_norms, weighted_sum
 __all__ = [
     "Model", "ACTIVATIONS", "HEADS",
     "linear_regression", "logistic_regression", "softmax_regression", "mlp",
-    "init_params", "backprop", "loss", "predict", "accuracy", "evaluate", "gradient", "per_example_grad_norms",
+    "init_params", "backprop", "check_targets", "loss", "predict", "accuracy", "evaluate", "gradient", "per_example_grad_norms",
 ]
 
 ACTIVATIONS = ("relu", "tanh")
@@ -318,7 +318,7 @@ def _backprop(model, params, X, y) -> Backprop:
     return Backprop(model.layout, tuple(acts), tuple(deltas), losses)
 
 
-def backprop(model: Model, params, X, y) -> Backprop:
+def backprop(model: Model, params, X, y, *, validate: bool = True) -> Backprop:
     """One forward and backward pass over a batch.
 
     Parameters
@@ -330,6 +330,12 @@ def backprop(model: Model, params, X, y) -> Backprop:
         Inputs; ``B = 0`` is allowed (an empty Poisson batch) and gives empty arrays.
     y : ndarray (B,)
         Targets: real for ``"squared"``, 0/1 for ``"logistic"``, labels ``0..K-1`` for ``"softmax"``.
+
+    validate : bool
+        ``False`` skips the checks of ``params``, ``X`` and ``y`` (about 2/3 of the cost of a small
+        model's pass): only for a caller that checked them once already, with ``params`` and ``X``
+        finite, C-contiguous and of ``model.dtype`` and ``y`` the output of :func:`check_targets`
+        (a training loop that slices a validated dataset).
 
     Returns
     -------
@@ -344,8 +350,16 @@ def backprop(model: Model, params, X, y) -> Backprop:
     ValueError
         Mismatched shapes, NaN/inf in ``params``, ``X`` or ``y``, labels out of range.
     """
-    p, X, y = _check_batch(model, params, X, y)
-    return _backprop(model, p, X, y)
+    if validate:
+        params, X, y = _check_batch(model, params, X, y)
+    return _backprop(model, params, X, y)
+
+
+def check_targets(model: Model, y, n_rows: int) -> np.ndarray:
+    """``y`` checked and cast for ``model``'s head (real for squared, 0/1 for logistic, int64 labels
+    ``0..K-1`` for softmax), shape ``(n_rows,)``; what ``backprop(..., validate=False)`` expects."""
+    _check_model(model)
+    return _check_y(model, y, n_rows)
 
 
 def _nonempty(X):

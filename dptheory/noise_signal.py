@@ -6,23 +6,30 @@ The full noise energy is ``N = d s^2``. Every closed form here is proved in :mod
 (tags [S]) or derived and checked numerically in ``tests/test_noise_signal.py`` (tags [D]).
 
 All functions validate their arguments (``ValueError`` naming the parameter and its range) and
-broadcast over NumPy arrays; scalar inputs give a Python ``float``.
+broadcast over NumPy arrays; arguments whose shapes do not broadcast raise a ``ValueError`` naming
+them (:func:`dptheory.validation.check_broadcast`); scalar inputs give a Python ``float``.
+
+Top-k: :func:`nsr_top_k_public` is for a support chosen without the noise (public or fixed);
+top-k of the NOISY update selects where the noise is large and has its own functions,
+:func:`noisy_top_k_noise_factor`, :func:`noisy_top_k_energies` and :func:`nsr_top_k_noisy`.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, optimize, special, stats
 
-from .validation import check_choice, check_finite_array, check_int, check_real
+from .validation import check_broadcast, check_choice, check_finite_array, check_int, check_real
 
 __all__ = [
     "noise_std", "noise_energy", "noise_energy_mean", "noise_energy_var", "noise_energy_interval",
     "nsr_dense", "signal_random_k", "nsr_random_k", "signal_mask_then_clip", "nsr_mask_then_clip",
     "descent_mask_then_clip", "rescaled_random_k_moments", "noise_energy_rescaled",
-    "nsr_fixed_set", "fixed_set_helps", "nsr_top_k", "top_k_captured_lower_bound",
+    "nsr_fixed_set", "fixed_set_helps", "nsr_top_k_public", "noisy_top_k_noise_factor",
+    "noisy_top_k_energies", "nsr_top_k_noisy", "top_k_captured_lower_bound",
     "contraction_top_k", "contraction_random_k", "scaled_sign_delta",
     "FREEZE_KINDS", "freeze_schedule", "n_frozen", "freeze_mean_noise_energy",
-    "tradeoff_coefficients", "tradeoff_bound", "optimal_keep_fraction", "sparsification_helps",
+    "tradeoff_coefficients", "tradeoff_bound", "optimal_keep_fraction", "sparsification_helps", "SPREADS",
+    "spread_exponent",
 ]
 
 
@@ -77,6 +84,7 @@ def noise_std(sigma, clip, batch):
     Noise ``N(0, sigma^2 C^2 I_d)`` is added to the SUM of clipped gradients, which is then divided by
     the (expected) batch size ``B`` (Abadi et al. 2016, Algorithm 1; Poisson variant as in Opacus).
     """
+    check_broadcast(sigma=sigma, clip=clip, batch=batch)
     sigma = _real("sigma", sigma, low=0.0)
     clip = _real("clip", clip, low=0.0, low_open=True)
     batch = _real("batch", batch, low=0.0, low_open=True)
@@ -85,6 +93,7 @@ def noise_std(sigma, clip, batch):
 
 def noise_energy(d, sigma, clip, batch):
     """Full noise energy ``N = d sigma^2 C^2 / B^2 = E||s z||^2`` of a dense update (docs/theory.md §Conventions)."""
+    check_broadcast(d=d, sigma=sigma, clip=clip, batch=batch)
     d = _int("d", d, low=1)
     return _out(d * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
@@ -96,12 +105,14 @@ def noise_energy_mean(k, sigma, clip, batch):
     noise (random-k, a fixed frozen set, random freeze); ``E z_i^2 = 1`` gives the mean.
     Proved in ``proofs.noise_signal`` from the Gaussian moments.
     """
+    check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
     k = _int("k", k, low=0)
     return _out(k * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
 
 def noise_energy_var(k, sigma, clip, batch):
     """Variance ``2 k s^4`` of the noise energy on ``k`` coordinates ([S]: ``Var z^2 = E z^4 - 1 = 2``)."""
+    check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
     k = _int("k", k, low=0)
     return _out(2 * k * np.asarray(noise_std(sigma, clip, batch)) ** 4)
 
@@ -113,6 +124,7 @@ def noise_energy_interval(k, sigma, clip, batch, level=0.95):
     (``scipy.stats.chi2``). Use it to check one simulated step: the energy falls outside with
     probability exactly ``1 - level``.
     """
+    check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
     k = _int("k", k, low=1)
     level = check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
     s2 = np.asarray(noise_std(sigma, clip, batch)) ** 2
@@ -127,6 +139,7 @@ def nsr_dense(d, sigma, clip, batch, signal_sq):
 
     ``signal_sq`` is ``||g_bar||^2 > 0``, the squared norm of the clipped mean gradient.
     """
+    check_broadcast(d=d, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
     signal_sq = _real("signal_sq", signal_sq, low=0.0, low_open=True)
     return _out(np.asarray(noise_energy(d, sigma, clip, batch)) / signal_sq)
 
@@ -137,6 +150,7 @@ def signal_random_k(k, d, signal_sq):
     ``m`` is the indicator of a uniformly random ``k``-subset independent of ``g_bar``, so
     ``P(i in S) = k/d`` for every ``i`` (proved in ``proofs.noise_signal``).
     """
+    check_broadcast(k=k, d=d, signal_sq=signal_sq)
     k, d = _k_d(k, d)
     signal_sq = _real("signal_sq", signal_sq, low=0.0)
     return _out(k / d * signal_sq)
@@ -148,6 +162,7 @@ def nsr_random_k(k, d, sigma, clip, batch, signal_sq):
     [D] This equals :func:`nsr_dense` for every ``k``: a data-independent random mask removes noise
     and signal in the same proportion, so it cannot improve the NSR.
     """
+    check_broadcast(k=k, d=d, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
     k, d = _k_d(k, d)
     signal_sq = _real("signal_sq", signal_sq, low=0.0, low_open=True)
     return _out(np.asarray(noise_energy_mean(k, sigma, clip, batch)) / np.asarray(signal_random_k(k, d, signal_sq)))
@@ -173,6 +188,7 @@ def nsr_mask_then_clip(k, d, sigma, clip, batch, signal_sq):
 
     Noise energy ``k s^2`` over the flat signal of :func:`signal_mask_then_clip`.
     """
+    check_broadcast(k=k, d=d, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
     k, d = _k_d(k, d)
     return _out(k / d * np.asarray(nsr_dense(d, sigma, clip, batch, signal_sq)))
 
@@ -183,6 +199,7 @@ def descent_mask_then_clip(k, d, dense_descent):
     In the all-clipped, spread-out regime the masked clipped gradient is ``(1/sqrt rho) m * clip(g)``,
     and ``E<grad F, m * v> = rho <grad F, v>``, giving ``sqrt(rho)``: the "signal loss".
     """
+    check_broadcast(k=k, d=d, dense_descent=dense_descent)
     k, d = _k_d(k, d)
     dense_descent = _real("dense_descent", dense_descent)
     return _out(np.sqrt(k / d) * dense_descent)
@@ -196,6 +213,7 @@ def rescaled_random_k_moments(k, d, x_sq):
     Rescaled with step ``eta`` equals unscaled with step ``eta d/k`` pathwise, so rescaling only
     reparametrises the learning rate.
     """
+    check_broadcast(k=k, d=d, x_sq=x_sq)
     k, d = _k_d(k, d)
     x_sq = _real("x_sq", x_sq, low=0.0)
     ratio = d / k
@@ -204,6 +222,7 @@ def rescaled_random_k_moments(k, d, x_sq):
 
 def noise_energy_rescaled(k, d, sigma, clip, batch):
     """Noise energy of the rescaled random-k update: ``(d/k)^2 k s^2 = (d^2/k) s^2``, [S]."""
+    check_broadcast(k=k, d=d, sigma=sigma, clip=clip, batch=batch)
     k, d = _k_d(k, d)
     return _out(d.astype(float) ** 2 / k * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
@@ -214,6 +233,7 @@ def nsr_fixed_set(k, d, phi, sigma, clip, batch, signal_sq):
     [D] ``k s^2 / (phi ||g_bar||^2) = (k/(d phi)) nsr_dense``: it beats the dense NSR iff ``phi > k/d``.
     ``phi`` must be in (0, 1].
     """
+    check_broadcast(k=k, d=d, phi=phi, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
     k, d = _k_d(k, d)
     phi = _real("phi", phi, low=0.0, high=1.0, low_open=True)
     return _out(k / (d * phi) * np.asarray(nsr_dense(d, sigma, clip, batch, signal_sq)))
@@ -221,6 +241,7 @@ def nsr_fixed_set(k, d, phi, sigma, clip, batch, signal_sq):
 
 def fixed_set_helps(k, d, phi):
     """``True`` iff the fixed set's NSR is strictly below the dense NSR, i.e. ``phi > k/d`` ([D])."""
+    check_broadcast(k=k, d=d, phi=phi)
     k, d = _k_d(k, d)
     phi = _real("phi", phi, low=0.0, high=1.0, low_open=True)
     res = phi > k / d
@@ -233,21 +254,216 @@ def top_k_captured_lower_bound(k, d):
     The ``k`` largest squares average at least the mean square; equivalently the contraction
     ``||x - top_k x||^2 <= (1 - k/d)||x||^2`` (Stich, Cordonnier & Jaggi 2018, Def. 2.1 / Lemma A.1).
     """
+    check_broadcast(k=k, d=d)
     k, d = _k_d(k, d)
     return _out(k / d)
 
 
-def nsr_top_k(k, d, phi, sigma, clip, batch, signal_sq):
-    """NSR of top-k (of the noisy or a public gradient) with captured fraction ``phi >= k/d``.
+def nsr_top_k_public(k, d, phi, sigma, clip, batch, signal_sq):
+    """NSR of a top-k support chosen WITHOUT the noise: ``k s^2 / (phi ||g_bar||^2) = (k/(d phi)) nsr_dense``.
 
-    Same formula as :func:`nsr_fixed_set`; since ``phi >= k/d`` always holds for top-k,
-    ``nsr_top_k <= nsr_dense``. A ``phi < k/d`` is impossible for top-k and raises ``ValueError``.
+    Valid only when the kept set ``S`` (``|S| = k``) does not depend on this step's noise ``z``:
+    top-k of a public gradient (:func:`sims.mechanisms.public_select`), a fixed or public mask, or
+    top-k of the clean clipped mean ``g_bar`` itself (the non-private ``top_k(k, "clean")``
+    ablation). Then the kept noise is ``s^2 chi^2_k`` with mean ``k s^2`` ([S], as in
+    :func:`noise_energy_mean`) and the kept signal is ``phi ||g_bar||^2``, so this is
+    :func:`nsr_fixed_set`: for this step's noise a noise-independent support is a fixed set [D].
+    For top-k of the NOISY update ``g_bar + s z`` use :func:`nsr_top_k_noisy`: that support is
+    chosen where the noise is large, and the kept noise energy is up to several times ``k s^2``.
+
+    Parameters
+    ----------
+    k, d : int, ``1 <= k <= d``
+    phi : float in (0, 1]
+        Captured fraction ``||g_bar_S||^2 / ||g_bar||^2`` of the clean clipped mean. When ``S`` is
+        the top-k of ``g_bar`` itself, ``phi >= k/d`` (:func:`top_k_captured_lower_bound`) and hence
+        ``NSR <= nsr_dense``; a support chosen from a public gradient may capture less than ``k/d``
+        of the private gradient, and then the NSR exceeds the dense one.
+    sigma, clip, batch, signal_sq : as in :func:`nsr_dense`
+
+    Returns
+    -------
+    float or ndarray
     """
-    k, d = _k_d(k, d)
-    phi = _real("phi", phi, low=0.0, high=1.0, low_open=True)
-    if np.any(phi < k / d * (1 - 1e-12)):
-        raise ValueError(f"phi must be in [k/d, 1] for top-k (captured energy >= k/d), got phi={phi!r}, k/d={k / d!r}")
+    check_broadcast(k=k, d=d, phi=phi, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
     return nsr_fixed_set(k, d, phi, sigma, clip, batch, signal_sq)
+
+
+def noisy_top_k_noise_factor(k, d, exact=False):
+    """Selection bias of top-k of pure noise: ``E||z_S||^2 / k``, ``S`` the ``k`` largest ``|z_j|``, ``z ~ N(0, I_d)``.
+
+    Closed form (``exact=False``) [S]::
+
+        1 + t phi(t) / Phi_bar(t),     t = Phi^{-1}(1 - k/(2d)),   Phi_bar(t) = k/(2d)
+
+    the conditional second moment ``E[z^2 | |z| > t]`` of the doubly truncated standard normal
+    (``int_t^inf z^2 phi = t phi(t) + Phi_bar(t)``; proved in :mod:`proofs.noise_signal`). What
+    holds exactly:
+
+    * it is an UPPER bound for every finite ``d``, and for every set ``S`` of ``k`` coordinates
+      chosen by any rule (top-k of ``g + s z`` for any ``g`` included): pathwise, the sum of the
+      ``k`` largest ``z_j^2`` is at most ``k tau + sum_j (z_j^2 - tau)_+`` for every ``tau``;
+      taking expectations and minimising over ``tau`` (at ``tau = t^2``, where
+      ``d P(z^2 > tau) = k``) gives exactly ``k (1 + t phi(t)/Phi_bar(t))``;
+    * it is the limit of the exact value as ``d -> inf`` with ``k/d`` fixed (the ``k``-th largest
+      ``|z_j|`` converges to ``t``). Gap to the exact finite-``d`` value (``exact=True``) at
+      ``d = 1000``: +6.6 % at ``k = 1``, +1.0 % at ``k = 10``, +0.16 % at ``k = 100``, +0.03 % at
+      ``k = 500``; at ``d = 100``: +9.7 % at ``k = 1``, +1.6 % at ``k = 10`` (docs/theory.md §2).
+
+    ``exact=True`` returns the exact finite-``d`` value by one-dimensional quadrature
+    (``scipy.integrate.quad``) of the order-statistics identity ``j in S`` iff at most ``k - 1``
+    other ``|z_i|`` exceed ``|z_j|``::
+
+        E||z_S||^2 / k = (d/k) int_0^inf 2 y^2 phi(y) P(Binomial(d - 1, 2 Phi_bar(y)) <= k - 1) dy
+
+    (``d = 2, k = 1`` gives ``E max(z_1^2, z_2^2) = 1 + 2/pi``; quadrature tolerance ``1e-10``
+    relative). ``k = d`` gives 1 in both modes.
+
+    Parameters
+    ----------
+    k, d : int, ``1 <= k <= d`` (broadcast)
+    exact : bool
+
+    Returns
+    -------
+    float or ndarray
+        ``E||z_S||^2 / k``; multiply by ``k s^2`` (:func:`noise_energy_mean`) for the kept noise
+        energy of pure noise, or for the bound on the kept noise of any size-``k`` selection.
+    """
+    check_broadcast(k=k, d=d)
+    k, d = _k_d(k, d)
+    k, d = np.broadcast_arrays(k, d)
+    if not exact:
+        t = -special.ndtri(k / (2.0 * d))   # = Phi^{-1}(1 - k/(2d)), accurate for small k/d
+        return _out(1 + 2.0 * d * t * stats.norm.pdf(t) / k)
+    out = np.empty(k.shape)
+    for i in np.ndindex(k.shape):
+        out[i] = _noisy_top_k_exact(int(k[i]), int(d[i]))
+    return _out(out)
+
+
+def _noisy_top_k_exact(k, d):
+    """Exact ``E||z_S||^2 / k`` for pure noise by quadrature (see :func:`noisy_top_k_noise_factor`)."""
+    if k == d:
+        return 1.0
+    t = float(-special.ndtri(k / (2.0 * d)))
+
+    def f(y):   # P(Bin(d - 1, p) <= k - 1) = 1 - I_p(k, d - k), accurate for tiny p (unlike 1 - p forms)
+        return 2 * y * y * stats.norm.pdf(y) * special.betaincc(k, d - k, 2 * special.ndtr(-y))
+
+    hi = t + 12.0                 # 2 y^2 phi(y) beyond t + 12 is < 1e-30 of the value
+    tol = {"epsabs": 1e-13 * k / d, "epsrel": 1e-11, "limit": 500}   # the integral is >= k/d
+    val = integrate.quad(f, 0.0, t, **tol)[0] + integrate.quad(f, t, hi, **tol)[0]
+    return d / k * val
+
+
+def noisy_top_k_energies(g_bar, k, sigma, clip, batch):
+    """Expected kept noise and kept signal energy of top-k of the noisy update ``g_bar + s z``.
+
+    ``S`` = the ``k`` coordinates of largest ``|g_bar_j + s z_j|`` (``sims.mechanisms.top_k(k,
+    "noisy")``: post-processing of the dense release). Per-coordinate threshold model [D]: keep
+    coordinate ``j`` when ``|g_bar_j + s z_j| > tau``, with ``tau`` the root (``scipy.optimize.brentq``)
+    of ``sum_j P(|g_bar_j + s z_j| > tau) = k``. With ``a_j = (tau - |g_bar_j|)/s`` and
+    ``b_j = (tau + |g_bar_j|)/s`` the model's expectations are sums of one-dimensional truncated
+    normal moments (``int_a^inf z^2 phi = a phi(a) + Phi_bar(a)``)::
+
+        noise_sq  = s^2 sum_j [a_j phi(a_j) + Phi_bar(a_j) + b_j phi(b_j) + Phi_bar(b_j)]
+        signal_sq =     sum_j g_bar_j^2 [Phi_bar(a_j) + Phi_bar(b_j)]
+
+    For ``g_bar = 0`` this is exactly the closed form of :func:`noisy_top_k_noise_factor`, and in
+    general it is the ``d -> inf`` limit (``k/d`` and the empirical law of ``|g_bar_j|/s`` fixed)
+    in which the ``k``-th largest ``|g_bar_j + s z_j|`` concentrates at ``tau``. At finite ``d`` it
+    is an approximation, measured against Monte Carlo (docs/theory.md §2: ``d`` in 100..10000;
+    zero, Gaussian, Student-t(3), 10-sparse and flat ``g_bar`` with ``||g_bar||/(s sqrt d)`` in
+    0.3..3): kept noise and NSR within 0.5 % for ``k >= 50`` and within 3.1 % for ``k >= 10``
+    (the error falls roughly like ``1/k``); up to 22 % (noise) and 28 % (NSR) too high at
+    ``k = 1``, because the model ignores the fluctuation of the ``k``-th order statistic (for
+    ``g_bar = 0`` use ``noisy_top_k_noise_factor(k, d, exact=True)``). A rigorous bound for every
+    ``d``, ``k`` and ``g_bar``, which the model's value also satisfies:
+    ``noise_sq <= k s^2 noisy_top_k_noise_factor(k, d)`` (the pure-noise closed form).
+
+    Parameters
+    ----------
+    g_bar : 1-D array (d,), finite
+        The clean clipped mean gradient (only ``|g_bar_j|`` matters).
+    k : int in [1, d]
+    sigma, clip, batch : as in :func:`noise_std` (``s = sigma clip / batch``); ``k, sigma, clip,
+        batch`` broadcast together (one threshold model per element).
+
+    Returns
+    -------
+    noise_sq, signal_sq, threshold : float or ndarray
+        ``E||s z_S||^2``, ``E||g_bar_S||^2`` and ``tau``. With ``s = 0`` the support is the
+        top-k of ``|g_bar|``: ``noise_sq = 0``, ``signal_sq`` the exact top-k energy and ``tau``
+        the ``k``-th largest ``|g_bar_j|``. With ``k = d``: ``d s^2``, ``||g_bar||^2``, ``0``.
+    """
+    g = np.abs(check_finite_array("g_bar", g_bar, ndim=1).astype(np.float64))
+    if g.size == 0:
+        raise ValueError("g_bar must have at least one coordinate")
+    shape = check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
+    d = g.size
+    k = _int("k", k, low=1, high=d)
+    s = np.asarray(noise_std(sigma, clip, batch), dtype=np.float64)
+    k, s = np.broadcast_to(k, shape), np.broadcast_to(s, shape)
+    res = np.empty((3,) + shape)
+    for i in np.ndindex(shape):
+        res[(slice(None),) + i] = _threshold_model(g, int(k[i]), float(s[i]))
+    return _out(res[0]), _out(res[1]), _out(res[2])
+
+
+def _threshold_model(g, k, s):
+    """``(noise_sq, signal_sq, tau)`` of the threshold model of :func:`noisy_top_k_energies` (``g = |g_bar|``)."""
+    d = g.size
+    if s == 0.0:
+        top = np.sort(g)[::-1][:k]
+        return 0.0, float(top @ top), float(top[-1])
+    with np.errstate(over="ignore"):
+        u, g2 = g / s, float(g @ g)
+    if not (np.all(np.isfinite(u)) and np.isfinite(g2) and np.isfinite(d * s * s)):
+        raise ValueError("g_bar and s = sigma clip / batch overflow float64 (||g_bar||^2, d s^2 or g_bar / s)")
+    if k == d:
+        return d * s * s, g2, 0.0
+
+    def excess(t):   # expected number kept at threshold t (units of s) minus k; decreasing in t
+        return float(np.sum(special.ndtr(u - t) + special.ndtr(-u - t))) - k
+
+    hi = float(u.max()) - special.ndtri(k / (2.0 * d)) + 1.0   # there excess < 0 (2 d Phi_bar(hi - max u) < k)
+    t = optimize.brentq(excess, 0.0, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
+    a, b = t - u, t + u
+    pa, pb = special.ndtr(-a), special.ndtr(-b)
+    with np.errstate(over="ignore", under="ignore"):   # a^2 may overflow where phi(a) is 0 anyway
+        pdf_a, pdf_b = np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi), np.exp(-0.5 * b * b) / np.sqrt(2 * np.pi)
+    noise = s * s * float(np.sum(a * pdf_a + pa + b * pdf_b + pb))
+    signal = float(np.sum(g * g * (pa + pb)))
+    return noise, signal, t * s
+
+
+def nsr_top_k_noisy(g_bar, k, sigma, clip, batch):
+    """NSR of top-k of the noisy update, ``E||s z_S||^2 / E||g_bar_S||^2`` (threshold model, [D]).
+
+    Ratio of the two expectations of :func:`noisy_top_k_energies` (the same convention as
+    :func:`nsr_random_k`). Unlike a noise-independent support (:func:`nsr_top_k_public`) this is
+    NOT at most :func:`nsr_dense`: the support follows the noise. Examples at ``d = 1000``,
+    ``k = 100``, ``||g_bar|| = s sqrt(d)`` (dense NSR 1), Monte Carlo (docs/theory.md §2): a flat
+    gradient ``|g_bar_j| = s`` gives 3.30 (every kept coordinate carries signal ``s^2`` but noise
+    ``3.30 s^2``; this function: 3.305); a Gaussian direction gives 1.003 (1.04 at ``k = 1``); a
+    10-sparse one gives 0.42. It is below the dense NSR when the signal stands out of the noise on
+    few coordinates. Accuracy: as :func:`noisy_top_k_energies`.
+
+    Parameters
+    ----------
+    g_bar : 1-D array (d,), finite, not all zero
+    k, sigma, clip, batch : as in :func:`noisy_top_k_energies`
+
+    Returns
+    -------
+    float or ndarray
+    """
+    g = check_finite_array("g_bar", g_bar, ndim=1).astype(np.float64)
+    if not float(g @ g) > 0:
+        raise ValueError("g_bar must have ||g_bar||^2 > 0 in float64 (the NSR of a zero signal is infinite)")
+    noise, signal, _ = noisy_top_k_energies(g, k, sigma, clip, batch)
+    return _out(np.asarray(noise) / np.asarray(signal))
 
 
 # ----------------------------------------------------------------------------- compressors
@@ -257,6 +473,7 @@ def contraction_top_k(k, d):
     Checked: the definition of a k-contraction in Stich, Cordonnier & Jaggi, "Sparsified SGD with
     memory" (NeurIPS 2018) uses exactly ``(1 - k/d)``; tests verify it on random vectors.
     """
+    check_broadcast(k=k, d=d)
     k, d = _k_d(k, d)
     return _out(1 - k / d)
 
@@ -314,13 +531,28 @@ def n_frozen(rate, d):
     """Number of frozen coordinates ``floor(rate * d)`` at frozen fraction ``rate`` (vectorised).
 
     A relative guard of 1e-12 keeps ``floor(0.3 * 10) = 3`` although ``0.3 * 10`` is
-    ``2.9999999999999996`` in binary. Shared by the theory and the simulator.
+    ``2.9999999999999996`` in binary; a rate below 1 never freezes all ``d`` coordinates.
+    Shared by the theory and the simulator.
+
+    Parameters
+    ----------
+    rate : float or array of floats in [0, 1]
+        Frozen fraction; anything else (negative, above 1, NaN, inf) raises ``ValueError``
+        naming ``rate`` and the interval.
+    d : int >= 1
+
+    Returns
+    -------
+    int or ndarray of int64
+        In ``[0, d]`` (``d`` only for ``rate = 1``).
     """
+    check_broadcast(rate=rate, d=d)
     d = check_int("d", d, low=1)
-    rate = np.asarray(rate, dtype=np.float64)
+    rate = _real("rate", rate, low=0.0, high=1.0)
     n = np.floor(rate * d * (1 + 1e-12))
     # the guard must not round a rate just below 1 up to "everything frozen"
-    return np.where(rate < 1, np.minimum(n, d - 1), n).astype(np.int64)
+    n = np.where(rate < 1, np.minimum(n, d - 1), n).astype(np.int64)
+    return int(n) if n.ndim == 0 else n
 
 
 def freeze_mean_noise_energy(r_final, epochs, kind="linear", d=None):
@@ -340,13 +572,20 @@ def freeze_mean_noise_energy(r_final, epochs, kind="linear", d=None):
 
 # ----------------------------------------------------------------------------- trade-off
 def tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch):
-    """Coefficients ``(a, b)`` of the mask-then-clip bound ``a/sqrt(rho) + b sqrt(rho)`` (docs/theory.md §3.3) [D].
+    """Coefficients ``(a, b)`` of the mask-then-clip bound ``(a + b rho)/s(rho)`` (docs/theory.md §3.3) [D].
 
-    ``a = DeltaF/(eta C T) + L eta C/2`` (signal loss), ``b = L eta C d sigma^2/(2 B^2)`` (noise).
-    A reconstruction consistent with the abstract of Zhu & Blaschko (arXiv 2112.00845): the trade-off
-    exists only when both clipping (C) and noise (sigma > 0) are on. We could not access the paper's
-    exact theorem; the constants are ours, derived for the all-clipped regime with spread-out gradients.
+    ``a = DeltaF/(eta C T) + L eta C/2`` (descent lemma: objective gap and the ``C^2`` second moment),
+    ``b = L eta C d sigma^2/(2 B^2)`` (noise energy ``rho d sigma^2 C^2/B^2`` on the kept coordinates).
+    ``a + b rho`` bounds the average descent of the masked clipped step with no assumption on the
+    gradients; the spread factor ``s(rho)`` of :func:`dptheory.convergence.mask_then_clip_bound`
+    turns it into a bound on the dense normalised descent: ``a/rho + b`` in the worst case
+    (``s = rho``, e.g. 1-sparse per-example gradients), ``a/sqrt(rho) + b sqrt(rho)``
+    (:func:`tradeoff_bound`) only under the spread-out assumption ``||m * g_i|| ~ sqrt(rho)||g_i||``.
+    The coefficients do not depend on the spread. Consistent with the abstract of Zhu & Blaschko
+    (arXiv 2112.00845), whose theorem we could not read: the constants are ours.
     """
+    check_broadcast(delta_f=delta_f, smoothness=smoothness, lr=lr, clip=clip, steps=steps, d=d, sigma=sigma,
+                    batch=batch)
     delta_f = _real("delta_f", delta_f, low=0.0)
     L = _real("smoothness", smoothness, low=0.0, low_open=True)
     lr = _real("lr", lr, low=0.0, low_open=True)
@@ -360,28 +599,74 @@ def tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch)
     return _out(a), _out(b)
 
 
-def tradeoff_bound(rho, a, b):
-    """``a/sqrt(rho) + b sqrt(rho)`` for ``rho in (0, 1]``; minimised at ``rho = a/b`` with value ``2 sqrt(ab)`` [S]."""
+#: named spread assumptions of the mask-then-clip bounds and their exponent ``p`` in ``s(rho) = rho^p``
+#: (:func:`dptheory.convergence.mask_then_clip_bound`): no assumption, and ``||m * g_i|| ~ sqrt(rho) ||g_i||``.
+SPREADS = {"worst_case": 1.0, "spread_out": 0.5}
+
+
+def spread_exponent(spread) -> float:
+    """Exponent ``p`` of the spread factor ``s(rho) = rho^p``: ``SPREADS[spread]`` or a real in [0.5, 1]."""
+    if isinstance(spread, bool) or spread is None:
+        raise ValueError(f"spread must be 'worst_case', 'spread_out' or a real exponent in [0.5, 1], got {spread!r}")
+    if isinstance(spread, str):
+        if spread not in SPREADS:
+            raise ValueError(f"spread must be 'worst_case', 'spread_out' or a real exponent in [0.5, 1], "
+                             f"got {spread!r}")
+        return SPREADS[spread]
+    return check_real("spread", spread, low=0.5, high=1.0)
+
+
+def tradeoff_bound(rho, a, b, *, spread="worst_case"):
+    """The mask-then-clip trade-off ``(a + b rho) / rho^p`` for ``rho in (0, 1]`` [S].
+
+    ``p = spread_exponent(spread)``: worst case (default, no assumption on the gradients)
+    ``a/rho + b``, decreasing, so minimised at ``rho = 1``; spread out ``a/sqrt(rho) + b sqrt(rho)``,
+    minimised at ``rho = a/b`` with value ``2 sqrt(ab)`` (docs/theory.md §3.3).
+    """
+    p = spread_exponent(spread)
+    check_broadcast(rho=rho, a=a, b=b)
     rho = _real("rho", rho, low=0.0, high=1.0, low_open=True)
     a = _real("a", a, low=0.0)
     b = _real("b", b, low=0.0)
-    return _out(a / np.sqrt(rho) + b * np.sqrt(rho))
+    return _out((a + b * rho) / rho ** p)
 
 
-def optimal_keep_fraction(d, sigma, batch, delta_f, smoothness, lr, clip, steps):
-    """``rho* = min(1, (B^2/(d sigma^2)) (1 + 2 DeltaF/(L eta^2 C^2 T)))``, the minimiser over (0, 1] of
-    :func:`tradeoff_bound` with the coefficients of :func:`tradeoff_coefficients` [S: ``a/b``].
+def optimal_keep_fraction(d, sigma, batch, delta_f, smoothness, lr, clip, steps, *, spread="worst_case"):
+    """Minimiser over ``rho in (0, 1]`` of the mask-then-clip bound ``(a + b rho)/rho^p`` [S].
+
+    ``a, b`` from :func:`tradeoff_coefficients`; ``p`` the spread exponent of ``spread``
+    (``"worst_case"``: ``p = 1``, default; ``"spread_out"``: ``p = 1/2``; or a real ``p in [1/2, 1]``;
+    see :func:`dptheory.convergence.mask_then_clip_bound`). The derivative
+    ``rho^(-p-1) ((1-p) b rho - p a)`` vanishes at ``rho_0 = p a/((1-p) b)``, so
+
+    - ``p = 1`` (worst case, no spread assumption): ``a/rho + b`` decreases, ``rho* = 1`` always;
+    - ``p < 1``: ``rho* = min(1, p a/((1-p) b))``; spread out, ``rho* = min(1, a/b) =
+      min(1, (B^2/(d sigma^2)) (1 + 2 DeltaF/(L eta^2 C^2 T)))``.
 
     ``sigma = 0`` gives ``rho* = 1`` (no noise, no reason to sparsify).
+
+    Raises
+    ------
+    ValueError
+        For arguments out of range (as :func:`tradeoff_coefficients`) or a ``spread`` that is not
+        ``"worst_case"``, ``"spread_out"`` or a real in [0.5, 1].
     """
+    p = spread_exponent(spread)
     a, b = tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch)
     a, b = np.asarray(a), np.asarray(b)
+    if p >= 1.0:
+        return _out(np.ones(np.broadcast(a, b).shape))
     with np.errstate(divide="ignore"):
-        rho = np.where(b > 0, np.minimum(1.0, a / np.where(b > 0, b, 1.0)), 1.0)
+        rho = np.where(b > 0, np.minimum(1.0, p * a / ((1.0 - p) * np.where(b > 0, b, 1.0))), 1.0)
     return _out(rho)
 
 
-def sparsification_helps(d, sigma, batch, delta_f, smoothness, lr, clip, steps):
-    """``True`` iff ``rho* < 1``, i.e. ``d sigma^2/B^2 > 1 + 2 DeltaF/(L eta^2 C^2 T)`` (noise dominates)."""
-    res = np.asarray(optimal_keep_fraction(d, sigma, batch, delta_f, smoothness, lr, clip, steps)) < 1.0
+def sparsification_helps(d, sigma, batch, delta_f, smoothness, lr, clip, steps, *, spread="worst_case"):
+    """``True`` iff :func:`optimal_keep_fraction` (same ``spread``) is ``< 1``.
+
+    Worst case (default): never (``a/rho + b`` decreases in ``rho``). Spread out: iff
+    ``d sigma^2/B^2 > 1 + 2 DeltaF/(L eta^2 C^2 T)`` (noise dominates); exponent ``p``: iff ``p a < (1-p) b``.
+    """
+    res = np.asarray(optimal_keep_fraction(d, sigma, batch, delta_f, smoothness, lr, clip, steps,
+                                           spread=spread)) < 1.0
     return bool(res) if res.ndim == 0 else res

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_real", "check_int", "check_finite_array", "check_choice", "check_delta",
+__all__ = ["check_real", "check_int", "check_finite_array", "check_choice", "check_delta", "check_broadcast",
            "as_seed_sequence", "as_generator", "child_sequence"]
 
 
@@ -87,6 +87,46 @@ def check_delta(delta, n=None) -> float:
         raise ValueError(f"delta must be below 1/n = {1.0 / n:.6g} for n = {n} training examples "
                          f"(a delta >= 1/n permits publishing a random example), got {delta!r}")
     return d
+
+
+def check_broadcast(**arrays) -> tuple:
+    """The common NumPy broadcast shape of the named arguments, else a ``ValueError`` naming them.
+
+    ``check_broadcast(k=[1, 2, 3], d=[10, 20])`` raises ``ValueError("k and d do not broadcast
+    together: k has shape (3,), d has shape (2,)")`` instead of NumPy's anonymous "shape mismatch".
+    The parameters named are those whose sizes conflict along some axis (aligned from the right,
+    sizes other than 1 that differ); scalars and size-1 axes never conflict. Values are only
+    inspected for their shape (``np.shape``); a ragged sequence raises ``ValueError`` naming it.
+
+    Parameters
+    ----------
+    **arrays : array_like
+        The arguments, by parameter name, in the order the message should list them.
+
+    Returns
+    -------
+    tuple of int
+        ``np.broadcast_shapes`` of all the shapes (``()`` for scalars only).
+    """
+    shapes = {}
+    for name, value in arrays.items():
+        try:
+            shapes[name] = tuple(np.shape(value))
+        except ValueError:   # ragged nested sequence
+            raise ValueError(f"{name} must be a scalar or a regular (non-ragged) array") from None
+    try:
+        return tuple(np.broadcast_shapes(*shapes.values()))
+    except ValueError:
+        pass
+    bad = []
+    for axis in range(1, max(len(s) for s in shapes.values()) + 1):
+        sizes = {n: s[-axis] for n, s in shapes.items() if len(s) >= axis and s[-axis] != 1}
+        if len(set(sizes.values())) > 1:
+            bad += [n for n in sizes if n not in bad]
+    bad = [n for n in shapes if n in bad]   # keep the caller's order
+    names = ", ".join(bad[:-1]) + " and " + bad[-1]
+    detail = ", ".join(f"{n} has shape {shapes[n]}" for n in bad)
+    raise ValueError(f"{names} do not broadcast together: {detail}")
 
 
 _RS_ERROR = "random_state must be None, an int >= 0, a numpy SeedSequence or Generator, got {!r}"

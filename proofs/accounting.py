@@ -42,7 +42,6 @@ def gaussian_rdp(show):
 
 @derivation("Integer-order A_alpha of the sampled Gaussian equals the binomial closed form (alpha=2..6)")
 def sampled_gaussian_integer(show):
-    import numpy as np
 
     from dptheory.accounting import rdp_subsampled_gaussian
 

@@ -122,7 +122,92 @@ def tradeoff(show):
     for vals in ((1, 1, sp.Rational(1, 10), 1, 100, 1000, 3, 16), (5, 2, sp.Rational(1, 2), 2, 50, 400, 2, 8)):
         sub = dict(zip((dF, L, eta, C, T, d, sig, B), vals))
         expect = min(1, ratio.subs(sub))
-        got = optimal_keep_fraction(sub[d], float(sub[sig]), sub[B], sub[dF], sub[L], float(sub[eta]), sub[C], sub[T])
+        got = optimal_keep_fraction(sub[d], float(sub[sig]), sub[B], sub[dF], sub[L], float(sub[eta]), sub[C], sub[T],
+                                    spread="spread_out")
         ok &= abs(got - float(expect)) < 1e-12
-        ok &= abs(tradeoff_bound(0.25, 3, 5) - float(f.subs({rho: sp.Rational(1, 4), a: 3, b: 5}))) < 1e-12
+        ok &= abs(tradeoff_bound(0.25, 3, 5, spread="spread_out") - float(f.subs({rho: sp.Rational(1, 4), a: 3, b: 5}))) < 1e-12
+    return bool(ok)
+
+
+def _std_normal():
+    z = sp.Symbol("z", real=True)
+    return z, sp.exp(-z ** 2 / 2) / sp.sqrt(2 * sp.pi)
+
+
+@derivation("noisy top-k of pure noise: E||z_S||^2/k <= 1 + t phi(t)/Phi_bar(t), t = Phi^-1(1 - k/(2d)), = as d -> oo")
+def noisy_top_k_pure_noise(show):
+    """From the definition: S keeps the coordinates with |z_j| above the (k/d)-upper quantile t of |z|
+    (in the limit d -> inf), so E||z_S||^2/k = E[z^2 | |z| > t]; and the pathwise bound
+    sum of the k largest z_j^2 <= k tau + sum_j (z_j^2 - tau)_+ minimised over tau gives the same value."""
+    from dptheory.noise_signal import noisy_top_k_energies, noisy_top_k_noise_factor
+    z, phi = _std_normal()
+    t, tau = sp.symbols("t tau", positive=True)
+    k, d = sp.symbols("k d", positive=True)
+    phi_t = phi.subs(z, t)
+    tail = sp.integrate(phi, (z, t, sp.oo))                       # Phi_bar(t)
+    kept_m2 = 2 * sp.integrate(z ** 2 * phi, (z, t, sp.oo))       # E[z^2 ; |z| > t] (both tails)
+    kept_p = 2 * tail                                             # P(|z| > t)
+    show("E[z^2 ; |z| > t] = 2 int_t^oo z^2 phi(z) dz", sp.simplify(kept_m2))
+    ok = sp.simplify(kept_m2 / 2 - (t * phi_t + tail)) == 0       # int_t^oo z^2 phi = t phi(t) + Phi_bar(t)
+    factor = sp.simplify(kept_m2 / kept_p)
+    show("E[z^2 | |z| > t]", factor)
+    ok &= sp.simplify(factor - (1 + t * phi_t / tail)) == 0
+    # bound: f(tau) = k tau + d E(z^2 - tau)_+ ; f' = k - d P(z^2 > tau) = 0 at P(|z| > t) = k/d, tau = t^2
+    f = k * tau + d * 2 * sp.integrate((z ** 2 - tau) * phi, (z, sp.sqrt(tau), sp.oo))
+    f1 = sp.simplify(sp.diff(f, tau))
+    show("d/dtau [k tau + d E(z^2 - tau)_+]", f1)
+    ok &= sp.simplify(f1 - (k - d * kept_p.subs(t, sp.sqrt(tau)))) == 0
+    f2 = sp.simplify(sp.diff(f, tau, 2))
+    show("second derivative (> 0: a minimum)", f2)
+    ok &= bool(f2.subs({d: 1000, tau: 2}) > 0)
+    at_t = sp.simplify(f.subs(tau, t ** 2).subs(k, d * kept_p))   # k = d P(|z| > t) there
+    show("minimum value / k", sp.simplify(at_t / (d * kept_p)))
+    ok &= sp.simplify(at_t - d * kept_m2) == 0                    # = d E[z^2;|z|>t] = k E[z^2 | |z| > t]
+    # exact finite d: d = 2, k = 1 from the definition in polar coordinates, E r^2 max(cos^2, sin^2)
+    r, th = sp.symbols("r theta", positive=True)
+    e_r2 = sp.integrate(r ** 2 * r * sp.exp(-r ** 2 / 2), (r, 0, sp.oo))
+    e_ang = 8 * sp.integrate(sp.cos(th) ** 2, (th, 0, sp.pi / 4)) / (2 * sp.pi)
+    e_max = sp.simplify(e_r2 * e_ang)
+    show("E max(z_1^2, z_2^2) (d = 2, k = 1, exact)", e_max)
+    ok &= sp.simplify(e_max - (1 + 2 / sp.pi)) == 0
+    ok &= abs(noisy_top_k_noise_factor(1, 2, exact=True) - float(e_max)) < 1e-9
+    t2 = sp.sqrt(2) * sp.erfinv(sp.Rational(1, 2))                # Phi^-1(3/4): the limit is an upper bound
+    ok &= float(factor.subs(t, t2)) > float(e_max)
+    # the dptheory functions: closed form at t = Phi^-1(1 - k/(2d)) (= sqrt(2) erfinv(1 - k/d))
+    for kk, dd in ((1, 2), (1, 1000), (10, 1000), (100, 1000), (37, 50)):
+        tt = sp.sqrt(2) * sp.erfinv(1 - sp.Rational(kk, dd))
+        want = float(factor.subs(t, tt).evalf(30))
+        ok &= abs(noisy_top_k_noise_factor(kk, dd) - want) < 1e-10 * want
+        ok &= abs(noisy_top_k_energies([0.0] * dd, kk, 1.5, 1.0, 1.0)[0] - kk * 2.25 * want) < 1e-9 * kk * 2.25 * want
+        ok &= noisy_top_k_noise_factor(kk, dd, exact=True) <= want * (1 + 1e-12)
+    return bool(ok)
+
+
+@derivation("noisy top-k threshold model: E[z^2; |g + s z| > tau] = a phi(a) + Phi_bar(a) + b phi(b) + Phi_bar(b)")
+def noisy_top_k_threshold_model(show):
+    """Per coordinate, |g + s z| > tau iff z > a = (tau - g)/s or z < -b, b = (tau + g)/s; the kept noise and
+    kept probability are integrals of the standard normal over the two half-lines."""
+    from dptheory.noise_signal import noisy_top_k_energies
+    z, phi = _std_normal()
+    a, b = sp.symbols("a b", real=True)
+    m2 = sp.integrate(z ** 2 * phi, (z, a, sp.oo)) + sp.integrate(z ** 2 * phi, (z, -sp.oo, -b))
+    pk = sp.integrate(phi, (z, a, sp.oo)) + sp.integrate(phi, (z, -sp.oo, -b))
+    bar = lambda x: sp.erfc(x / sp.sqrt(2)) / 2                   # Phi_bar
+    want = a * phi.subs(z, a) + bar(a) + b * phi.subs(z, b) + bar(b)
+    show("E[z^2 ; z > a or z < -b]", sp.simplify(m2))
+    ok = sp.simplify(sp.expand_func(m2 - want).rewrite(sp.erfc)) == 0
+    ok &= sp.simplify((pk - bar(a) - bar(b)).rewrite(sp.erfc)) == 0
+    # the dptheory function: recompute both sums from these integrals at the threshold it returns
+    g = [2.0, -1.0, 0.5, 0.0, 0.0, 3.0, -0.25]
+    s, k = 0.8, 3
+    noise, signal, thr = noisy_top_k_energies(g, k, s, 1.0, 1.0)
+    ns_, ss_, cnt = 0.0, 0.0, 0.0
+    for gj in g:
+        sub = {a: (thr - abs(gj)) / s, b: (thr + abs(gj)) / s}
+        ns_ += s * s * float(want.subs(sub).evalf(30))
+        pj = float((bar(a) + bar(b)).subs(sub).evalf(30))
+        ss_ += gj * gj * pj
+        cnt += pj
+    show("sum_j P(kept) at the returned threshold (= k)", sp.Float(cnt, 15))
+    ok &= abs(cnt - k) < 1e-9 and abs(noise - ns_) < 1e-9 * ns_ and abs(signal - ss_) < 1e-9 * ss_
     return bool(ok)

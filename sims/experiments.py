@@ -286,9 +286,11 @@ def keep_fraction_tradeoff(*, fractions=(0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0), 
         _record_sweep(out, val, test, se)
     _tuned(out, lrs)
     a, b = ns.tradeoff_coefficients(np.log(10.0), 1.0, lrs[0], clip_norm, steps, d, sigma, batch_size)
-    out["bound"] = [float(ns.tradeoff_bound(max(1, int(round(rho * d))) / d, a, b)) for rho in fractions]
-    out["rho_star_theory"] = float(ns.optimal_keep_fraction(d, sigma, batch_size, np.log(10.0), 1.0, lrs[0],
-                                                            clip_norm, steps))
+    kept = [max(1, int(round(rho * d))) / d for rho in fractions]
+    for spread, key in (("worst_case", ""), ("spread_out", "_spread_out")):
+        out["bound" + key] = [float(ns.tradeoff_bound(r, a, b, spread=spread)) for r in kept]
+        out["rho_star_theory" + key] = float(ns.optimal_keep_fraction(d, sigma, batch_size, np.log(10.0), 1.0,
+                                                                      lrs[0], clip_norm, steps, spread=spread))
     # the best rho is chosen on VALIDATION accuracy too; test accuracy is only reported
     v = np.asarray(out["acc_val_grid"])                      # (n_fractions, n_lrs)
     i_fixed = int(v[:, 0].argmax())

@@ -93,12 +93,17 @@ def plot_tradeoff(res, path):
     if len(res.get("lrs", ())) > 1:
         ax.errorbar(rho * 1.02, res["acc_tuned"], yerr=2 * np.asarray(res["acc_tuned_se"]), fmt="s--", color="C2",
                     label="test accuracy, lr tuned per rho")
-    ax.axvline(res["rho_star_theory"], color="C3", ls="--", label=r"theory $\rho^*$")
+    ax.axvline(res["rho_star_theory"], color="C3", ls="--", label=r"theory $\rho^*$ (no assumption)")
+    if "rho_star_theory_spread_out" in res:
+        ax.axvline(res["rho_star_theory_spread_out"], color="C1", ls="-.",
+                   label=r"$\rho^*$ if $\|m\odot g_i\| = \sqrt{\rho}\,\|g_i\|$")
     ax.set_xscale("log")
     ax.set_xlabel(r"kept fraction $\rho = k/d$")
     ax.set_ylabel("test accuracy")
     ax2 = ax.twinx()
-    ax2.plot(rho, res["bound"], "C3:", label=r"bound $a/\sqrt{\rho}+b\sqrt{\rho}$")
+    ax2.plot(rho, res["bound"], "C3:", label=r"bound $a/\rho+b$ (no assumption)")
+    if "bound_spread_out" in res:
+        ax2.plot(rho, res["bound_spread_out"], "C1:", label=r"bound $a/\sqrt{\rho}+b\sqrt{\rho}$ (spread out)")
     ax2.set_ylabel("trade-off bound (theory)")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]

@@ -17,7 +17,6 @@ from scipy.special import comb
 import dp_accounting
 from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
 
-from dptheory import accounting as acc
 from dptheory.accounting import (DEFAULT_ORDERS, calibrate_noise, calibrate_noise_gaussian_closed_form,
                                  epsilon, epsilon_from_rdp, epsilon_from_rdp_classic, rdp_gaussian,
                                  rdp_subsampled_gaussian)

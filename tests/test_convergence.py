@@ -74,7 +74,9 @@ def test_biased_bound_and_variance():
     assert cv.nonconvex_biased_bound(1, 2, 100, 0.1, 3.0, bias_sq=0.5) == pytest.approx(b0 + 0.5)
     assert cv.dp_gradient_variance(1.0, 16, 100, 2.0) == pytest.approx(1 / 16 + 100 * 4 / 256)
     assert cv.nonconvex_biased_optimal_lr(1e6, 2, 1, 1.0) == 0.5   # constrained at 1/L
-    assert cv.error_feedback_bound(1, 1, 99, 2, 1.0) == pytest.approx((4 + 2) / (2 * 10))
+    # (2 DeltaF + L s^2)/sqrt(T+1) at delta = 1 (no compression term), T = 99
+    assert cv.error_feedback_bound(1, 1, 99, 2, 1.0) == pytest.approx((2 + 2) / 10)
+    assert cv.error_feedback_bound(1, 2, 99, 3, 0.25) == pytest.approx((2 + 6) / 10 + 4 * 4 * 3 * 0.75 / (0.0625 * 100))
 
 
 def test_top_k_and_cd():
@@ -84,10 +86,29 @@ def test_top_k_and_cd():
 
 def test_random_freeze_constant_rho():
     lhs = cv.random_freeze_bound(np.full(300, 0.49), 50, 2.0, 1.0, 0.05, 1.0, 3.0, 16)
-    # rho = 0.49 (not k/d for an integer k): compare with a/sqrt(rho) + b sqrt(rho) written out
+    # rho = 0.49 (not k/d for an integer k): the masked-descent bound a + b rho written out; it is
+    # s(rho) x the mask-then-clip bound (a + b rho)/s(rho) for every spread factor s
     a = 2.0 / (0.05 * 300) + 0.05 / 2
     b = 0.05 * 50 * 9 / (2 * 256)
-    assert lhs == pytest.approx(np.sqrt(0.49) * (a / 0.7 + b * 0.7), rel=1e-12)
+    assert lhs == pytest.approx(a + 0.49 * b, rel=1e-12)
+    lhs10 = cv.random_freeze_bound(np.full(300, 0.2), 50, 2.0, 1.0, 0.05, 1.0, 3.0, 16)
+    for spread, s in (("worst_case", 0.2), ("spread_out", np.sqrt(0.2)), (0.75, 0.2 ** 0.75)):
+        assert lhs10 == pytest.approx(s * cv.mask_then_clip_bound(10, 50, 2.0, 1.0, 0.05, 1.0, 300, 3.0, 16,
+                                                                    spread=spread), rel=1e-12)
+
+
+@given(st.integers(1, 400), st.data(), st.floats(0.0, 10.0), st.floats(0.0, 5.0))
+def test_mask_then_clip_bound_spread_forms(d, data, dF, sigma):
+    """Worst case (default) a/rho + b; spread out a/sqrt(rho) + b sqrt(rho) = tradeoff_bound; worst >= spread."""
+    import dptheory.noise_signal as ns
+    k = data.draw(st.integers(1, d))
+    a, b = ns.tradeoff_coefficients(dF, 2.0, 0.1, 1.5, 50, d, sigma, 16)
+    rho = k / d
+    worst = cv.mask_then_clip_bound(k, d, dF, 2.0, 0.1, 1.5, 50, sigma, 16)
+    spread = cv.mask_then_clip_bound(k, d, dF, 2.0, 0.1, 1.5, 50, sigma, 16, spread="spread_out")
+    assert worst == pytest.approx(a / rho + b, rel=1e-12)
+    assert spread == pytest.approx(ns.tradeoff_bound(rho, a, b, spread="spread_out"), rel=1e-12)
+    assert worst >= spread * (1 - 1e-12)
 
 
 def test_private_bounds_use_calibrated_sigma(stub_accounting):
@@ -98,14 +119,23 @@ def test_private_bounds_use_calibrated_sigma(stub_accounting):
     assert val == pytest.approx(cv.convex_random_k_optimal_bound(1.0, 1.0, 300, N, 10, 100), rel=1e-12)
     mtc = cv.private_mask_then_clip_bound(n, 100, 2.0, 1e-5, epochs, B, 10, 1.0, 1.0, 0.1, 1.0)
     assert mtc == pytest.approx(cv.mask_then_clip_bound(10, 100, 1.0, 1.0, 0.1, 1.0, 300, SIGMA_STUB, B))
+    mtc_s = cv.private_mask_then_clip_bound(n, 100, 2.0, 1e-5, epochs, B, 10, 1.0, 1.0, 0.1, 1.0, spread="spread_out")
+    assert mtc_s == pytest.approx(cv.mask_then_clip_bound(10, 100, 1.0, 1.0, 0.1, 1.0, 300, SIGMA_STUB, B,
+                                                          spread="spread_out"))
+    assert mtc_s < mtc
 
 
+@pytest.mark.parametrize("spread", ["worst_case", "spread_out", 0.7])
 @pytest.mark.parametrize("d,B", [(5, 8), (40, 8), (300, 16), (500, 256)])
-def test_optimal_k_mask_then_clip_brute_force(stub_accounting, d, B):
-    k, val = cv.optimal_k(6000, d, 2.0, 1e-5, 2, B, delta_f=1.0, smoothness=1.0, lr=0.05)
+def test_optimal_k_mask_then_clip_brute_force(stub_accounting, d, B, spread):
+    k, val = cv.optimal_k(6000, d, 2.0, 1e-5, 2, B, delta_f=1.0, smoothness=1.0, lr=0.05, spread=spread)
     T = steps_for_epochs(B / 6000, 2)  # the toolkit-wide epoch convention
-    allv = [cv.mask_then_clip_bound(kk, d, 1.0, 1.0, 0.05, 1.0, T, SIGMA_STUB, B) for kk in range(1, d + 1)]
+    allv = [cv.mask_then_clip_bound(kk, d, 1.0, 1.0, 0.05, 1.0, T, SIGMA_STUB, B, spread=spread)
+            for kk in range(1, d + 1)]
     assert k == int(np.argmin(allv)) + 1 and val == pytest.approx(min(allv), rel=1e-12)
+    if spread == "worst_case":
+        assert k == d                     # a/rho + b decreases in rho: never sparsify
+    assert cv.optimal_k(6000, d, 2.0, 1e-5, 2, B, delta_f=1.0, smoothness=1.0, lr=0.05)[0] == d   # the default
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -131,6 +161,9 @@ def test_optimal_k_fixed_set_brute_force(stub_accounting, seed):
     lambda: cv.nonconvex_biased_bound(1, 2, 10, 0.6, 1), lambda: cv.nonconvex_biased_bound(1, 2, 10, 0.1, -1),
     lambda: cv.nonconvex_random_k_bound(1, 1, 10, 0.5, 0, 10, 1, 8, 1),
     lambda: cv.mask_then_clip_bound(1, 10, 1, 1, 0.1, 0, 10, 1, 8),
+    lambda: cv.mask_then_clip_bound(1, 10, 1, 1, 0.1, 1, 10, 1, 8, spread="sqrt"),
+    lambda: cv.mask_then_clip_bound(1, 10, 1, 1, 0.1, 1, 10, 1, 8, spread=0.25),
+    lambda: cv.optimal_k(100, 10, 1, 1e-5, 1, 10, delta_f=1, smoothness=1, lr=0.1, spread="best"),
     lambda: cv.random_freeze_bound([0.5, 0.0], 10, 1, 1, 0.1, 1, 1, 8),
     lambda: cv.random_k_cd_pl_bound(1, 10, 2, 1, 10, 1), lambda: cv.error_feedback_bound(1, 1, 10, 1, 0.0),
     lambda: cv.calibrated_sigma(100, 200, 1, 1, 1e-5), lambda: cv.calibrated_sigma(100, 10, 1, 1, 1.0),
@@ -143,3 +176,13 @@ def test_optimal_k_fixed_set_brute_force(stub_accounting, seed):
 def test_validation(call, stub_accounting):
     with pytest.raises(ValueError):
         call()
+
+
+def test_mask_then_clip_non_broadcasting_arrays_name_the_parameters():
+    import dptheory.noise_signal as ns
+    with pytest.raises(ValueError, match=r"^k and d do not broadcast together"):
+        cv.mask_then_clip_bound([1, 2, 3], [10, 20], 1, 1, 0.1, 1, 10, 1, 8)
+    with pytest.raises(ValueError, match=r"^delta_f and sigma do not broadcast together"):
+        ns.optimal_keep_fraction(10, [1.0, 2.0], 8, [1.0, 2.0, 3.0], 1, 0.1, 1, 10)
+    with pytest.raises(ValueError, match=r"^lr and steps do not broadcast together"):
+        ns.sparsification_helps(10, 1.0, 8, 1.0, 1, [0.1, 0.2], 1, [10, 20, 30], spread="spread_out")

@@ -9,9 +9,7 @@ rather than read from the chain's own metric.
 import math
 
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
-from scipy import stats
 
 from dptheory import noise_signal as ns
 from sims.data import make_logistic

@@ -431,3 +431,60 @@ def test_kept_set_holds_a_read_only_copy():
 
 def test_effect_accepts_numpy_integer_factors():
     assert Effect("post_clip", sensitivity_factor=np.int64(2)).sensitivity_factor == 2.0
+
+
+def test_contract_objects_refuse_bad_input_by_name():
+    with pytest.raises(ValueError, match=r"transforms\[1\] must be a mechanism Transform, got str"):
+        mech.chain(mech.clip(C), "noise")
+    with pytest.raises(ValueError, match="PerExampleMap.fn must be callable"):
+        PerExampleMap(3)
+    with pytest.raises(ValueError, match="effect of transform 'x' must be an Effect"):
+        Transform("x", "post_clip", _noop_init, lambda c, s, w: s)
+    with pytest.raises(ValueError, match="per_example of 'x' must be a PerExampleMap"):
+        Transform("x", Effect("pre_clip", reads="per_example"), _noop_init, lambda c, s, w: s, per_example=len)
+    with pytest.raises(ValueError, match="keep must be a 1-D bool array"):
+        mech.KeptSet(np.ones(3))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda w: w.replace_sum(np.zeros(w.d + 1)), r"the new sum must have shape \(4,\)"),
+])
+def test_work_writes_check_shapes(call, match):
+    def probe(ctx, state, work):
+        call(work)
+        return state
+
+    with pytest.raises(ValueError, match=match):
+        _run_post_clip(probe, Effect("post_clip", sensitivity_factor=1.0))
+
+
+def test_release_and_post_noise_restrict_check_their_input():
+    def bad_release(ctx, state, work):
+        work.release(np.zeros(work.d + 2))
+        return state
+
+    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0), Transform("r", Effect("post_noise"), _noop_init, bad_release))
+    with pytest.raises(ValueError, match=r"the released update must have shape \(4,\)"):
+        _release(ch, np.ones((3, 4)))
+
+    def kept_after_noise(ctx, state, work):
+        work.restrict(np.ones(work.d, dtype=bool), "kept")
+        return state
+
+    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0),
+                    Transform("k", Effect("post_noise", noise_on="kept"), _noop_init, kept_after_noise))
+    with pytest.raises(ValueError, match="noise_on must be 'all' after the noise stage"):
+        _release(ch, np.ones((3, 4)))
+
+
+def test_two_selections_intersect_signal_and_noise():
+    """random_freeze then random_k (noise on kept): the release lives on the intersection of both masks."""
+    G = np.random.default_rng(1).standard_normal((16, 40))
+    ch = mech.chain(mech.random_freeze(0.5, "constant"), mech.random_k(10, order="mask_then_clip"), mech.clip(C),
+                    mech.gaussian_noise(1.0))
+    bp = backprop_from_rows(G)
+    ic, sc = _ctx(bp)
+    state = ch.init(ic)
+    u = dpsgd_step(ch, state, sc).update
+    frozen = ch.frozen_mask(state)
+    assert np.all(u[frozen] == 0) and 0 < np.count_nonzero(u) <= 10

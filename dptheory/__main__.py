@@ -13,7 +13,7 @@ import json
 import math
 import sys
 
-from .accounting import calibrate_noise, epsilon, steps_for_epochs
+from .accounting import ACCOUNTANTS, calibrate_noise, epsilon, steps_for_epochs
 from .gdp import epsilon_gdp
 
 #: the table's settings: MNIST-like batch 256 of 60000 examples, delta = 1e-5.
@@ -22,24 +22,45 @@ TABLE_SIGMAS = (0.8, 1.1, 2.0)
 TABLE_EPOCHS = (1, 15, 60)
 
 
+_EXAMPLES = """examples:
+  python -m dptheory epsilon --sampling-rate 0.004267 --noise-multiplier 1.1 --steps 14063 --delta 1e-5
+  python -m dptheory noise --sampling-rate 0.004267 --steps 14063 --epsilon 3 --delta 1e-5 --json
+  python -m dptheory table
+"""
+_ACCOUNTANT_HELP = ("rdp (default): Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & Zhang 2019), "
+                    "an upper bound, converted with Balle et al. 2020; pld: privacy loss distributions "
+                    "(dp-accounting, pip install 'dpsparse[pld]'), tighter")
+
+
+def _common(sp, *, noise: bool) -> None:
+    sp.add_argument("--sampling-rate", type=float, required=True, metavar="Q",
+                    help="Poisson sampling probability q in (0, 1] (expected batch size / n)")
+    if noise:
+        sp.add_argument("--noise-multiplier", type=float, required=True, metavar="SIGMA",
+                        help="noise std / L2 sensitivity, sigma > 0")
+    sp.add_argument("--steps", type=float, required=True, metavar="T",
+                    help="number of composed steps T >= 1 (epochs = T q)")
+    sp.add_argument("--delta", type=float, required=True, metavar="DELTA", help="target delta in (0, 1)")
+    sp.add_argument("--accountant", default="rdp", choices=ACCOUNTANTS, help=_ACCOUNTANT_HELP)
+    sp.add_argument("--json", action="store_true", help="print one JSON object instead of a sentence")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dptheory", description="DP-SGD privacy accounting")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="python -m dptheory", description="DP-SGD privacy accounting (add/remove "
+                                "adjacency, Poisson sampling)", epilog=_EXAMPLES, formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("epsilon", help="epsilon of T steps of the Poisson-subsampled Gaussian")
-    e.add_argument("--sampling-rate", type=float, required=True)
-    e.add_argument("--noise-multiplier", type=float, required=True)
-    e.add_argument("--steps", type=float, required=True)
-    e.add_argument("--delta", type=float, required=True)
-    e.add_argument("--accountant", default="rdp")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
-    n = sub.add_parser("noise", help="smallest noise multiplier meeting (epsilon, delta)")
-    n.add_argument("--sampling-rate", type=float, required=True)
-    n.add_argument("--steps", type=float, required=True)
-    n.add_argument("--epsilon", type=float, required=True)
-    n.add_argument("--delta", type=float, required=True)
-    n.add_argument("--accountant", default="rdp")
-    n.add_argument("--json", action="store_true", help="print one JSON object")
-    t = sub.add_parser("table", help="epsilon of standard MNIST-like settings under every accountant")
+    e = sub.add_parser("epsilon", help="epsilon of T steps of the Poisson-subsampled Gaussian", epilog=_EXAMPLES,
+                       formatter_class=fmt, description="epsilon spent by T steps of DP-SGD at (q, sigma), at delta")
+    _common(e, noise=True)
+    n = sub.add_parser("noise", help="smallest noise multiplier meeting (epsilon, delta)", epilog=_EXAMPLES,
+                       formatter_class=fmt, description="smallest sigma with epsilon(q, sigma, T, delta) <= epsilon")
+    _common(n, noise=False)
+    n.add_argument("--epsilon", type=float, required=True, metavar="EPS", help="target epsilon > 0")
+    t = sub.add_parser("table", help="epsilon of standard MNIST-like settings under every accountant",
+                       formatter_class=fmt, description="q = 256/60000, delta = 1e-5, sigma in {0.8, 1.1, 2.0}, "
+                       "1/15/60 epochs: RDP (classic and Balle et al. conversions, upper bounds), the GDP CLT "
+                       "(an approximation, not a bound) and PLD when dp-accounting is installed")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -92,7 +113,10 @@ def _table(as_json: bool) -> str:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, message already on stderr)
+        return int(e.code or 0)
     try:
         if args.command == "epsilon":
             eps, order = epsilon(args.sampling_rate, args.noise_multiplier, _steps(args.steps), args.delta,

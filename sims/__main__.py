@@ -44,7 +44,8 @@ def _verdicts(results):
                  f"(ratio measured/bound {min(m / b for m, b in zip(cb['measured'], cb['bound'])):.2g}"
                  f"..{max(m / b for m, b in zip(cb['measured'], cb['bound'])):.2g})")
     tr = results["keep_fraction_tradeoff"]
-    lines.append(f"[trade-off] rho* (theory, assumed L=1) = {tr['rho_star_theory']:.3g}; best rho on validation at "
+    lines.append(f"[trade-off] rho* (theory, assumed L=1) = {tr['rho_star_theory']:.3g} with no assumption on the "
+                 f"gradients ({tr['rho_star_theory_spread_out']:.3g} if they are spread out); best rho on validation at "
                  f"lr {tr['lrs'][0]:g} = {tr['rho_best_measured']:.3g} (test accuracy {tr['acc_at_best']:.3f} "
                  f"+- {tr['acc_se'][tr['fractions'].index(tr['rho_best_measured'])]:.3f} vs dense "
                  f"{tr['acc_mean'][-1]:.3f} +- {tr['acc_se'][-1]:.3f})")

@@ -130,3 +130,17 @@ def test_examples_exist_for_every_mechanism_family():
     names = {t["name"] for p in RUN_EXAMPLES for t in config.load(p)["mechanism"]}
     assert {"random_freeze", "random_k", "top_k", "public_select", "magnitude_prune", "topagg",
             "error_feedback"} <= names
+
+
+def test_the_configs_in_docs_runs_md_are_valid():
+    import pathlib
+    import re
+    import tomllib
+
+    from sims import sweep_spec
+
+    blocks = re.findall(r"```toml\n(.*?)```", pathlib.Path("docs/runs.md").read_text(), flags=re.S)
+    assert len(blocks) == 2
+    run = config.validate(tomllib.loads(blocks[0]))
+    assert [t["name"] for t in run["mechanism"]] == ["random_freeze", "clip", "gaussian_noise"]
+    assert len(sweep_spec.expand(tomllib.loads(blocks[1]))) == 3 * 3 * 2

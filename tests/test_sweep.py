@@ -1,4 +1,4 @@
-"""Tests of sims.sweep: grid order, executor-independent records, error capture, the JSONL store.
+"""Tests of sims.sweep: grid order, executor-independent records, error capture, the SQLite store, resume.
 
 No statistical tests here: every assertion is exact. The functions run by the sweeps are defined at
 module level so that the spawned worker processes can unpickle them.
@@ -6,13 +6,17 @@ module level so that the spawned worker processes can unpickle them.
 import concurrent.futures as cf
 import json
 import os
+import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from sims import sweep
+from sims import store, sweep
 from sims.data import make_logistic
 from sims.models import logistic_regression
+from sims.store import load
 from sims.train import train
 
 
@@ -103,7 +107,7 @@ def test_serial_records_match_direct_training(serial_records):
     assert len({json.dumps(r["params"]) for r in serial_records}) == len(CONFIGS)
 
 
-def test_process_pool_and_thread_pool_give_identical_records(serial_records):
+def test_local_workers_and_thread_pool_give_identical_records(serial_records):
     pool = sweep.run_sweep(train_logistic, CONFIGS, n_workers=2)
     with cf.ThreadPoolExecutor(max_workers=2) as ex:
         threaded = sweep.run_sweep(train_logistic, CONFIGS, executor=ex)
@@ -191,80 +195,94 @@ def test_bad_fn_outputs_are_recorded_as_errors():
     assert recs[0]["error"].startswith("TypeError:")
     recs = sweep.run_sweep(clashing_output, [{"x": 1}], executor="serial")
     assert recs[0]["error"].startswith("ValueError:") and "clash" in recs[0]["error"]
+    recs = sweep.run_sweep(underscore_output, [{"x": 1}], executor="serial")
+    assert "clash" in recs[0]["error"] and "_private" in recs[0]["error"]
 
 
-def test_fail_fast_reraises_serial_and_process_pool(tmp_path):
+def underscore_output(x):
+    return {"_private": x}
+
+
+def test_fail_fast_reraises_serial_and_local_workers(tmp_path):
     configs = [{"x": x, "fail_on": [1]} for x in range(3)]
     with pytest.raises(ValueError, match="bad x=1"):
         sweep.run_sweep(square_or_fail, configs, executor="serial", fail_fast=True)
-    store = tmp_path / "ff.jsonl"
+    db = tmp_path / "ff.db"
     with pytest.raises(ValueError, match="bad x=1"):
-        sweep.run_sweep(square_or_fail, configs, n_workers=2, fail_fast=True, store=store)
-    # no error line is stored on fail_fast; whatever finished is a valid record
-    assert all("error" not in r and r["y"] == r["x"] ** 2 for r in sweep.load_results(store))
+        sweep.run_sweep(square_or_fail, configs, n_workers=2, fail_fast=True, store=db)
+    rows = {r["x"]: r for r in load(db)}
+    # the failure is recorded, once (no retry on fail_fast); whatever finished is a valid record
+    assert rows[1]["_status"] == "failed" and rows[1]["error"] == "ValueError: bad x=1" and rows[1]["_attempts"] == 1
+    assert all(r["y"] == x ** 2 for x, r in rows.items() if r["_status"] == "done")
+    assert {r["_status"] for r in rows.values()} <= {"done", "failed", "pending"}
+
+
+def test_failed_config_is_retried_up_to_max_attempts(tmp_path):
+    db = tmp_path / "retry.db"
+    recs = sweep.run_sweep(square_or_fail, [{"x": 0, "fail_on": [0]}, {"x": 1, "fail_on": [0]}], executor="serial",
+                           store=db, max_attempts=3)
+    assert recs[0]["error"] == "ValueError: bad x=0" and recs[1]["y"] == 1
+    assert _outcomes(db, {"x": 0, "fail_on": [0]}) == ["failed"] * 3
+    assert _outcomes(db, {"x": 1, "fail_on": [0]}) == ["done"]
 
 
 # ----------------------------------------------------------------------------- store and resume
-def test_store_appends_and_resumes(tmp_path):
-    store = tmp_path / "runs.jsonl"
+def _outcomes(db, config):
+    with sqlite3.connect(db) as conn:
+        return [o for (o,) in conn.execute("SELECT outcome FROM attempts WHERE config_hash = ? ORDER BY attempt",
+                                           (sweep.config_hash(config),))]
+
+
+def _n_attempts(db):
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
+
+
+def test_store_resumes_and_runs_only_what_is_missing(tmp_path):
+    db = tmp_path / "runs.db"
     configs = sweep.grid(x=range(6))
-    first = sweep.run_sweep(square_or_fail, configs[:3], executor="serial", store=store)
-    assert len(store.read_text().splitlines()) == 3
-    full = sweep.run_sweep(square_or_fail, configs, executor="serial", store=store)
-    lines = store.read_text().splitlines()
-    assert len(lines) == 6  # the second run called fn only for the 3 missing configs
-    assert sorted(json.loads(line)["x"] for line in lines[3:]) == [3, 4, 5]
+    first = sweep.run_sweep(square_or_fail, configs[:3], executor="serial", store=db)
+    assert _n_attempts(db) == 3
+    full = sweep.run_sweep(square_or_fail, configs, executor="serial", store=db)
+    assert _n_attempts(db) == 6  # the second sweep called fn only for the 3 missing configs
     assert full[:3] == first
     assert full == [{"x": x, "y": x * x} for x in range(6)]
-    # a third run calls nothing and returns the stored records
-    again = sweep.run_sweep(square_or_fail, configs, executor="serial", store=store)
-    assert len(store.read_text().splitlines()) == 6
+    # a third sweep calls nothing and returns the stored records
+    again = sweep.run_sweep(square_or_fail, configs, executor="serial", store=db)
+    assert _n_attempts(db) == 6
     assert again == full
-    assert sorted(sweep.load_results(store), key=lambda r: r["x"]) == full
+    assert [{"x": r["x"], "y": r["y"]} for r in load(db)] == full
 
 
 def test_resume_reruns_failed_configs_only(tmp_path):
-    store = tmp_path / "runs.jsonl"
+    db = tmp_path / "runs.db"
     marker = tmp_path / "interrupted"
     marker.write_text("")
     configs = [{"x": x, "marker": str(marker)} for x in range(6)]
-    first = sweep.run_sweep(fail_if_marker, configs, executor="serial", store=store)
+    first = sweep.run_sweep(fail_if_marker, configs, executor="serial", store=db, max_attempts=1)
     assert [("error" in r) for r in first] == [x % 2 == 1 for x in range(6)]
+    assert _n_attempts(db) == 6
     marker.unlink()
-    second = sweep.run_sweep(fail_if_marker, configs, executor="serial", store=store)
-    lines = [json.loads(s) for s in store.read_text().splitlines()]
-    assert len(lines) == 9
-    assert [r["x"] for r in lines[6:]] == [1, 3, 5]
+    second = sweep.run_sweep(fail_if_marker, configs, executor="serial", store=db, max_attempts=1)
+    assert _n_attempts(db) == 9
+    assert [len(_outcomes(db, c)) for c in configs] == [1, 2, 1, 2, 1, 2]
+    assert _outcomes(db, configs[1]) == ["failed", "done"]
     assert [r["y"] for r in second] == [10 * x for x in range(6)]
 
 
-def test_store_records_equal_fresh_records_with_process_pool(tmp_path, serial_records):
-    store = tmp_path / "train.jsonl"
-    sweep.run_sweep(train_logistic, CONFIGS[:2], executor="serial", store=store)
-    resumed = sweep.run_sweep(train_logistic, CONFIGS, n_workers=2, store=store)
+def test_store_records_equal_fresh_records_with_local_workers(tmp_path, serial_records):
+    db = tmp_path / "train.db"
+    sweep.run_sweep(train_logistic, CONFIGS[:2], executor="serial", store=db)
+    resumed = sweep.run_sweep(train_logistic, CONFIGS, n_workers=2, store=db)
     assert resumed == serial_records  # floats survive the JSON round trip exactly
-    assert len(store.read_text().splitlines()) == len(CONFIGS)
-
-
-def test_truncated_last_line_is_skipped_and_repaired(tmp_path):
-    store = tmp_path / "runs.jsonl"
-    sweep.run_sweep(square_or_fail, [{"x": 0}, {"x": 1}], executor="serial", store=store)
-    with open(store, "a") as f:
-        f.write('{"x": 2, "y"')  # a write cut off by an interruption
-    with pytest.warns(RuntimeWarning, match="not valid JSON"):
-        assert len(sweep.load_results(store)) == 2
-    with pytest.warns(RuntimeWarning, match="not valid JSON"):
-        recs = sweep.run_sweep(square_or_fail, [{"x": x} for x in range(3)], executor="serial", store=store)
-    assert recs == [{"x": x, "y": x * x} for x in range(3)]
-    with pytest.warns(RuntimeWarning, match="not valid JSON"):
-        loaded = sweep.load_results(store)
-    assert sorted(r["x"] for r in loaded) == [0, 1, 2]
+    assert _n_attempts(db) == len(CONFIGS)
 
 
 def test_config_key_is_canonical():
     assert sweep.config_key({"b": 1, "a": (1, 2)}) == sweep.config_key({"a": [1, 2], "b": 1})
     assert sweep.config_key({"a": np.float64(0.5)}) == sweep.config_key({"a": 0.5})
     assert sweep.config_key({"a": 1}) != sweep.config_key({"a": 1.0})
+    assert sweep.config_hash is store.config_hash and sweep.config_key is store.config_key
 
 
 # ----------------------------------------------------------------------------- validation
@@ -279,14 +297,20 @@ def _ok(x):
     ({"configs": [1]}, r"configs\[0\]"),
     ({"configs": [{"x": object()}]}, "JSON"),
     ({"configs": [{"error": 1}]}, "reserved"),
+    ({"configs": [{"_x": 1}]}, "reserved"),
     ({"n_workers": 0}, "n_workers"),
     ({"n_workers": 1.5}, "n_workers"),
     ({"threads_per_worker": 0}, "threads_per_worker"),
     ({"executor": "dask"}, "executor"),
     ({"executor": 42}, "executor"),
     ({"executor": "serial", "n_workers": 2}, "n_workers"),
+    ({"executor": cf.ThreadPoolExecutor(1), "threads_per_worker": 2}, "threads_per_worker"),
     ({"fn": lambda x: {"y": x}}, "picklable"),
-    ({"store": "/nonexistent-dir-xyz/runs.jsonl"}, "store"),
+    ({"store": "/nonexistent-dir-xyz/runs.db"}, "store"),
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"lease_seconds": 0.0}, "lease_seconds"),
+    ({"lease_seconds": float("inf")}, "lease_seconds"),
+    ({"progress": "yes"}, "progress"),
 ])
 def test_run_sweep_validation(kwargs, match):
     args = {"fn": _ok, "configs": [{"x": 1}], **kwargs}
@@ -295,20 +319,15 @@ def test_run_sweep_validation(kwargs, match):
         sweep.run_sweep(fn, configs, **args)
 
 
-def test_load_results_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="path"):
-        sweep.load_results(tmp_path / "nope.jsonl")
-
-
 def test_limit_threads_validation():
     with pytest.raises(ValueError, match="n_threads"):
         sweep.limit_threads(0)
 
 
-def test_module_does_not_import_dask():
-    assert not any(line.strip().startswith(("import dask", "from dask", "import distributed"))
-                   for line in open(sweep.__file__))
-
+def test_module_does_not_import_dask_or_numpy():
+    code = "import sys, sims.sweep; print(sorted(m for m in ('dask', 'distributed', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _privacy_of(sigma):
@@ -318,8 +337,44 @@ def _privacy_of(sigma):
 
 
 def test_privacy_events_are_stored_as_typed_records(tmp_path):
-    recs = sweep.run_sweep(_privacy_of, [{"sigma": 2.0}], executor="serial", store=tmp_path / "s.jsonl")
+    recs = sweep.run_sweep(_privacy_of, [{"sigma": 2.0}], executor="serial", store=tmp_path / "s.db")
     assert recs[0]["step"] == {"type": "Gaussian", "noise_multiplier": 2.0}
     assert recs[0]["event"] == {"type": "PoissonGaussian", "sampling_rate": 0.01, "noise_multiplier": 2.0,
                                 "steps": 100}
-    assert sweep.load_results(tmp_path / "s.jsonl")[0]["event"] == recs[0]["event"]
+    row = load(tmp_path / "s.db")[0]
+    assert {k: v for k, v in row.items() if k.startswith("event.")} == {
+        "event.type": "PoissonGaussian", "event.sampling_rate": 0.01, "event.noise_multiplier": 2.0, "event.steps": 100}
+
+
+# ----------------------------------------------------------------------------- progress bar
+def test_progress_bar_shows_done_running_failed(capsys):
+    sweep.run_sweep(square_or_fail, [{"x": x, "fail_on": [1]} for x in range(3)], executor="serial", progress=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "done=2" in err and "failed=1" in err and "running=" in err
+
+
+def test_progress_bar_quiet_when_stderr_is_not_a_terminal(capsys):
+    sweep.run_sweep(square_or_fail, [{"x": x} for x in range(3)], executor="serial")
+    assert capsys.readouterr().err == ""
+
+
+def test_fn_of_an_interactive_main_is_refused_for_local_workers():
+    code = ("from sims.sweep import run_sweep\n"
+            "def fn(x):\n    return {'y': x}\n"
+            "try:\n    run_sweep(fn, [{'x': 1}], n_workers=1)\n"
+            "except ValueError as e:\n    print('ValueError', e)\n"
+            "print(run_sweep(fn, [{'x': 1}], executor='serial'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("ValueError fn must be importable") and out.endswith("[{'x': 1, 'y': 1}]\n")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"address": "localhost:8786"}, "address"),
+    ({"address": 3}, "address"),
+    ({"address": "tcp://127.0.0.1:1", "n_workers": 2}, "n_workers"),
+    ({"threads_per_worker": 0}, "threads_per_worker"),
+    ({"n_workers": 0}, "n_workers"),
+])
+def test_dask_client_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match), sweep.dask_client(**kwargs):
+        pass

@@ -30,7 +30,6 @@ any key order). :func:`run` trains it and returns a record.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import time
 import tomllib
@@ -40,7 +39,7 @@ import numpy as np
 
 from dptheory.validation import check_choice, check_int, check_real
 
-__all__ = ["load", "validate", "config_id", "build", "run", "DATASETS", "TRANSFORMS", "SECTIONS"]
+__all__ = ["load", "validate", "config_id", "build", "run", "sweep_run", "DATASETS", "TRANSFORMS", "SECTIONS"]
 
 SECTIONS = ("data", "model", "mechanism", "optimizer", "privacy", "training")
 MODEL_KINDS = ("mlp", "softmax", "logistic", "linear")
@@ -267,11 +266,11 @@ def validate(raw: dict) -> dict:
 
 
 def config_id(config: dict) -> str:
-    """Stable identity of a run: sha256 of the canonical JSON of the normalised config (hex)."""
-    import hashlib
+    """Stable identity of a run: ``sims.store.config_hash`` (sha256 of the canonical JSON) of the
+    normalised config, so the id of a run and its key in a results store are the same."""
+    from sims.store import config_hash
 
-    canon = json.dumps(validate(config), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canon.encode()).hexdigest()
+    return config_hash(validate(config))
 
 
 def _noise_source(cfg) -> None:
@@ -374,6 +373,16 @@ def build(config: dict):
               weight_decay=opt["weight_decay"], schedule=opt["schedule"], sampling=tr["sampling"], delta=delta,
               record_every=None if tr["record_every"] == "epoch" else tr["record_every"], random_state=tr["seed"])
     return model, ds, ch, kw
+
+
+def sweep_run(**config) -> dict:
+    """:func:`run` for ``sims.sweep.run_sweep`` (``fn(**config)``): the record without the wall time
+    (so that the same config stores the same record bit for bit; the store times each run itself)
+    and with the history under the store's reserved key ``"_history"``."""
+    rec = run(config)
+    rec.pop("wall_time")
+    rec["_history"] = rec.pop("history")
+    return rec
 
 
 def run(config: dict) -> dict:

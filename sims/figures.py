@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_accounting", "plot_nsr_vs_k", "plot_convex_bound", "plot_tradeoff", "plot_utility"]
+__all__ = ["plot_accounting", "plot_nsr_vs_k", "plot_convex_bound", "plot_tradeoff", "plot_utility", "plot_sweep",
+           "OKABE_ITO"]
 
 
 def _save(fig, path):
@@ -132,3 +133,46 @@ def plot_utility(res, path):
     ax.set_title(r"digits MLP at $\varepsilon$=%g, $\delta$=%g" % (res["epsilon"], res["delta"]))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     return _save(fig, path)
+
+
+#: Okabe & Ito's colour-blind-safe palette (the lines of :func:`plot_sweep`).
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def _mean_ci(values):
+    """Mean and the half-width of its two-sided 95 % Student-t interval (0 for one value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+
+
+def plot_sweep(rows, *, x, line, metric, path, logx=False):
+    """A stored sweep: ``metric`` against the column ``x``, one line per value of ``line`` (or one
+    line), the mean over the rows of each point (the seeds) with its 95 % t-interval as a band."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(None if line is None else repr(r[line]), {}).setdefault(r[x], []).append(r[metric])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (key, pts) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
+        xs = sorted(pts)
+        stats_ = [_mean_ci(pts[v]) for v in xs]
+        m = np.array([s[0] for s in stats_])
+        h = np.array([s[1] for s in stats_])
+        n = min(len(pts[v]) for v in xs)
+        color = OKABE_ITO[i % len(OKABE_ITO)]
+        label = f"{line} = {key}" if line is not None else metric
+        ax.plot(xs, m, "o-", color=color, label=f"{label} (n = {n})")
+        ax.fill_between(xs, m - h, m + h, color=color, alpha=0.2, linewidth=0)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"{metric} (mean, 95 % CI over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

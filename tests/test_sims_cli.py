@@ -47,3 +47,67 @@ def test_bad_config_names_the_key_from_the_command_line(tmp_path):
                    '[[mechanism]]\nname = "gaussian_noise"\n')
     p = subprocess.run([sys.executable, "-m", "sims", "run", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 2 and "mechanism[0].k must be an integer" in p.stderr and "Traceback" not in p.stderr
+
+
+def _sweep_file(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('seeds = [0, 1]\n[base]\nmodel.hidden = [8]\nprivacy.epsilon = 2.0\ntraining.steps = 4\n'
+                 'mechanism = [{ name = "random_freeze", r_final = 0.5 }, { name = "clip", clip_norm = 1.0 }, '
+                 '{ name = "gaussian_noise" }]\n[grid]\n"mechanism[0].r_final" = [0.3, 0.9]\n')
+    return f
+
+
+def test_sweep_results_figure_round_trip(capsys, tmp_path):
+    from sims import config, store, sweep_spec
+
+    f, db = _sweep_file(tmp_path), tmp_path / "s.db"
+    assert main(["sweep", str(f), "--db", str(db), "--serial"]) == 0
+    assert "4 of 4 runs done, 0 failed" in capsys.readouterr().out
+    rows = store.load(db)
+    assert sorted((r["mechanism[0].r_final"], r["training.seed"]) for r in rows) == [(0.3, 0), (0.3, 1), (0.9, 0), (0.9, 1)]
+    # every stored record is the record of the config run directly (no wall time in it)
+    direct = config.sweep_run(**sweep_spec.load(f)[0])
+    first = next(r for r in rows if r["_hash"] == direct["id"])
+    assert first["test_accuracy"] == direct["test_accuracy"] and first["epsilon"] == direct["epsilon"]
+    # a second sweep runs nothing new
+    assert main(["sweep", str(f), "--db", str(db), "--serial"]) == 0
+    assert all(r["_attempts"] == 1 for r in store.load(db))
+    capsys.readouterr()
+    assert main(["results", str(db), "--where", "training.seed=1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["mechanism[0].r_final", "test_accuracy"] and len(out) == 3  # seed fixed by --where
+    assert main(["results", str(db), "--csv", str(tmp_path / "s.csv")]) == 0
+    assert (tmp_path / "s.csv").read_text().count("\n") == 5
+    png = tmp_path / "f.png"
+    assert main(["figure", str(db), "--x", "mechanism[0].r_final", "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "missing.toml"], "sweep file 'missing.toml' does not exist"),
+    (["results", "missing.db"], "store 'missing.db' does not exist"),
+    (["figure", "missing.db", "--x", "optimizer.lr"], "store 'missing.db' does not exist"),
+])
+def test_store_verbs_bad_paths(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_figure_names_a_missing_column(capsys, tmp_path):
+    f, db = _sweep_file(tmp_path), tmp_path / "s.db"
+    assert main(["sweep", str(f), "--db", str(db), "--serial"]) == 0
+    assert main(["figure", str(db), "--x", "optimizer.lrr"]) == 2
+    assert "column 'optimizer.lrr' is not in the store" in capsys.readouterr().err
+
+
+def test_run_with_db_stores_once(capsys, tmp_path):
+    from sims import store
+
+    cfg = tmp_path / "r.toml"
+    cfg.write_text('[model]\nhidden = [8]\n[training]\nsteps = 3\n')
+    db = tmp_path / "r.db"
+    for _ in range(2):
+        assert main(["run", str(cfg), "--db", str(db)]) == 0
+    rows = store.load(db)
+    assert len(rows) == 1 and rows[0]["_attempts"] == 1 and rows[0]["steps"] == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .paths import input_file
+from .paths import CLIError, input_file
 
 __all__ = ["run_main"]
 
@@ -20,6 +20,7 @@ def _run_parser() -> argparse.ArgumentParser:
                                 epilog=_RUN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="a run config file (TOML)")
     p.add_argument("--json", action="store_true", help="print the record as one JSON object (without the history)")
+    p.add_argument("--db", help="also store the run (and its history) in this SQLite results store")
     return p
 
 
@@ -35,9 +36,21 @@ def run_main(argv) -> int:
     from sims import config
 
     args = _run_parser().parse_args(argv)
-    rec = config.run(config.load(input_file(args.config, "config")))
+    cfg = config.load(input_file(args.config, "config"))
+    if args.db:  # through the store: a run already there is read back, not trained again
+        import time
+
+        from sims import sweep
+
+        t0 = time.perf_counter()
+        rec = sweep.run_sweep(config.sweep_run, [cfg], executor="serial", store=args.db)[0]
+        if "error" in rec:
+            raise CLIError(f"the run failed: {rec['error']}")
+        rec = {**rec, "wall_time": time.perf_counter() - t0}
+    else:
+        rec = config.run(cfg)
     if args.json:
-        print(json.dumps({k: v for k, v in rec.items() if k != "history"}))
+        print(json.dumps({k: v for k, v in rec.items() if k not in ("history",) + tuple(cfg)}))
     else:
         print(summary_line(rec))
     return 0

@@ -1,6 +1,8 @@
 """Time one DP-SGD step against the non-private NumPy step measured in the same run.
 
     python benchmarks/bench_step.py [--quick]
+    python benchmarks/bench_step.py --against REV [--quick]   # old tree vs this tree in one run
+                                                              # (benchmarks/bench_step_versions.py)
 
 Workloads (float32, batch 256, flat clipping):
   W1 logistic regression, d_in = 784
@@ -21,7 +23,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ from sims.step import dpsgd_step  # noqa: E402
 from sims.mechanisms import InitContext, StepContext, chain, clip, gaussian_noise  # noqa: E402
 from sims.mechanisms._kernels import noisy_release  # noqa: E402
 
-from _timing import paired  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import machine, paired  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 try:  # the project's counter-based parallel generator
     from sims.noise import standard_normal as _sims_normal
@@ -76,22 +77,10 @@ def _data(model, rng):
     return X, y
 
 
-def _machine():
-    cpu = platform.processor() or ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, numpy {np.__version__}, python {platform.python_version()}"
-
-
 def bench(quick=False):
     rng = np.random.default_rng(0)
     reps = 7 if quick else 25
-    print(f"machine: {_machine()}")
+    print(f"machine: {machine()}, numpy {np.__version__}, python {platform.python_version()}")
     load = os.getloadavg()
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; threads: OPENBLAS_NUM_THREADS="
           f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS', 'unset')}")
@@ -189,4 +178,13 @@ def _optional_frameworks():
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
-    bench(ap.parse_args().quick)
+    ap.add_argument("--against", metavar="REV", default=None,
+                    help="time the chain step of the tree REV (a checked-out directory or a git revision) and of "
+                         "this tree side by side, interleaved (see bench_step_versions.py)")
+    args, rest = ap.parse_known_args()
+    if args.against is not None:
+        from bench_step_versions import main as _versions
+        sys.exit(_versions(["--against", args.against, *(["--quick"] if args.quick else []), *rest]))
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    bench(args.quick)

@@ -1,12 +1,13 @@
 """Old vs new DP-SGD step of ``bench_step.py`` measured in ONE run, the two trees side by side.
 
-    python benchmarks/bench_step_versions.py [--against REV] [--new PATH] [--quick]
+    python benchmarks/bench_step_versions.py [--against REV] [--new REV] [--quick]
     python benchmarks/bench_step.py --against REV [--quick]          (same thing)
 
 ``REV`` is either a directory holding a checked-out tree (``REV/sims/__init__.py``; default
 ``/tmp/oldmain``) or a git revision of this repository, which is then checked out by
 ``git worktree add --detach`` under a temporary directory in /tmp and removed at the end.
-``--new`` is the tree under test (default: the tree holding this script).
+``--new`` is the tree under test, a directory or a revision likewise (default: the tree holding
+this script, as it is on disk, uncommitted edits included; ``--new HEAD`` measures the last commit).
 
 How it measures. One long-lived worker subprocess per tree (this same file with ``--worker``);
 each puts its tree root first on ``sys.path``, checks that ``sims`` and ``dptheory`` are imported
@@ -27,14 +28,20 @@ cores hits both trees alike. Within a worker iteration the functions run back to
                   run by the tree's step API (new: ``sims.step.dpsgd_step(chain, state, ctx)``;
                   old: ``chain.step(ctx, state)``) + SGD update.
 
-Workloads W1-W3 are those of ``bench_step.py`` (float32, B = 256). T1/T2 time the full training
-loop ``sims.train.train`` (Poisson sampling at q = 256/n, history once per epoch incl. the
-epsilon of the record, 40 steps per call; per-step time = call time / 40) against the np floor of
-the same model: T1 logistic d_in = 784, n_train = 2000; T2 digits MLP 64-128-10 (n_train = 1348).
+Workloads W1-W3 are those of ``bench_step.py`` (float32, B = 256); W1m is W1's chain step on one
+fixed backprop record without the backprop and the update (``chain`` = the mechanism alone: the
+part the refactor changed, to see its share). T* time the full training loop
+``sims.train.train`` (Poisson sampling at q = 256/n, default chain clip 1 + noise 1, SGD lr 0.1)
+per step = call time / steps, against the np floor of the same model at B = 256 (each floor
+sample the median of 21 calls timed right before the train call):
+T1 logistic d_in = 784, n_train = 2000, 40 steps with the default history (one record per epoch,
+each with its epsilon: the RDP accounting dominates); T1s the same for 200 steps with one record
+(mostly the loop itself); T2 / T2s the same for the digits MLP 64-128-10 (n_train = 1348).
 
 Reported per workload and tree: median absolute times, the median over iterations of
-chain/floor (and chain/np floor), and new/old = ratio_new / ratio_old with the interquartile range
-of the per-round new/old quotients. The verdict is "within 5 %" when new/old <= 1.05.
+chain/floor (and chain/np floor), and new/old = ratio_new / ratio_old with a 90 % bootstrap interval
+(rounds resampled, the same rounds for both trees). The verdict is "within 5 %" when
+new/old <= 1.05, "SLOWER" when even the interval's lower end exceeds 1.05, otherwise "not significant".
 Each worker also reports a checksum of its first chain update and of a train run's final
 parameters, so one sees that both trees compute the same thing.
 """
@@ -53,20 +60,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 DEFAULT_OLD = "/tmp/oldmain"
 
 B, CLIP, SIGMA, LR = 256, 1.0, 1.0, 0.1
-TRAIN_STEPS = 40
+# train workloads: (steps per call, record_every); None = the default (once per epoch)
+TRAIN_RUNS = {"T1": (40, None), "T1s": (200, 200), "T2": (40, None), "T2s": (200, 200)}
 
-# name -> (kind, spec, iterations per round: quick, full)
+# name -> (kind, title, iterations per round: quick, full)
 WORKLOADS = {
     "W1": ("step", "W1 logistic 784", (40, 60)),
     "W2": ("step", "W2 MLP 784-256-256-10", (6, 8)),
     "W3": ("step", "W3 MLP 784-1024-1024-10", (1, 2)),
-    "T1": ("train", "T1 train logistic 784, n=2000", (1, 2)),
-    "T2": ("train", "T2 train digits MLP 64-128-10", (1, 2)),
+    "W1m": ("step", "W1m logistic 784, mechanism only", (40, 60)),
+    "T1": ("train", "T1 train logistic 784 n=2000, 40 steps, record per epoch", (1, 3)),
+    "T1s": ("train", "T1s train logistic 784 n=2000, 200 steps, 1 record", (1, 3)),
+    "T2": ("train", "T2 train digits MLP 64-128-10, 40 steps, record per epoch", (1, 3)),
+    "T2s": ("train", "T2s train digits MLP 64-128-10, 200 steps, 1 record", (1, 3)),
 }
 
 
@@ -75,6 +88,9 @@ def _worker(tree: str, label: str) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything printed by library code goes to stderr, not into the protocol pipe
     sys.path.insert(0, tree)
+    # the editable install's finder would resolve a submodule missing from this tree (e.g. sims.step in
+    # an old tree) to the installed tree: drop it, so every sims/dptheory module comes from ``tree``
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
 
     import numpy as np
 
@@ -92,13 +108,13 @@ def _worker(tree: str, label: str) -> None:
     from sims.models import backprop, init_params, logistic_regression, mlp, weighted_sum
     from sims.train import train
 
-    try:
+    if (root / "sims" / "step.py").is_file():
         from sims.step import dpsgd_step
 
         def run_chain(ch, state, ctx):
             return dpsgd_step(ch, state, ctx)
         api = "sims.step.dpsgd_step(chain, state, ctx)"
-    except ImportError:
+    else:
         def run_chain(ch, state, ctx):
             return ch.step(ctx, state)
         api = "chain.step(ctx, state)"
@@ -113,8 +129,8 @@ def _worker(tree: str, label: str) -> None:
                "numba.get_num_threads()": numba.get_num_threads()}
         try:
             from threadpoolctl import threadpool_info
-            out["blas"] = "; ".join(f"{i['internal_api']} {i.get('version')} {i['num_threads']} threads"
-                                    for i in threadpool_info())
+            out["threadpools"] = "; ".join(sorted(f"{i['internal_api']} {i.get('version')} {i['num_threads']} threads"
+                                                  for i in threadpool_info()))
         except ImportError:
             out["blas"] = "threadpoolctl not installed"
         return out
@@ -167,6 +183,8 @@ def _worker(tree: str, label: str) -> None:
         return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
     def step_workload(name):
+        mech_only = name.endswith("m")
+        name = name.rstrip("m")
         model = {"W1": lambda: logistic_regression(784, dtype=DT),
                  "W2": lambda: mlp((784, 256, 256, 10), dtype=DT),
                  "W3": lambda: mlp((784, 1024, 1024, 10), dtype=DT)}[name]()
@@ -197,11 +215,17 @@ def _worker(tree: str, label: str) -> None:
             u, _, _ = run_chain(ch, ch_state, ctx(params, seed_rng))
             np.subtract(params, DT(LR) * u, out=params)
 
+        fixed = ctx(params.copy(), seed_rng)  # for "mechanism only": one backprop record, reused
+
+        def mechanism():
+            run_chain(ch, ch_state, fixed)
+
         head = "logistic" if model.head == "logistic" else "softmax"
-        return [NpFloor(lay.sizes, head, X, y, 5), floor, dp_chain], check, model.n_params
+        return [NpFloor(lay.sizes, head, X, y, 5), floor, mechanism if mech_only else dp_chain], check, model.n_params
 
     def train_workload(name):
-        if name == "T1":
+        steps, record_every = TRAIN_RUNS[name]
+        if name.startswith("T1"):
             model = logistic_regression(784, dtype=DT)
             ds = make_logistic(2500, 784, test_size=0.2, random_state=0, dtype=DT)
         else:
@@ -210,15 +234,15 @@ def _worker(tree: str, label: str) -> None:
         Xb, yb = ds.X_train[:B], ds.y_train[:B].astype(np.int64)
 
         def run():
-            return train(model, ds, steps=TRAIN_STEPS, batch_size=B, clip_norm=CLIP, noise_multiplier=SIGMA,
-                         lr=LR, random_state=0)
+            return train(model, ds, steps=steps, batch_size=B, clip_norm=CLIP, noise_multiplier=SIGMA,
+                         lr=LR, record_every=record_every, random_state=0)
 
         r = run()
         check = {"final params": digest(r.params), "n_train": int(ds.X_train.shape[0]),
                  "history": ",".join(sorted(r.history))}
         head = "logistic" if model.head == "logistic" else "softmax"
 
-        def per_step():  # returns its own per-step time (the timer divides by TRAIN_STEPS)
+        def per_step():  # the round timer divides its time by the number of steps
             run()
         return [NpFloor(model.layout.sizes, head, Xb, yb, 5), per_step], check, model.n_params
 
@@ -236,6 +260,10 @@ def _worker(tree: str, label: str) -> None:
                     for f in fs:
                         f()
                 fns[name], checks[name], dims[name] = fs, chk, d
+            foreign = sorted(m for m, mod in sys.modules.items() if m.split(".")[0] in ("sims", "dptheory")
+                             and getattr(mod, "__file__", None) and root not in Path(mod.__file__).resolve().parents)
+            if foreign:
+                raise SystemExit(f"[{label}] modules imported from outside {root}: {foreign}")
             send({"label": label, "tree": str(root), "sims": sims.__file__, "dptheory": dptheory.__file__,
                   "api": api, "threads": threads(), "numpy": np.__version__, "checks": checks, "dims": dims,
                   "python": platform.python_version(), "setup_s": time.perf_counter() - t0})
@@ -243,13 +271,18 @@ def _worker(tree: str, label: str) -> None:
             fs = fns[msg["w"]]
             div = [1.0] * len(fs)
             if WORKLOADS[msg["w"]][0] == "train":
-                div[-1] = float(TRAIN_STEPS)
+                div[-1] = float(TRAIN_RUNS[msg["w"]][0])
             ts = [[] for _ in fs]
+            # a train call is long and its np floor short: the floor sample is the median of 21 calls
+            inner = [21 if div[-1] > 1 and j == 0 else 1 for j in range(len(fs))]
             for _ in range(msg["k"]):
                 for j, f in enumerate(fs):
-                    t0 = time.perf_counter()
-                    f()
-                    ts[j].append((time.perf_counter() - t0) / div[j])
+                    tj = []
+                    for _ in range(inner[j]):
+                        t0 = time.perf_counter()
+                        f()
+                        tj.append((time.perf_counter() - t0) / div[j])
+                    ts[j].append(statistics.median(tj))
             send({"ts": ts})
         elif cmd == "quit":
             send({"bye": label})
@@ -265,16 +298,16 @@ def _is_tree(p: Path) -> bool:
     return (p / "sims" / "__init__.py").is_file() and (p / "dptheory" / "__init__.py").is_file()
 
 
-def _resolve_old(rev: str):
+def _resolve_tree(rev: str, option: str):
     """Return ``(tree_path, cleanup)``; a git revision is checked out into a temporary worktree."""
     p = Path(rev).expanduser()
     if p.is_dir():
         if not _is_tree(p):
-            raise SystemExit(f"--against {rev}: directory without sims/ and dptheory/ packages")
+            raise SystemExit(f"{option} {rev}: directory without sims/ and dptheory/ packages")
         return p.resolve(), None
     sha = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
     if not sha:
-        raise SystemExit(f"--against {rev}: neither a directory nor a git revision of {REPO}")
+        raise SystemExit(f"{option} {rev}: neither a directory nor a git revision of {REPO}")
     tmp = Path(tempfile.mkdtemp(prefix="bench_step_versions_", dir="/tmp"))
     tree = tmp / "tree"
     _git("worktree", "add", "--detach", str(tree), sha)
@@ -290,20 +323,10 @@ def _resolve_old(rev: str):
 def _describe(tree: Path) -> str:
     head = _git("rev-parse", "--short=12", "HEAD", cwd=tree, check=False) or "?"
     dirty = _git("status", "--porcelain", "--", "sims", "dptheory", cwd=tree, check=False)
-    n = len([ln for ln in dirty.splitlines() if ln.strip()])
-    return f"{tree} (HEAD {head}, {'clean sims/ dptheory/' if n == 0 else f'{n} uncommitted change(s) under sims/ dptheory/'})"
-
-
-def _machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.node()}"
+    paths = [ln.split(None, 1)[1] for ln in dirty.splitlines() if ln.strip()]
+    state = ("clean sims/ dptheory/" if not paths else
+             f"uncommitted under sims/ dptheory/: {', '.join(paths[:6])}{' ...' if len(paths) > 6 else ''}")
+    return f"{tree} (HEAD {head}, {state})"
 
 
 class _Worker:
@@ -334,22 +357,18 @@ class _Worker:
                 self.proc.wait(timeout=30)
 
 
-def _q(xs, p):
-    xs = sorted(xs)
-    if len(xs) == 1:
-        return xs[0]
-    h = (len(xs) - 1) * p
-    lo = int(h)
-    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (h - lo)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--against", default=DEFAULT_OLD, metavar="REV",
                     help=f"old tree: a checked-out directory or a git revision (default {DEFAULT_OLD})")
-    ap.add_argument("--new", default=str(REPO), metavar="PATH", help="new tree (default: this script's tree)")
+    ap.add_argument("--new", default=str(REPO), metavar="REV",
+                    help="new tree: a directory or a git revision, e.g. HEAD to leave out uncommitted edits "
+                         "(default: this script's tree, as it is on disk)")
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per workload (default 8 quick, 30 full)")
+    ap.add_argument("--pause", type=float, default=0.2,
+                    help="seconds of idle time at each hand-off between the workers, so the previous worker's "
+                         "spinning BLAS/Numba threads are asleep (default 0.2)")
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated subset of " + ",".join(WORKLOADS))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
@@ -364,16 +383,20 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--only: unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
     rounds = a.rounds or (8 if a.quick else 30)
-    new_tree = Path(a.new).resolve()
-    if not _is_tree(new_tree):
-        raise SystemExit(f"--new {a.new}: no sims/ and dptheory/ packages there")
-    old_tree, cleanup = _resolve_old(a.against)
+    old_tree, cleanup_old = _resolve_tree(a.against, "--against")
+    try:
+        new_tree, cleanup_new = _resolve_tree(a.new, "--new")
+    except BaseException:
+        if cleanup_old is not None:
+            cleanup_old()
+        raise
+    cleanups = [c for c in (cleanup_old, cleanup_new) if c is not None]
     t_start = time.perf_counter()
     workers = []
     try:
         print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
         print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-        print(f"machine: {_machine()}")
+        print(f"machine: {machine()}, {platform.node()}")
         la = os.getloadavg()
         print(f"load average at start: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
         print(f"old tree: {_describe(old_tree)}")
@@ -392,48 +415,76 @@ def main(argv=None) -> int:
             print(f"[{info['label']}] step API {info['api']}; numpy {info['numpy']}, python {info['python']}; "
                   f"setup + warm-up {info['setup_s']:.1f} s")
             print(f"[{info['label']}] threads: " + ", ".join(f"{k}={v}" for k, v in info["threads"].items()))
+        pause = a.pause
+        print(f"hand-off pause between workers: {pause} s")
         if infos[0]["threads"] != infos[1]["threads"]:
             print("WARNING: the two workers report different thread settings")
         for n in names:
             c_old, c_new = infos[0]["checks"][n], infos[1]["checks"][n]
-            same = {k: c_old[k] == c_new[k] for k in c_old if k in c_new}
-            print(f"check {n}: " + "; ".join(f"{k}: {'same' if s else 'DIFFERENT'} (old {c_old[k]}, new {c_new[k]})"
-                                             if not s or k not in ('metrics', 'history') else f"{k}: same"
-                                             for k, s in same.items()))
+            parts = []
+            for key in c_old:
+                same = c_old[key] == c_new.get(key)
+                parts.append(f"{key} {'same' if same else 'DIFFERENT'} ({c_old[key]}" + ("" if same else f" vs {c_new.get(key)}") + ")")
+            print(f"check {n} old vs new: " + "; ".join(parts))
 
         # ts[label][name] = list over iterations of (np floor, floor, chain) or (np floor, train/step)
         ts = {w.label: {n: [] for n in names} for w in workers}
-        per_round = {w.label: {n: [] for n in names} for w in workers}
+        per_round_abs = {w.label: {n: [] for n in names} for w in workers}
+        by_round = {w.label: {n: [] for n in names} for w in workers}
         for r in range(rounds):
             order = workers if r % 2 == 0 else workers[::-1]
             for n in names:
                 k = WORKLOADS[n][2][0 if a.quick else 1]
                 for w in order:
+                    if pause:
+                        time.sleep(pause)
                     w.send(cmd="round", w=n, k=k)
                     res = w.recv()["ts"]
                     it = list(zip(*res))
                     ts[w.label][n].extend(it)
-                    per_round[w.label][n].append(statistics.median(t[-1] / t[-2 if len(t) == 3 else 0] for t in it))
+                    by_round[w.label][n].append(it)
+                    per_round_abs[w.label][n].append(statistics.median(t[-1] for t in it))
         la_end = os.getloadavg()
         elapsed = time.perf_counter() - t_start
     finally:
         for w in workers:
             w.close()
-        if cleanup is not None:
-            cleanup()
+        for c in cleanups:
+            c()
 
     # ------------------------------------------------------------------ report
+    import numpy as np  # the driver only (never timed)
+
     def med(xs):
         return statistics.median(xs)
+
+    boot_rng = np.random.default_rng(12345)
+
+    def boot_ci(n, kind, n_boot=2000, level=0.90):
+        """Bootstrap over rounds (the same resampled rounds for both trees: they are paired in time)
+        of new/old = median_new(chain/floor) / median_old(chain/floor)."""
+        ratio = {}
+        for lab in ("old", "new"):
+            arr = np.array(by_round[lab][n], dtype=float)  # (rounds, k, n_fns)
+            ratio[lab] = arr[:, :, -1] / arr[:, :, 1 if kind == "step" else 0]  # (rounds, k)
+        R = ratio["old"].shape[0]
+        qs = np.empty(n_boot)
+        for b in range(n_boot):
+            idx = boot_rng.integers(0, R, size=R)
+            qs[b] = np.median(ratio["new"][idx]) / np.median(ratio["old"][idx])
+        lo, hi = np.quantile(qs, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
 
     print()
     print(f"rounds: {rounds} per workload, old/new order flipped every round; iterations per round: "
           + ", ".join(f"{n} {WORKLOADS[n][2][0 if a.quick else 1]}" for n in names))
-    print("ratios: median over iterations of t / t_floor (floor timed right before, same worker); "
-          "new/old = ratio_new / ratio_old; IQR = interquartile range of the per-round new/old quotients")
+    print("ratios: median over iterations of t / t_floor (floor timed right before, same worker; for T* the np floor); "
+          "new/old = ratio_new / ratio_old; 90 % CI = bootstrap over rounds (paired); "
+          "abs chain new/old = median over rounds of the quotient of the two workers' median chain times "
+          "(adjacent in time)")
     print()
-    hdr = ("| workload | d | old floor ms | new floor ms | old chain ms | new chain ms | old chain/floor | "
-           "new chain/floor | new/old | IQR per round | chain/np floor old / new | np floor ms old / new | verdict |")
+    hdr = ("| workload | d | floor ms old / new | chain ms old / new | chain/floor old | chain/floor new | "
+           "**new/old** | 90 % CI | abs chain new/old | np floor ms old / new | chain/np floor old / new | verdict |")
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     verdicts = {}
@@ -452,18 +503,24 @@ def main(argv=None) -> int:
                 row[lab] = dict(np=med(tnp), fl=float("nan"), ch=med(tc), r=med(c / f for c, f in zip(tc, tnp)),
                                 rnp=med(c / f for c, f in zip(tc, tnp)))
         q = row["new"]["r"] / row["old"]["r"]
-        qr = [nw / od for od, nw in zip(per_round["old"][n], per_round["new"][n])]
-        verdict = "within 5 %" if q <= 1.05 else f"SLOWER by {100 * (q - 1):.1f} %"
+        lo, hi = boot_ci(n, kind)
+        if q <= 1.05:
+            verdict = "within 5 %" if hi <= 1.05 else f"within 5 % (CI reaches {hi:.3f})"
+        elif lo <= 1.05:
+            verdict = f"+{100 * (q - 1):.1f} %, not significant (CI low {lo:.3f} <= 1.05)"
+        else:
+            verdict = f"**SLOWER by {100 * (q - 1):.1f} %**"
         verdicts[n] = q
-        fl = (f"{row['old']['fl'] * 1e3:.3f} | {row['new']['fl'] * 1e3:.3f}" if kind == "step"
-              else "(np floor) | (np floor)")
-        print(f"| {title} | {infos[1]['dims'][n]:,} | {fl} | {row['old']['ch'] * 1e3:.3f} | "
+        qa = med(nw / od for od, nw in zip(per_round_abs["old"][n], per_round_abs["new"][n]))
+        fl = (f"{row['old']['fl'] * 1e3:.3f} / {row['new']['fl'] * 1e3:.3f}" if kind == "step" else "(np floor)")
+        print(f"| {title} | {infos[1]['dims'][n]:,} | {fl} | {row['old']['ch'] * 1e3:.3f} / "
               f"{row['new']['ch'] * 1e3:.3f} | {row['old']['r']:.3f} | {row['new']['r']:.3f} | **{q:.3f}** | "
-              f"{_q(qr, 0.25):.3f}-{_q(qr, 0.75):.3f} | {row['old']['rnp']:.3f} / {row['new']['rnp']:.3f} | "
-              f"{row['old']['np'] * 1e3:.3f} / {row['new']['np'] * 1e3:.3f} | {verdict} |")
+              f"{lo:.3f}-{hi:.3f} | {qa:.3f} | "
+              f"{row['old']['np'] * 1e3:.3f} / {row['new']['np'] * 1e3:.3f} | "
+              f"{row['old']['rnp']:.3f} / {row['new']['rnp']:.3f} | {verdict} |")
     print()
-    print("(T1/T2: chain = one step of sims.train.train (call time / 40 steps, incl. sampling, history records "
-          "and their epsilon); their ratio is to the np floor of the same model.)")
+    print("(T*: chain = one step of sims.train.train = call time / steps, incl. sampling, optimizer, history "
+          "records with their epsilon, and the final privacy report; ratio to the np floor of the same model at B=256.)")
     print(f"load average at the end: {la_end[0]:.2f} {la_end[1]:.2f} {la_end[2]:.2f}; "
           f"wall time {elapsed:.0f} s")
     return 0

@@ -39,7 +39,7 @@ import numpy as np
 
 from dptheory.validation import check_choice, check_int, check_real
 
-__all__ = ["load", "validate", "config_id", "build", "run", "sweep_run", "DATASETS", "TRANSFORMS", "SECTIONS"]
+__all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "DATASETS", "TRANSFORMS", "SECTIONS"]
 
 SECTIONS = ("data", "model", "mechanism", "optimizer", "privacy", "training")
 MODEL_KINDS = ("mlp", "softmax", "logistic", "linear")
@@ -235,16 +235,20 @@ def _training(raw) -> dict:
 
 
 # ----------------------------------------------------------------------------- public
-def load(path) -> dict:
-    """Read a TOML run config (``tomllib``) and :func:`validate` it."""
+def read_toml(path, what: str = "config file") -> dict:
+    """The table of a TOML file (``tomllib``); a missing file or bad TOML is a ``ValueError`` naming it."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist or is not a file")
+        raise ValueError(f"{what} {str(p)!r} does not exist or is not a file")
     try:
-        raw = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"config file {str(p)!r} is not valid TOML: {e}") from None
-    return validate(raw)
+        raise ValueError(f"{what} {str(p)!r} is not valid TOML: {e}") from None
+
+
+def load(path) -> dict:
+    """Read a TOML run config and :func:`validate` it."""
+    return validate(read_toml(path, "config file"))
 
 
 def validate(raw: dict) -> dict:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-import tomllib
-from pathlib import Path
 
 from . import config as _config
 
@@ -111,11 +109,4 @@ def expand(raw: dict) -> list[dict]:
 
 def load(path) -> list[dict]:
     """Read a sweep file (TOML) and :func:`expand` it."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"sweep file {str(p)!r} does not exist or is not a file")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"sweep file {str(p)!r} is not valid TOML: {e}") from None
-    return expand(raw)
+    return expand(_config.read_toml(path, "sweep file"))

@@ -432,7 +432,8 @@ def calibrated_sigma(n, batch, epochs, epsilon, delta):
     (:func:`dptheory.accounting.steps_per_epoch`: ``round(1/q)`` steps per epoch).
 
     Delegates to :func:`dptheory.accounting.calibrate_noise` (RDP of the subsampled Gaussian).
-    Returns ``(sigma, steps)``. Random-k / freeze masks are data-independent: accounting is dense.
+    Returns ``(sigma, steps)``. Random-k / freeze masks are data-independent, so the dense accounting
+    is a valid upper bound for them; it is not tight (no amplification from the mask is claimed).
     """
     n = check_int("n", n, low=1)
     batch = check_int("batch", batch, low=1, high=n)

@@ -25,7 +25,8 @@ its support). The chain is private iff all hold:
 
 Data-independent, public and noised selections (random-k, random freeze, public-data masks,
 pruning of released weights, top-k of the noisy update) leave the accounting of dense DP-SGD
-unchanged: same noise multiplier, no amplification claimed from the mask. A non-private chain is
+unchanged: same noise multiplier, no amplification claimed from the mask. For a fresh secret mask
+with noise on the kept coordinates (random-k) that bound is valid but not tight. A non-private chain is
 refused with a ``ValueError`` naming the step and the reason, unless ``allow_non_private=True``;
 then ``privacy.private`` is False, ``privacy.event`` is ``NonPrivate(reason)``.
 """

@@ -1,8 +1,11 @@
 """Random-k sparsification: a uniformly random set of k coordinates per step (Lin, arXiv 2211.00734).
 
-The mask is drawn from ``ctx.rng`` only, independent of the data, so the released update has the
-sensitivity and the accounting of dense DP-SGD (docs/theory.md §1.6); noise is drawn on the kept
-coordinates only (O(k)). Orders:
+The mask is drawn from ``ctx.rng`` only, independent of the data, so the released update has at most
+the sensitivity of dense DP-SGD, and the chain accounts it as dense DP-SGD (docs/theory.md §1.6);
+noise is drawn on the kept coordinates only (O(k)). That accounting is an upper bound, not a tight
+one: given the mask the sensitivity is ``||Delta_S|| <= ||Delta||``, and a fresh secret mask each
+step adds randomness that the adversary does not see, so the true epsilon can be smaller. The
+toolkit claims no amplification from the mask. Orders:
 
 ``mask_then_clip``  zero the other coordinates of each per-example gradient, clip the masked
                     gradients (norms by the norm trick), sum: ``sum_i clip_C(m * g_i)``;

@@ -94,16 +94,16 @@ def _times_ten(declare: bool):
 def test_undeclared_rescale_of_the_sum_cannot_happen():
     G = np.random.default_rng(0).standard_normal((6, 5))
     ch = mech.chain(mech.clip(C), _times_ten(False), mech.gaussian_noise(1.0))  # declares nothing
-    with pytest.raises(RuntimeError, match="times_ten.*without declaring"):
-        _release(ch, G)
+    with pytest.raises(RuntimeError, match="times_ten.*clipped_sum.*declare reads='private'.*or a sensitivity_factor"):
+        _release(ch, G)  # it may not even read the sum without a declaration
 
     def in_place(ctx, state, work):
         s = work.clipped_sum
         s *= 10.0  # the sum a transform sees is read-only
         return state
 
-    sneaky = mech.chain(mech.clip(C), Transform("in_place", Effect("post_clip"), _noop_init, in_place),
-                        mech.gaussian_noise(1.0))
+    sneaky = mech.chain(mech.clip(C), Transform("in_place", Effect("post_clip", sensitivity_factor=1.0), _noop_init,
+                                                in_place), mech.gaussian_noise(1.0))
     with pytest.raises(ValueError, match="read-only"):
         _release(sneaky, G)
 
@@ -373,7 +373,7 @@ def test_what_a_transform_reads_is_a_read_only_copy():
         s[:] = 100.0
         return state
 
-    np.testing.assert_array_equal(_run_post_clip(write_through_copy), base)
+    np.testing.assert_array_equal(_run_post_clip(write_through_copy, Effect("post_clip", sensitivity_factor=1.0)), base)
 
     def mutate_mask_after_restrict(ctx, state, work):
         keep = np.array([True, False, True, False])
@@ -471,9 +471,11 @@ def test_release_and_post_noise_restrict_check_their_input():
         work.restrict(np.ones(work.d, dtype=bool), "kept")
         return state
 
+    with pytest.raises(ValueError, match="noise_on='kept' is only meaningful where the noise is still to be drawn"):
+        Effect("post_noise", noise_on="kept")  # refused when declared, not at the first step
     ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0),
-                    Transform("k", Effect("post_noise", noise_on="kept"), _noop_init, kept_after_noise))
-    with pytest.raises(ValueError, match="noise_on must be 'all' after the noise stage"):
+                    Transform("k", Effect("post_noise"), _noop_init, kept_after_noise))
+    with pytest.raises(RuntimeError, match=r"declared Effect\(noise_on='all'\)"):
         _release(ch, np.ones((3, 4)))
 
 
@@ -488,3 +490,31 @@ def test_two_selections_intersect_signal_and_noise():
     u = dpsgd_step(ch, state, sc).update
     frozen = ch.frozen_mask(state)
     assert np.all(u[frozen] == 0) and 0 < np.count_nonzero(u) <= 10
+
+
+def test_undeclared_transforms_cannot_see_or_change_the_examples():
+    """A transform that does not declare reads='per_example' gets ctx.bp = None and no Work.bp: it
+    cannot read, or overwrite, the per-example data that the clip stage is about to use."""
+    seen = {}
+
+    def overwrite(ctx, state, work):
+        seen["ctx_bp"] = ctx.bp
+        seen["work_ctx_bp"] = work.ctx.bp
+        work.bp.acts[0][:] = 0.0  # must not get here
+        return state
+
+    ch = mech.chain(Transform("overwrite", Effect("pre_clip"), _noop_init, overwrite), mech.clip(C),
+                    mech.gaussian_noise(1.0))
+    with pytest.raises(RuntimeError, match="overwrite.*Work.bp.*without declaring Effect\\(reads='per_example'\\)"):
+        _release(ch, np.ones((3, 4)))
+    assert seen == {"ctx_bp": None, "work_ctx_bp": None}
+
+    def peek(ctx, state, work):  # a clean top-k that claims to read nothing
+        keep = np.zeros(work.d, dtype=bool)
+        keep[np.argmax(np.abs(work.clipped_sum))] = True
+        work.restrict(keep)
+        return state
+
+    ch = mech.chain(mech.clip(C), Transform("peek", Effect("post_clip"), _noop_init, peek), mech.gaussian_noise(1.0))
+    with pytest.raises(RuntimeError, match="peek.*clipped_sum"):
+        _release(ch, np.ones((3, 4)))

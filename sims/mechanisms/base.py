@@ -33,6 +33,7 @@ What a transform's CHOICE of coordinates (or basis, or map) reads (``Effect.read
 """
 from __future__ import annotations
 
+import dataclasses
 import types
 import weakref
 from dataclasses import dataclass, field
@@ -158,6 +159,9 @@ class Effect:
         check_choice("stage", self.stage, STAGES)
         check_choice("noise_on", self.noise_on, NOISE_ON)
         check_choice("reads", self.reads, READS)
+        if self.noise_on == "kept" and self.stage not in ("pre_clip", "post_clip", "aggregate"):
+            raise ValueError(f"noise_on='kept' is only meaningful where the noise is still to be drawn (stages "
+                             f"'pre_clip', 'post_clip', 'aggregate'), got stage {self.stage!r}")
         if self.sensitivity_factor is not None:
             f = self.sensitivity_factor
             if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) or not (f >= 1.0):
@@ -333,10 +337,12 @@ _CHAIN_STAGES_OR_NONE = frozenset(_CHAIN_STAGES + (None,))
 class Work:
     """The per-step record through which transforms change the release (the transform contract).
 
-    Read: ``ctx`` (the :class:`StepContext`), ``bp`` (its backprop record), ``layout``, ``d``,
+    Read: ``ctx`` (the :class:`StepContext`; its ``bp`` is None for a transform that does not
+    declare ``reads="per_example"``), ``bp`` (the backprop record, same rule), ``layout``, ``d``,
     ``dtype``, ``expected_batch_size`` (B), :attr:`mask` (signal selection, None = all),
     :attr:`noise_mask` (coordinates that get noise, None = all), :attr:`scale` (factor on the
-    released update), :attr:`clipped_sum` (post_clip only), :attr:`update` (post_noise only).
+    released update), :attr:`clipped_sum` (post_clip, with ``reads="private"`` or a declared
+    ``sensitivity_factor`` only), :attr:`update` (post_noise only).
     Every array handed out is a read-only copy. Write, only through: :meth:`restrict`,
     :meth:`rescale`, :meth:`replace_sum` (declared sensitivity factor only), :meth:`release`,
     :meth:`report`. Each method checks the stage of the transform that calls it; a ``pre_clip``
@@ -345,12 +351,13 @@ class Work:
     :meth:`finish`) belongs to the chain and refuses other stages.
     """
 
-    __slots__ = ("ctx", "bp", "layout", "d", "dtype", "expected_batch_size", "_it", "_scale",
+    __slots__ = ("_ctx", "_blind_ctx", "_bp", "layout", "d", "dtype", "expected_batch_size", "_it", "_scale",
                  "_update", "_metrics", "_transform", "_stage")
 
     def __init__(self, ctx: StepContext, per_example_maps=()):
-        self.ctx = ctx
-        self.bp = ctx.bp
+        self._ctx = ctx
+        self._blind_ctx = None
+        self._bp = ctx.bp
         self.layout = ctx.bp.layout
         self.d = self.layout.n_params
         self.dtype = ctx.bp.losses.dtype
@@ -370,9 +377,38 @@ class Work:
             raise RuntimeError(f"transform {self._transform.name!r} called Work.apply: only the step runs transforms")
         self._transform, self._stage = transform, transform.effect.stage
         try:
-            return transform.update(self.ctx, state, self)
+            return transform.update(self._ctx_for(transform), state, self)
         finally:
             self._transform = self._stage = None
+
+    @staticmethod
+    def _sees_examples(t) -> bool:
+        """Whether transform ``t`` may see the batch's per-example data (``ctx.bp``)."""
+        return t.effect.stage in _CHAIN_STAGES or t.effect.reads == "per_example"
+
+    def _ctx_for(self, t) -> StepContext:
+        """The context ``t`` is given: with ``bp = None`` unless it is a chain stage or declares
+        ``reads="per_example"`` (an undeclared read of the examples is then impossible, not a lie)."""
+        if self._sees_examples(t):
+            return self._ctx
+        if self._blind_ctx is None:
+            self._blind_ctx = dataclasses.replace(self._ctx, bp=None)
+        return self._blind_ctx
+
+    @property
+    def ctx(self) -> StepContext:
+        """The step context as the calling transform sees it (:meth:`_ctx_for`)."""
+        return self._ctx if self._transform is None else self._ctx_for(self._transform)
+
+    @property
+    def bp(self):
+        """The batch's backprop record: for the chain's own stages and transforms that declare
+        ``reads="per_example"`` only."""
+        t = self._transform
+        if t is not None and not self._sees_examples(t):
+            raise RuntimeError(f"transform {t.name!r} read Work.bp (per-example data) without declaring "
+                               f"Effect(reads='per_example')")
+        return self._bp
 
     def _require(self, method: str, stages) -> None:
         t = self._transform
@@ -418,6 +454,11 @@ class Work:
     def clipped_sum(self) -> np.ndarray:
         """The clipped (masked) sum ``sum_i clip_C(m * g_i)``, (d,), a read-only copy (post_clip only)."""
         self._require("clipped_sum", ("post_clip",))
+        t = self._transform
+        if t is not None and t.effect.reads != "private" and t.effect.sensitivity_factor is None:
+            raise RuntimeError(f"transform {t.name!r} read Work.clipped_sum (private, un-noised data) but declares "
+                               f"reads={t.effect.reads!r} and no sensitivity_factor: declare reads='private' "
+                               f"(a selection from the sum) or a sensitivity_factor (a map of the sum)")
         s = self._materialize()
         if s is None:
             raise RuntimeError("Work.clipped_sum read before the clip stage")

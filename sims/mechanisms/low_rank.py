@@ -58,7 +58,7 @@ def low_rank(rank, order: str = "noise_then_compress") -> Transform:
                       for l in range(lay.n_layers)]}
 
     def compress(ctx, state, x):
-        y, Qs = power_compress(x, state["Q"], ctx.bp.layout)
+        y, Qs = power_compress(x, state["Q"], ctx.layout)
         return y, {"Q": Qs}
 
     def update(ctx, state, work):

@@ -62,7 +62,7 @@ def top_k(k, mode: str = "noisy", *, layerwise: bool = False, chunk_size: int = 
             return state
 
         def compress(ctx, state, x):
-            keep = top_k_mask(x, k, ctx.bp.layout, layerwise)
+            keep = top_k_mask(x, k, ctx.layout, layerwise)
             y = x.copy()
             y[~keep] = 0
             return y, state

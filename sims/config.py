@@ -143,9 +143,14 @@ def _model(raw) -> dict:
     _known("model", t, _DEFAULTS["model"])
     out = {**_DEFAULTS["model"], **t}
     out["kind"] = _str("model.kind", out["kind"], MODEL_KINDS)
-    if not isinstance(out["hidden"], list) or not out["hidden"]:
+    if out["kind"] != "mlp":
+        if "hidden" in t and t["hidden"] is not None:
+            raise ValueError(f"model.hidden is only for model.kind = 'mlp', got kind {out['kind']!r}")
+        out["hidden"] = None  # normalised away: the same run has one identity
+    elif not isinstance(out["hidden"], list) or not out["hidden"]:
         raise ValueError(f"model.hidden must be a non-empty list of layer widths (ints >= 1), got {out['hidden']!r}")
-    out["hidden"] = [check_int(f"model.hidden[{i}]", h, low=1) for i, h in enumerate(out["hidden"])]
+    else:
+        out["hidden"] = [check_int(f"model.hidden[{i}]", h, low=1) for i, h in enumerate(out["hidden"])]
     out["activation"] = _str("model.activation", out["activation"], ("relu", "tanh"))
     out["bias"] = _bool("model.bias", out["bias"])
     out["dtype"] = _str("model.dtype", out["dtype"], ("float64", "float32"))
@@ -166,7 +171,26 @@ def _transform(path: str, raw) -> dict:
     for k, v in params.items():
         if v is inspect.Parameter.empty and k not in t and not (name in _NOISED and k == "noise_multiplier"):
             raise ValueError(f"{path}.{k} is required for {name}")
+    for k in t:
+        if k != "compressor":
+            t[k] = _number(f"{path}.{k}", t[k], params[k], real=k in _REAL_ARGS)
     return {"name": name, **{k: t[k] for k in sorted(t)}}
+
+
+#: transform arguments that are real numbers even where the constructor has no default to tell
+_REAL_ARGS = ("clip_norm", "noise_multiplier", "r_final", "fraction")
+
+
+def _number(path, value, default, *, real):
+    """A transform argument with ints written as floats where the argument is real (so that
+    ``clip_norm = 1`` and ``clip_norm = 1.0`` are one config); other values are left as they are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+        return value
+    if real or (isinstance(default, float) and not isinstance(default, bool)):
+        if isinstance(value, list):
+            return [check_real(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        return check_real(path, value)
+    return value
 
 
 _NOISED = ("gaussian_noise", "topagg")  # their noise_multiplier may come from [privacy]
@@ -280,6 +304,10 @@ def config_id(config: dict) -> str:
 def _noise_source(cfg) -> None:
     """Exactly one place gives the noise multiplier of each noised stage."""
     priv = cfg["privacy"]
+    if cfg["training"]["sampling"] == "shuffle" and priv["epsilon"] is not None and not priv["allow_non_private"]:
+        raise ValueError("privacy.epsilon with training.sampling = 'shuffle': the accountant's Poisson analysis "
+                         "does not cover shuffled batches; use sampling = 'poisson', or give "
+                         "privacy.noise_multiplier (the run then reports its epsilon as not valid)")
     from_privacy = priv["noise_multiplier"] is not None or priv["epsilon"] is not None
     for i, t in enumerate(cfg["mechanism"]):
         if t["name"] in _NOISED:
@@ -369,7 +397,9 @@ def build(config: dict):
                                 batch_size=tr["batch_size"], steps=tr["steps"], epochs=tr["epochs"])
     sigma = priv["noise_multiplier"]
     if priv["epsilon"] is not None:
-        sigma = dptheory.calibrate_noise(q, steps, epsilon=priv["epsilon"], delta=delta)
+        # the target is the chain's EFFECTIVE multiplier (stage sigma / declared sensitivity factors)
+        factor = 1.0 / _chain(cfg, 1.0).privacy.noise_multiplier
+        sigma = factor * dptheory.calibrate_noise(q, steps, epsilon=priv["epsilon"], delta=delta)
     ch = _chain(cfg, sigma)
     opt = cfg["optimizer"]
     kw = dict(steps=tr["steps"], epochs=tr["epochs"], sampling_rate=tr["sampling_rate"], batch_size=tr["batch_size"],
@@ -390,8 +420,8 @@ def sweep_run(**config) -> dict:
 
 
 def run(config: dict) -> dict:
-    """Train a config; returns ``{"id", "test_accuracy", "train_loss", "epsilon", "delta",
-    "noise_multiplier", "steps", "wall_time", "history"}`` (``history``: the arrays of
+    """Train a config; returns ``{"id", "test_accuracy", "train_loss", "private", "accounting_valid",
+    "epsilon", "delta", "noise_multiplier", "steps", "wall_time", "history"}`` (``history``: the arrays of
     :func:`sims.train.train`'s history)."""
     from sims.train import train
 
@@ -401,6 +431,7 @@ def run(config: dict) -> dict:
     h = res.history
     last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) else math.nan)
     return {"id": config_id(config), "test_accuracy": last("test_accuracy"), "train_loss": last("train_loss"),
+            "private": bool(res.privacy["private"]), "accounting_valid": bool(res.privacy["accounting_valid"]),
             "epsilon": float(res.privacy["epsilon"]), "delta": float(res.privacy["delta"]),
             "noise_multiplier": res.privacy["noise_multiplier"], "steps": int(res.steps_done),
             "wall_time": time.perf_counter() - t0, "history": {k: np.asarray(v) for k, v in h.items()}}

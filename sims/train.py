@@ -97,6 +97,8 @@ class TrainResult:
 #: stops the run. The main job's runs stay below 1.1 times it at every step size of its grids
 #: (``tests/test_train.py::test_divergence_check_never_fires_on_the_main_jobs_runs``).
 DIVERGENCE_FACTOR = 100.0
+DIVERGENCE_NOTE = ("stopped by divergence_factor: when to stop was decided from the un-noised training loss, "
+                   "a release not covered by epsilon (divergence_factor=None for runs that must not stop on it)")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -494,11 +496,12 @@ class _Loop:
             self.diverged("the recorded loss", t)
         f = run.divergence_factor
         if f is not None and self.loss0 > 0 and row["train_loss"] > f * self.loss0:
+            res = self.result(t + 1)
+            res.privacy["notes"] = res.privacy["notes"] + (DIVERGENCE_NOTE,)
             raise TrainingDiverged(
                 f"training diverged by step {t} (0-based; checked at the records): the training loss "
                 f"{row['train_loss']:.4g} exceeds divergence_factor = {f:g} times the initial loss {self.loss0:.4g} "
-                f"(lr={lr_t!r}); .result holds the parameters after it and the history before it", t,
-                self.result(t + 1))
+                f"(lr={lr_t!r}); .result holds the parameters after it and the history before it", t, res)
         if done not in self.eps_cache:
             self.eps_cache[done] = _privacy_report(run, done)["epsilon"]
         row.update(step=done, epoch=done / run.spe, lr=lr_t, epsilon=self.eps_cache[done])
@@ -590,7 +593,9 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
         ``divergence_factor`` times the training loss at the initial parameters (default
         :data:`DIVERGENCE_FACTOR` = 100; None turns the check off, and it is off when the initial
         loss is 0). Clipping keeps a DP run finite at any learning rate, so an exploding run would
-        otherwise finish with a loss of 1e40 and no error.
+        otherwise finish with a loss of 1e40 and no error. The check reads the un-noised training
+        loss, like the history: when it fires, the stopping step is not covered by epsilon, and the
+        report of ``TrainingDiverged.result`` says so (``privacy["notes"]``).
     random_state : None, int >= 0, SeedSequence or Generator
         The run's root ``dptheory.validation.as_seed_sequence(random_state)`` (a SeedSequence is
         not advanced; a Generator gives one draw). Every stream is a child of it with a fixed spawn

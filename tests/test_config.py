@@ -144,3 +144,19 @@ def test_the_configs_in_docs_runs_md_are_valid():
     run = config.validate(tomllib.loads(blocks[0]))
     assert [t["name"] for t in run["mechanism"]] == ["random_freeze", "clip", "gaussian_noise"]
     assert len(sweep_spec.expand(tomllib.loads(blocks[1]))) == 3 * 3 * 2
+
+
+def test_one_run_has_one_identity():
+    ints = {"mechanism": [{"name": "clip", "clip_norm": 1}, {"name": "gaussian_noise"}]}
+    floats = {"mechanism": [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]}
+    assert config.config_id(ints) == config.config_id(floats)
+    assert config.validate({"model": {"kind": "softmax"}})["model"]["hidden"] is None
+    with pytest.raises(ValueError, match=r"model\.hidden is only for model\.kind = 'mlp'"):
+        config.validate({"model": {"kind": "logistic", "hidden": [8]}})
+
+
+def test_shuffled_batches_get_no_calibrated_epsilon():
+    with pytest.raises(ValueError, match=r"privacy\.epsilon with training\.sampling = 'shuffle'"):
+        config.validate({"training": {"sampling": "shuffle"}, "privacy": {"epsilon": 2.0}})
+    rec = config.run({"model": {"hidden": [8]}, "training": {"sampling": "shuffle", "steps": 2}})
+    assert rec["private"] and not rec["accounting_valid"]

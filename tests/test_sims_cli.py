@@ -111,3 +111,18 @@ def test_run_with_db_stores_once(capsys, tmp_path):
         assert main(["run", str(cfg), "--db", str(db)]) == 0
     rows = store.load(db)
     assert len(rows) == 1 and rows[0]["_attempts"] == 1 and rows[0]["steps"] == 3
+
+
+def test_run_summary_of_a_non_private_and_of_a_shuffled_run(capsys, tmp_path):
+    no_noise = tmp_path / "np.toml"
+    no_noise.write_text('[model]\nhidden = [8]\n[[mechanism]]\nname = "clip"\nclip_norm = 1.0\n'
+                        '[privacy]\nallow_non_private = true\n[training]\nsteps = 2\n')
+    assert main(["run", str(no_noise)]) == 0
+    assert "[NOT PRIVATE]" in capsys.readouterr().out
+    assert main(["run", str(no_noise), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)  # valid JSON: no bare Infinity
+    assert rec["epsilon"] == "inf" and rec["noise_multiplier"] is None and rec["private"] is False
+    shuffled = tmp_path / "sh.toml"
+    shuffled.write_text('[model]\nhidden = [8]\n[training]\nsteps = 2\nsampling = "shuffle"\n')
+    assert main(["run", str(shuffled)]) == 0
+    assert "epsilon NOT valid" in capsys.readouterr().out

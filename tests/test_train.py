@@ -329,6 +329,7 @@ def test_an_exploding_dp_run_is_stopped_and_says_when(lr):
         train(model, ds, epochs=5, batch_size=40, lr=lr, noise_multiplier=1.0, random_state=0)
     err = info.value
     assert 0 <= err.step < 50 and err.result.steps_done == err.step + 1
+    assert any("not covered by epsilon" in n for n in err.result.privacy["notes"])
     assert len(err.result.history.get("step", ())) <= err.step // 10  # records before the explosion only
     # without the check the same run completes with an absurd loss: the check is what stops it
     res = train(model, ds, epochs=5, batch_size=40, lr=lr, noise_multiplier=1.0, random_state=0,

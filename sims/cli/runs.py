@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from .paths import CLIError, input_file
 
@@ -24,11 +25,28 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _num(v, fmt=".4g") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
 def summary_line(rec: dict) -> str:
-    """``"<id[:12]>: test accuracy A, epsilon E (delta D), S steps, sigma N, W s"``."""
-    return (f"{rec['id'][:12]}: test accuracy {rec['test_accuracy']:.4f}, epsilon {rec['epsilon']:.4g} "
-            f"(delta {rec['delta']:.3g}), {rec['steps']} steps, noise multiplier {rec['noise_multiplier']:.4g}, "
-            f"{rec['wall_time']:.1f} s")
+    """``"<id[:12]>: test accuracy A, epsilon E (delta D), S steps, noise multiplier N, W s"``, with a
+    warning when the run is not private or its epsilon is not covered by the accountant."""
+    caveat = ""
+    if not rec.get("private", True):
+        caveat = " [NOT PRIVATE]"
+    elif not rec.get("accounting_valid", True):
+        caveat = " [epsilon NOT valid: the Poisson accounting does not cover shuffled batches]"
+    return (f"{rec['id'][:12]}: test accuracy {_num(rec['test_accuracy'])}, epsilon {_num(rec['epsilon'])} "
+            f"(delta {_num(rec['delta'], '.3g')}), {rec['steps']} steps, noise multiplier "
+            f"{_num(rec['noise_multiplier'])}, {rec['wall_time']:.1f} s{caveat}")
+
+
+def _json_safe(v):
+    """inf / nan as the strings "inf", "-inf", "nan" (JSON has no such numbers)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
 
 
 def run_main(argv) -> int:
@@ -50,7 +68,8 @@ def run_main(argv) -> int:
     else:
         rec = config.run(cfg)
     if args.json:
-        print(json.dumps({k: v for k, v in rec.items() if k not in ("history",) + tuple(cfg)}))
+        print(json.dumps({k: _json_safe(v) for k, v in rec.items() if k not in ("history",) + tuple(cfg)},
+                         allow_nan=False))
     else:
         print(summary_line(rec))
     return 0

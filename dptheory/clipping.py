@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import integrate, special, stats
 
-from .validation import check_finite_array, check_int, check_real
-from .noise_signal import _out, _real
+from .validation import check_finite_array, check_int, check_real, check_real_array, float_or_array
 
 __all__ = [
     "bias_bound_excess", "bias_bound_second_moment", "bias_bound_koloskova",
@@ -40,9 +39,9 @@ def bias_bound_excess(norms, clip, weights=None):
 
 def bias_bound_second_moment(second_moment, clip):
     """``E||g||^2/(4C)`` >= ``E(||g|| - C)_+`` >= ``||b||`` [S]: ``x^2/(4C) - (x - C) = (x - 2C)^2/(4C) >= 0``."""
-    m2 = _real("second_moment", second_moment, low=0.0)
-    C = _real("clip", clip, low=0.0, low_open=True)
-    return _out(m2 / (4 * C))
+    m2 = check_real_array("second_moment", second_moment, low=0.0)
+    C = check_real_array("clip", clip, low=0.0, low_open=True)
+    return float_or_array(m2 / (4 * C))
 
 
 def bias_bound_koloskova(grad_norm, noise_mean_norm, noise_second_moment, clip):
@@ -52,15 +51,15 @@ def bias_bound_koloskova(grad_norm, noise_mean_norm, noise_second_moment, clip):
     Koloskova, Hendrikx & Stich 2023 (arXiv 2305.01588) show a ``min(sigma, sigma^2/C)`` bias
     neighbourhood is unavoidable, with matching lower bounds [L]. ``grad_norm > C/2`` raises ValueError.
     """
-    C = _real("clip", clip, low=0.0, low_open=True)
-    gn = _real("grad_norm", grad_norm, low=0.0)
+    C = check_real_array("clip", clip, low=0.0, low_open=True)
+    gn = check_real_array("grad_norm", grad_norm, low=0.0)
     if np.any(gn > C / 2):
         raise ValueError(f"grad_norm must be in [0, clip/2], got grad_norm={grad_norm!r} with clip={clip!r}")
-    m1 = _real("noise_mean_norm", noise_mean_norm, low=0.0)
-    m2 = _real("noise_second_moment", noise_second_moment, low=0.0)
+    m1 = check_real_array("noise_mean_norm", noise_mean_norm, low=0.0)
+    m2 = check_real_array("noise_second_moment", noise_second_moment, low=0.0)
     if np.any(m1 ** 2 > m2 * (1 + 1e-12)):
         raise ValueError("noise_mean_norm**2 must be <= noise_second_moment (Jensen)")
-    return _out(np.minimum(m1, m2 / (2 * C)))
+    return float_or_array(np.minimum(m1, m2 / (2 * C)))
 
 
 # ----------------------------------------------------------------------------- 1-D Gaussian
@@ -71,7 +70,7 @@ def clipped_mean_1d(mean, std, clip):
     ``m [Phi(beta) - Phi(a)] + s [phi(a) - phi(beta)] + C [1 - Phi(beta)] - C Phi(a)``.
     ``std = 0`` gives ``clip(m)``. Derived by splitting the integral at ``+-C``; proved in ``proofs.clipping``.
     """
-    m, s, C = _real("mean", mean), _real("std", std, low=0.0), _real("clip", clip, low=0.0, low_open=True)
+    m, s, C = check_real_array("mean", mean), check_real_array("std", std, low=0.0), check_real_array("clip", clip, low=0.0, low_open=True)
     m, s, C = np.broadcast_arrays(m, s, C)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = (-C - m) / s
@@ -79,12 +78,12 @@ def clipped_mean_1d(mean, std, clip):
         Pa, Pb = special.ndtr(a), special.ndtr(b)
         val = m * (Pb - Pa) + s * (stats.norm.pdf(a) - stats.norm.pdf(b)) + C * special.ndtr(-b) - C * Pa
     val = np.where(s > 0, val, np.clip(m, -C, C))
-    return _out(val)
+    return float_or_array(val)
 
 
 def clip_bias_1d(mean, std, clip):
     """``E clip_C(g) - m`` for ``g ~ N(m, s^2)`` (see :func:`clipped_mean_1d`)."""
-    return _out(np.asarray(clipped_mean_1d(mean, std, clip)) - np.asarray(_real("mean", mean)))
+    return float_or_array(np.asarray(clipped_mean_1d(mean, std, clip)) - np.asarray(check_real_array("mean", mean)))
 
 
 # ----------------------------------------------------------------------------- isotropic Gaussian, d dims
@@ -134,22 +133,22 @@ def shrinkage_factor_highdim(mean_norm, noise_std, d, clip):
     For large ``d``, ``||mu + xi||^2`` concentrates at ``m^2 + d s^2`` (relative spread
     ``O(1/sqrt d)``), so every sample is scaled by about the same factor.
     """
-    m = _real("mean_norm", mean_norm, low=0.0, low_open=True)
-    s = _real("noise_std", noise_std, low=0.0)
-    d = _real("d", d, low=1.0)
-    C = _real("clip", clip, low=0.0, low_open=True)
-    return _out(np.minimum(1.0, C / np.sqrt(m ** 2 + d * s ** 2)))
+    m = check_real_array("mean_norm", mean_norm, low=0.0, low_open=True)
+    s = check_real_array("noise_std", noise_std, low=0.0)
+    d = check_real_array("d", d, low=1.0)
+    C = check_real_array("clip", clip, low=0.0, low_open=True)
+    return float_or_array(np.minimum(1.0, C / np.sqrt(m ** 2 + d * s ** 2)))
 
 
 # ----------------------------------------------------------------------------- Chen-Wu-Hong
 def clipped_gd_direction_1d(x, points, clip):
     """``(1/n) sum_i clip_C(x - a_i)``: clipped-GD direction for ``f = (1/n) sum (x - a_i)^2/2``, 1-D."""
-    x = _real("x", x)
+    x = check_real_array("x", x)
     a = check_finite_array("points", points, ndim=1).astype(np.float64)
     if a.size == 0:
         raise ValueError("points must be a non-empty 1-D array")
     C = check_real("clip", clip, low=0.0, low_open=True)
-    return _out(np.mean(np.clip(np.asarray(x)[..., None] - a, -C, C), axis=-1))
+    return float_or_array(np.mean(np.clip(np.asarray(x)[..., None] - a, -C, C), axis=-1))
 
 
 def chen_wu_hong_fixed_points(points=(-3.0, 3.0), clip=1.0):

@@ -31,9 +31,9 @@ import math
 
 import numpy as np
 
-from .validation import check_broadcast, check_choice, check_finite_array, check_int, check_real
-from .noise_signal import (_int, _k_d, _out, _real, noise_energy, optimal_keep_fraction, spread_exponent,
-                           tradeoff_coefficients)
+from .validation import (check_broadcast, check_choice, check_finite_array, check_int, check_int_array, check_k_d,
+                         check_real, check_real_array, float_or_array)
+from .noise_signal import noise_energy, optimal_keep_fraction, spread_exponent, tradeoff_coefficients
 
 __all__ = [
     "convex_bound", "convex_optimal_lr", "convex_optimal_bound",
@@ -51,11 +51,11 @@ __all__ = [
 
 
 def _pos(name, v):
-    return _real(name, v, low=0.0, low_open=True)
+    return check_real_array(name, v, low=0.0, low_open=True)
 
 
 def _nonneg(name, v):
-    return _real(name, v, low=0.0)
+    return check_real_array(name, v, low=0.0)
 
 
 # ----------------------------------------------------------------------------- 3.1 convex Lipschitz
@@ -74,24 +74,24 @@ def convex_bound(radius, lipschitz, steps, lr, noise):
     ``x_1 .. x_T``, which differs by ``(x_T - x_0)/T`` (the tests correct for it by convexity).
     """
     R, G, eta, N = _nonneg("radius", radius), _nonneg("lipschitz", lipschitz), _pos("lr", lr), _nonneg("noise", noise)
-    T = _int("steps", steps, low=1)
-    return _out(R ** 2 / (2 * eta * T) + eta / 2 * (G ** 2 + N))
+    T = check_int_array("steps", steps, low=1)
+    return float_or_array(R ** 2 / (2 * eta * T) + eta / 2 * (G ** 2 + N))
 
 
 def convex_optimal_lr(radius, lipschitz, steps, noise):
     """``eta* = R / sqrt(T (G^2 + N))``, the minimiser of :func:`convex_bound` (needs ``R, G^2 + N > 0``)."""
     R, G, N = _pos("radius", radius), _nonneg("lipschitz", lipschitz), _nonneg("noise", noise)
-    T = _int("steps", steps, low=1)
+    T = check_int_array("steps", steps, low=1)
     if np.any(G ** 2 + N <= 0):
         raise ValueError("lipschitz**2 + noise must be in (0, inf) for an optimal step size")
-    return _out(R / np.sqrt(T * (G ** 2 + N)))
+    return float_or_array(R / np.sqrt(T * (G ** 2 + N)))
 
 
 def convex_optimal_bound(radius, lipschitz, steps, noise):
     """``R sqrt(G^2 + N) / sqrt(T)``: :func:`convex_bound` at :func:`convex_optimal_lr` [S]."""
     R, G, N = _nonneg("radius", radius), _nonneg("lipschitz", lipschitz), _nonneg("noise", noise)
-    T = _int("steps", steps, low=1)
-    return _out(R * np.sqrt(G ** 2 + N) / np.sqrt(T))
+    T = check_int_array("steps", steps, low=1)
+    return float_or_array(R * np.sqrt(G ** 2 + N) / np.sqrt(T))
 
 
 def convex_random_k_bound(radius, lipschitz, steps, lr, noise, k, d):
@@ -101,19 +101,19 @@ def convex_random_k_bound(radius, lipschitz, steps, lr, noise, k, d):
     ``E||m*(g+noise)||^2 <= (k/d)(G^2 + N)``; dividing the telescoped inequality by ``k/d`` turns
     ``R^2`` into ``(d/k) R^2``. At the optimal step the bound is ``sqrt(d/k)`` times the dense one.
     """
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     return convex_bound(np.sqrt(d / k) * _nonneg("radius", radius), lipschitz, steps, lr, noise)
 
 
 def convex_random_k_optimal_lr(radius, lipschitz, steps, noise, k, d):
     """``eta* = sqrt(d/k) R / sqrt(T (G^2 + N))`` for :func:`convex_random_k_bound`."""
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     return convex_optimal_lr(np.sqrt(d / k) * _pos("radius", radius), lipschitz, steps, noise)
 
 
 def convex_random_k_optimal_bound(radius, lipschitz, steps, noise, k, d):
     """``sqrt(d/k) R sqrt(G^2 + N)/sqrt(T)``: worse than dense by ``sqrt(d/k)`` [D]."""
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     return convex_optimal_bound(np.sqrt(d / k) * _nonneg("radius", radius), lipschitz, steps, noise)
 
 
@@ -125,9 +125,9 @@ def fixed_set_bound(approx_error, radius_s, lipschitz_s, steps, k, sigma, clip, 
     This is :func:`convex_optimal_bound` run inside the subspace, plus the approximation error.
     """
     approx = _nonneg("approx_error", approx_error)
-    k = _int("k", k, low=1)
+    k = check_int_array("k", k, low=1)
     N_S = np.asarray(noise_energy(k, sigma, clip, batch))
-    return _out(approx + np.asarray(convex_optimal_bound(radius_s, lipschitz_s, steps, N_S)))
+    return float_or_array(approx + np.asarray(convex_optimal_bound(radius_s, lipschitz_s, steps, N_S)))
 
 
 # ----------------------------------------------------------------------------- 3.2 strongly convex
@@ -138,8 +138,8 @@ def strongly_convex_last_iterate_bound(lipschitz, strong_convexity, t, noise):
     applied with the noisy second moment ``G^2 + N``.
     """
     G, lam, N = _nonneg("lipschitz", lipschitz), _pos("strong_convexity", strong_convexity), _nonneg("noise", noise)
-    t = _int("t", t, low=1)
-    return _out(4 * (G ** 2 + N) / (lam ** 2 * t))
+    t = check_int_array("t", t, low=1)
+    return float_or_array(4 * (G ** 2 + N) / (lam ** 2 * t))
 
 
 def strongly_convex_weighted_average_bound(lipschitz, strong_convexity, steps, noise):
@@ -148,8 +148,8 @@ def strongly_convex_weighted_average_bound(lipschitz, strong_convexity, steps, n
     Lacoste-Julien, Schmidt & Bach 2012 (arXiv 1212.2002), main theorem [L, checked].
     """
     G, lam, N = _nonneg("lipschitz", lipschitz), _pos("strong_convexity", strong_convexity), _nonneg("noise", noise)
-    T = _int("steps", steps, low=1)
-    return _out(2 * (G ** 2 + N) / (lam * (T + 1)))
+    T = check_int_array("steps", steps, low=1)
+    return float_or_array(2 * (G ** 2 + N) / (lam * (T + 1)))
 
 
 def strongly_convex_random_k_bound(lipschitz, strong_convexity, t, noise, k, d):
@@ -157,15 +157,15 @@ def strongly_convex_random_k_bound(lipschitz, strong_convexity, t, noise, k, d):
 
     ``(k/d) eta_t = 1/(lambda t)`` restores the RSS recursion with second moment ``(d/k)(G^2 + N)``.
     """
-    k, d = _k_d(k, d)
-    return _out(d / k * np.asarray(strongly_convex_last_iterate_bound(lipschitz, strong_convexity, t, noise)))
+    k, d = check_k_d(k, d)
+    return float_or_array(d / k * np.asarray(strongly_convex_last_iterate_bound(lipschitz, strong_convexity, t, noise)))
 
 
 # ----------------------------------------------------------------------------- 3.3 non-convex
 def dp_gradient_variance(clip, batch, d, sigma):
     """Variance proxy of the DP-SGD gradient, ``sigma_bar^2 <= C^2/B + N`` (sampling + noise), docs/theory.md §3.3."""
     clip, batch = _pos("clip", clip), _pos("batch", batch)
-    return _out(clip ** 2 / batch + np.asarray(noise_energy(d, sigma, clip, batch)))
+    return float_or_array(clip ** 2 / batch + np.asarray(noise_energy(d, sigma, clip, batch)))
 
 
 def _check_lr_smooth(lr, L):
@@ -182,9 +182,9 @@ def nonconvex_biased_bound(delta_f, smoothness, steps, lr, variance, bias_sq=0.0
     """
     dF, L, eta = _nonneg("delta_f", delta_f), _pos("smoothness", smoothness), _pos("lr", lr)
     var, b2 = _nonneg("variance", variance), _nonneg("bias_sq", bias_sq)
-    T = _int("steps", steps, low=1)
+    T = check_int_array("steps", steps, low=1)
     _check_lr_smooth(eta, L)
-    return _out(2 * dF / (eta * T) + L * eta * var + b2)
+    return float_or_array(2 * dF / (eta * T) + L * eta * var + b2)
 
 
 def nonconvex_biased_optimal_lr(delta_f, smoothness, steps, variance):
@@ -192,10 +192,10 @@ def nonconvex_biased_optimal_lr(delta_f, smoothness, steps, variance):
     over ``(0, 1/L]``. When the square root is feasible the bound is ``2 sqrt(2 DeltaF L sigma_bar^2/T) + bias`` [S].
     """
     dF, L, var = _pos("delta_f", delta_f), _pos("smoothness", smoothness), _nonneg("variance", variance)
-    T = _int("steps", steps, low=1)
+    T = check_int_array("steps", steps, low=1)
     with np.errstate(divide="ignore"):
         free = np.sqrt(2 * dF / (T * L * np.where(var > 0, var, np.nan)))
-    return _out(np.where(var > 0, np.fmin(1 / L, free), 1 / L))
+    return float_or_array(np.where(var > 0, np.fmin(1 / L, free), 1 / L))
 
 
 def nonconvex_random_k_bound(delta_f, smoothness, steps, lr, k, d, per_example_variance, batch, noise):
@@ -203,14 +203,14 @@ def nonconvex_random_k_bound(delta_f, smoothness, steps, lr, k, d, per_example_v
 
     One step: ``E F(x+) <= F - eta (k/d)||grad F||^2 + (L eta^2/2)(k/d)(||grad F||^2 + V/B + N)``.
     """
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     V, B, N = _nonneg("per_example_variance", per_example_variance), _pos("batch", batch), _nonneg("noise", noise)
-    return _out(np.asarray(nonconvex_biased_bound(d / k * _nonneg("delta_f", delta_f), smoothness, steps, lr, V / B + N)))
+    return float_or_array(np.asarray(nonconvex_biased_bound(d / k * _nonneg("delta_f", delta_f), smoothness, steps, lr, V / B + N)))
 
 
 def nonconvex_random_k_optimal_lr(delta_f, smoothness, steps, k, d, per_example_variance, batch, noise):
     """``eta* = min(1/L, sqrt(2 d DeltaF/(k T L (V/B + N))))`` for :func:`nonconvex_random_k_bound`."""
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     V, B, N = _nonneg("per_example_variance", per_example_variance), _pos("batch", batch), _nonneg("noise", noise)
     return nonconvex_biased_optimal_lr(d / k * _pos("delta_f", delta_f), smoothness, steps, V / B + N)
 
@@ -298,11 +298,11 @@ def mask_then_clip_bound(k, d, delta_f, smoothness, lr, clip, steps, sigma, batc
     """
     check_broadcast(k=k, d=d, delta_f=delta_f, smoothness=smoothness, lr=lr, clip=clip, steps=steps,
                     sigma=sigma, batch=batch)
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     p = spread_exponent(spread)
     a, b = tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch)
     rho = np.asarray(k / d, dtype=np.float64)
-    return _out((np.asarray(a) + np.asarray(b) * rho) / rho ** p)
+    return float_or_array((np.asarray(a) + np.asarray(b) * rho) / rho ** p)
 
 
 def random_freeze_bound(keep_fractions, d, delta_f, smoothness, lr, clip, sigma, batch):
@@ -341,7 +341,7 @@ def random_freeze_bound(keep_fractions, d, delta_f, smoothness, lr, clip, sigma,
     d = check_int("d", d, low=1)
     sigma, B = _nonneg("sigma", sigma), _pos("batch", batch)
     T = rho.size
-    return _out(dF / (eta * C * T) + L * eta * C / 2 * np.mean(1 + rho * d * sigma ** 2 / B ** 2))
+    return float_or_array(dF / (eta * C * T) + L * eta * C / 2 * np.mean(1 + rho * d * sigma ** 2 / B ** 2))
 
 
 # ----------------------------------------------------------------------------- 3.4 coordinate methods
@@ -350,20 +350,20 @@ def random_k_cd_pl_bound(k, d, pl, smoothness, steps, delta_f):
 
     ``E F(x+) <= F - (k/d)||grad F||^2/(2L)`` and PL ``||grad F||^2 >= 2 mu (F - F*)``. Needs ``mu <= L``.
     """
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     mu, L, dF = _pos("pl", pl), _pos("smoothness", smoothness), _nonneg("delta_f", delta_f)
     if np.any(mu > L):
         raise ValueError(f"pl must be in (0, smoothness], got pl={mu!r} with smoothness={L!r}")
-    T = _int("steps", steps, low=0)
-    return _out((1 - k * mu / (d * L)) ** T * dF)
+    T = check_int_array("steps", steps, low=0)
+    return float_or_array((1 - k * mu / (d * L)) ** T * dF)
 
 
 def random_k_cd_nonconvex_bound(k, d, smoothness, steps, delta_f):
     """Random-k coordinate descent, step 1/L: ``(1/T) sum E||grad F||^2 <= 2 d L DeltaF/(k T)`` [D]."""
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     L, dF = _pos("smoothness", smoothness), _nonneg("delta_f", delta_f)
-    T = _int("steps", steps, low=1)
-    return _out(2 * d * L * dF / (k * T))
+    T = check_int_array("steps", steps, low=1)
+    return float_or_array(2 * d * L * dF / (k * T))
 
 
 def top_k_gd_bound(k, d, smoothness, steps, delta_f):
@@ -419,9 +419,9 @@ def error_feedback_bound(delta_f, smoothness, steps, second_moment, delta):
         For an argument out of the ranges above, naming it.
     """
     dF, L, s2 = _nonneg("delta_f", delta_f), _pos("smoothness", smoothness), _nonneg("second_moment", second_moment)
-    dl = _real("delta", delta, low=0.0, high=1.0, low_open=True)
-    T = _int("steps", steps, low=0)
-    return _out((2 * dF + L * s2) / np.sqrt(T + 1.0) + 4 * L ** 2 * s2 * (1 - dl) / (dl ** 2 * (T + 1.0)))
+    dl = check_real_array("delta", delta, low=0.0, high=1.0, low_open=True)
+    T = check_int_array("steps", steps, low=0)
+    return float_or_array((2 * dF + L * s2) / np.sqrt(T + 1.0) + 4 * L ** 2 * s2 * (1 - dl) / (dl ** 2 * (T + 1.0)))
 
 
 # ----------------------------------------------------------------------------- privacy-calibrated

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
-from .validation import check_broadcast, check_choice, check_finite_array, check_int, check_real
+from .validation import (check_broadcast, check_choice, check_finite_array, check_int, check_int_array, check_k_d,
+                         check_real, check_real_array, float_or_array)
 
 __all__ = [
     "noise_std", "noise_energy", "noise_energy_mean", "noise_energy_var", "noise_energy_interval",
@@ -34,49 +35,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-def _real(name, value, *, low=None, high=None, low_open=False, high_open=False):
-    """Vectorised :func:`check_real`: a finite float array inside the interval, else ValueError."""
-    if np.ndim(value) == 0:
-        return np.float64(check_real(name, value, low=low, high=high, low_open=low_open,
-                                     high_open=high_open))
-    arr = check_finite_array(name, value).astype(np.float64)
-    bad = np.zeros(arr.shape, bool)
-    if low is not None:
-        bad |= (arr <= low) if low_open else (arr < low)
-    if high is not None:
-        bad |= (arr >= high) if high_open else (arr > high)
-    if bad.any():   # let check_real build the message (names the parameter and the interval)
-        check_real(name, arr[bad].flat[0], low=low, high=high, low_open=low_open, high_open=high_open)
-    return arr
-
-
-def _int(name, value, *, low=None, high=None):
-    """Vectorised :func:`check_int` (integral floats accepted); returns an int64 array."""
-    if np.ndim(value) == 0:
-        return np.int64(check_int(name, value, low=low, high=high))
-    arr = check_finite_array(name, value)
-    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
-        check_int(name, float(arr[arr != np.round(arr)].flat[0]))
-    arr = arr.astype(np.int64)
-    for v in arr.flat:   # cheap: only reached for bad or small arrays in practice
-        if (low is not None and v < low) or (high is not None and v > high):
-            check_int(name, int(v), low=low, high=high)
-    return arr
-
-
-def _k_d(k, d):
-    d = _int("d", d, low=1)
-    k = _int("k", k, low=1)
-    if np.any(k > d):
-        raise ValueError(f"k must be an integer in [1, d], got k={k!r} with d={d!r}")
-    return k, d
-
-
-def _out(x):
-    x = np.asarray(x, dtype=np.float64)
-    return float(x) if x.ndim == 0 else x
-
-
 # ----------------------------------------------------------------------------- noise
 def noise_std(sigma, clip, batch):
     """Per-coordinate noise std of the averaged update, ``s = sigma C / B``.
@@ -85,17 +43,17 @@ def noise_std(sigma, clip, batch):
     the (expected) batch size ``B`` (Abadi et al. 2016, Algorithm 1; Poisson variant as in Opacus).
     """
     check_broadcast(sigma=sigma, clip=clip, batch=batch)
-    sigma = _real("sigma", sigma, low=0.0)
-    clip = _real("clip", clip, low=0.0, low_open=True)
-    batch = _real("batch", batch, low=0.0, low_open=True)
-    return _out(sigma * clip / batch)
+    sigma = check_real_array("sigma", sigma, low=0.0)
+    clip = check_real_array("clip", clip, low=0.0, low_open=True)
+    batch = check_real_array("batch", batch, low=0.0, low_open=True)
+    return float_or_array(sigma * clip / batch)
 
 
 def noise_energy(d, sigma, clip, batch):
     """Full noise energy ``N = d sigma^2 C^2 / B^2 = E||s z||^2`` of a dense update (docs/theory.md §Conventions)."""
     check_broadcast(d=d, sigma=sigma, clip=clip, batch=batch)
-    d = _int("d", d, low=1)
-    return _out(d * np.asarray(noise_std(sigma, clip, batch)) ** 2)
+    d = check_int_array("d", d, low=1)
+    return float_or_array(d * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
 
 def noise_energy_mean(k, sigma, clip, batch):
@@ -106,15 +64,15 @@ def noise_energy_mean(k, sigma, clip, batch):
     Proved in ``proofs.noise_signal`` from the Gaussian moments.
     """
     check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
-    k = _int("k", k, low=0)
-    return _out(k * np.asarray(noise_std(sigma, clip, batch)) ** 2)
+    k = check_int_array("k", k, low=0)
+    return float_or_array(k * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
 
 def noise_energy_var(k, sigma, clip, batch):
     """Variance ``2 k s^4`` of the noise energy on ``k`` coordinates ([S]: ``Var z^2 = E z^4 - 1 = 2``)."""
     check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
-    k = _int("k", k, low=0)
-    return _out(2 * k * np.asarray(noise_std(sigma, clip, batch)) ** 4)
+    k = check_int_array("k", k, low=0)
+    return float_or_array(2 * k * np.asarray(noise_std(sigma, clip, batch)) ** 4)
 
 
 def noise_energy_interval(k, sigma, clip, batch, level=0.95):
@@ -125,12 +83,12 @@ def noise_energy_interval(k, sigma, clip, batch, level=0.95):
     probability exactly ``1 - level``.
     """
     check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
-    k = _int("k", k, low=1)
+    k = check_int_array("k", k, low=1)
     level = check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
     s2 = np.asarray(noise_std(sigma, clip, batch)) ** 2
     lo = stats.chi2.ppf((1 - level) / 2, k) * s2
     hi = stats.chi2.isf((1 - level) / 2, k) * s2
-    return _out(lo), _out(hi)
+    return float_or_array(lo), float_or_array(hi)
 
 
 # ----------------------------------------------------------------------------- NSR
@@ -140,8 +98,8 @@ def nsr_dense(d, sigma, clip, batch, signal_sq):
     ``signal_sq`` is ``||g_bar||^2 > 0``, the squared norm of the clipped mean gradient.
     """
     check_broadcast(d=d, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
-    signal_sq = _real("signal_sq", signal_sq, low=0.0, low_open=True)
-    return _out(np.asarray(noise_energy(d, sigma, clip, batch)) / signal_sq)
+    signal_sq = check_real_array("signal_sq", signal_sq, low=0.0, low_open=True)
+    return float_or_array(np.asarray(noise_energy(d, sigma, clip, batch)) / signal_sq)
 
 
 def signal_random_k(k, d, signal_sq):
@@ -151,9 +109,9 @@ def signal_random_k(k, d, signal_sq):
     ``P(i in S) = k/d`` for every ``i`` (proved in ``proofs.noise_signal``).
     """
     check_broadcast(k=k, d=d, signal_sq=signal_sq)
-    k, d = _k_d(k, d)
-    signal_sq = _real("signal_sq", signal_sq, low=0.0)
-    return _out(k / d * signal_sq)
+    k, d = check_k_d(k, d)
+    signal_sq = check_real_array("signal_sq", signal_sq, low=0.0)
+    return float_or_array(k / d * signal_sq)
 
 
 def nsr_random_k(k, d, sigma, clip, batch, signal_sq):
@@ -163,9 +121,9 @@ def nsr_random_k(k, d, sigma, clip, batch, signal_sq):
     and signal in the same proportion, so it cannot improve the NSR.
     """
     check_broadcast(k=k, d=d, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
-    k, d = _k_d(k, d)
-    signal_sq = _real("signal_sq", signal_sq, low=0.0, low_open=True)
-    return _out(np.asarray(noise_energy_mean(k, sigma, clip, batch)) / np.asarray(signal_random_k(k, d, signal_sq)))
+    k, d = check_k_d(k, d)
+    signal_sq = check_real_array("signal_sq", signal_sq, low=0.0, low_open=True)
+    return float_or_array(np.asarray(noise_energy_mean(k, sigma, clip, batch)) / np.asarray(signal_random_k(k, d, signal_sq)))
 
 
 def signal_mask_then_clip(signal_sq):
@@ -180,7 +138,7 @@ def signal_mask_then_clip(signal_sq):
     it breaks down for very small k, where ``||m * g_i||`` no longer concentrates around
     ``sqrt(rho) ||g_i||`` (ratio ~0.93 at k = 10 and ~0.6 at k = 1 with a strong common mean).
     """
-    return _out(_real("signal_sq", signal_sq, low=0.0))
+    return float_or_array(check_real_array("signal_sq", signal_sq, low=0.0))
 
 
 def nsr_mask_then_clip(k, d, sigma, clip, batch, signal_sq):
@@ -189,8 +147,8 @@ def nsr_mask_then_clip(k, d, sigma, clip, batch, signal_sq):
     Noise energy ``k s^2`` over the flat signal of :func:`signal_mask_then_clip`.
     """
     check_broadcast(k=k, d=d, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
-    k, d = _k_d(k, d)
-    return _out(k / d * np.asarray(nsr_dense(d, sigma, clip, batch, signal_sq)))
+    k, d = check_k_d(k, d)
+    return float_or_array(k / d * np.asarray(nsr_dense(d, sigma, clip, batch, signal_sq)))
 
 
 def descent_mask_then_clip(k, d, dense_descent):
@@ -200,9 +158,9 @@ def descent_mask_then_clip(k, d, dense_descent):
     and ``E<grad F, m * v> = rho <grad F, v>``, giving ``sqrt(rho)``: the "signal loss".
     """
     check_broadcast(k=k, d=d, dense_descent=dense_descent)
-    k, d = _k_d(k, d)
-    dense_descent = _real("dense_descent", dense_descent)
-    return _out(np.sqrt(k / d) * dense_descent)
+    k, d = check_k_d(k, d)
+    dense_descent = check_real_array("dense_descent", dense_descent)
+    return float_or_array(np.sqrt(k / d) * dense_descent)
 
 
 def rescaled_random_k_moments(k, d, x_sq):
@@ -214,17 +172,17 @@ def rescaled_random_k_moments(k, d, x_sq):
     reparametrises the learning rate.
     """
     check_broadcast(k=k, d=d, x_sq=x_sq)
-    k, d = _k_d(k, d)
-    x_sq = _real("x_sq", x_sq, low=0.0)
+    k, d = check_k_d(k, d)
+    x_sq = check_real_array("x_sq", x_sq, low=0.0)
     ratio = d / k
-    return _out(np.ones_like(ratio * x_sq)), _out(ratio * x_sq), _out((ratio - 1) * x_sq)
+    return float_or_array(np.ones_like(ratio * x_sq)), float_or_array(ratio * x_sq), float_or_array((ratio - 1) * x_sq)
 
 
 def noise_energy_rescaled(k, d, sigma, clip, batch):
     """Noise energy of the rescaled random-k update: ``(d/k)^2 k s^2 = (d^2/k) s^2``, [S]."""
     check_broadcast(k=k, d=d, sigma=sigma, clip=clip, batch=batch)
-    k, d = _k_d(k, d)
-    return _out(d.astype(float) ** 2 / k * np.asarray(noise_std(sigma, clip, batch)) ** 2)
+    k, d = check_k_d(k, d)
+    return float_or_array(d.astype(float) ** 2 / k * np.asarray(noise_std(sigma, clip, batch)) ** 2)
 
 
 def nsr_fixed_set(k, d, phi, sigma, clip, batch, signal_sq):
@@ -234,16 +192,16 @@ def nsr_fixed_set(k, d, phi, sigma, clip, batch, signal_sq):
     ``phi`` must be in (0, 1].
     """
     check_broadcast(k=k, d=d, phi=phi, sigma=sigma, clip=clip, batch=batch, signal_sq=signal_sq)
-    k, d = _k_d(k, d)
-    phi = _real("phi", phi, low=0.0, high=1.0, low_open=True)
-    return _out(k / (d * phi) * np.asarray(nsr_dense(d, sigma, clip, batch, signal_sq)))
+    k, d = check_k_d(k, d)
+    phi = check_real_array("phi", phi, low=0.0, high=1.0, low_open=True)
+    return float_or_array(k / (d * phi) * np.asarray(nsr_dense(d, sigma, clip, batch, signal_sq)))
 
 
 def fixed_set_helps(k, d, phi):
     """``True`` iff the fixed set's NSR is strictly below the dense NSR, i.e. ``phi > k/d`` ([D])."""
     check_broadcast(k=k, d=d, phi=phi)
-    k, d = _k_d(k, d)
-    phi = _real("phi", phi, low=0.0, high=1.0, low_open=True)
+    k, d = check_k_d(k, d)
+    phi = check_real_array("phi", phi, low=0.0, high=1.0, low_open=True)
     res = phi > k / d
     return bool(res) if np.ndim(res) == 0 else res
 
@@ -255,8 +213,8 @@ def top_k_captured_lower_bound(k, d):
     ``||x - top_k x||^2 <= (1 - k/d)||x||^2`` (Stich, Cordonnier & Jaggi 2018, Def. 2.1 / Lemma A.1).
     """
     check_broadcast(k=k, d=d)
-    k, d = _k_d(k, d)
-    return _out(k / d)
+    k, d = check_k_d(k, d)
+    return float_or_array(k / d)
 
 
 def nsr_top_k_public(k, d, phi, sigma, clip, batch, signal_sq):
@@ -331,15 +289,15 @@ def noisy_top_k_noise_factor(k, d, exact=False):
         energy of pure noise, or for the bound on the kept noise of any size-``k`` selection.
     """
     check_broadcast(k=k, d=d)
-    k, d = _k_d(k, d)
+    k, d = check_k_d(k, d)
     k, d = np.broadcast_arrays(k, d)
     if not exact:
         t = -special.ndtri(k / (2.0 * d))   # = Phi^{-1}(1 - k/(2d)), accurate for small k/d
-        return _out(1 + 2.0 * d * t * stats.norm.pdf(t) / k)
+        return float_or_array(1 + 2.0 * d * t * stats.norm.pdf(t) / k)
     out = np.empty(k.shape)
     for i in np.ndindex(k.shape):
         out[i] = _noisy_top_k_exact(int(k[i]), int(d[i]))
-    return _out(out)
+    return float_or_array(out)
 
 
 def _noisy_top_k_exact(k, d):
@@ -402,13 +360,13 @@ def noisy_top_k_energies(g_bar, k, sigma, clip, batch):
         raise ValueError("g_bar must have at least one coordinate")
     shape = check_broadcast(k=k, sigma=sigma, clip=clip, batch=batch)
     d = g.size
-    k = _int("k", k, low=1, high=d)
+    k = check_int_array("k", k, low=1, high=d)
     s = np.asarray(noise_std(sigma, clip, batch), dtype=np.float64)
     k, s = np.broadcast_to(k, shape), np.broadcast_to(s, shape)
     res = np.empty((3,) + shape)
     for i in np.ndindex(shape):
         res[(slice(None),) + i] = _threshold_model(g, int(k[i]), float(s[i]))
-    return _out(res[0]), _out(res[1]), _out(res[2])
+    return float_or_array(res[0]), float_or_array(res[1]), float_or_array(res[2])
 
 
 def _threshold_model(g, k, s):
@@ -463,7 +421,7 @@ def nsr_top_k_noisy(g_bar, k, sigma, clip, batch):
     if not float(g @ g) > 0:
         raise ValueError("g_bar must have ||g_bar||^2 > 0 in float64 (the NSR of a zero signal is infinite)")
     noise, signal, _ = noisy_top_k_energies(g, k, sigma, clip, batch)
-    return _out(np.asarray(noise) / np.asarray(signal))
+    return float_or_array(np.asarray(noise) / np.asarray(signal))
 
 
 # ----------------------------------------------------------------------------- compressors
@@ -474,8 +432,8 @@ def contraction_top_k(k, d):
     memory" (NeurIPS 2018) uses exactly ``(1 - k/d)``; tests verify it on random vectors.
     """
     check_broadcast(k=k, d=d)
-    k, d = _k_d(k, d)
-    return _out(1 - k / d)
+    k, d = check_k_d(k, d)
+    return float_or_array(1 - k / d)
 
 
 def contraction_random_k(k, d):
@@ -496,7 +454,7 @@ def scaled_sign_delta(x):
     sq = np.sum(x * x, axis=-1)
     if np.any(sq == 0):
         raise ValueError("x must be non-zero (delta is undefined for x = 0)")
-    return _out(np.sum(np.abs(x), axis=-1) ** 2 / (x.shape[-1] * sq))
+    return float_or_array(np.sum(np.abs(x), axis=-1) ** 2 / (x.shape[-1] * sq))
 
 
 # ----------------------------------------------------------------------------- random freeze
@@ -548,7 +506,7 @@ def n_frozen(rate, d):
     """
     check_broadcast(rate=rate, d=d)
     d = check_int("d", d, low=1)
-    rate = _real("rate", rate, low=0.0, high=1.0)
+    rate = check_real_array("rate", rate, low=0.0, high=1.0)
     n = np.floor(rate * d * (1 + 1e-12))
     # the guard must not round a rate just below 1 up to "everything frozen"
     n = np.where(rate < 1, np.minimum(n, d - 1), n).astype(np.int64)
@@ -586,17 +544,17 @@ def tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch)
     """
     check_broadcast(delta_f=delta_f, smoothness=smoothness, lr=lr, clip=clip, steps=steps, d=d, sigma=sigma,
                     batch=batch)
-    delta_f = _real("delta_f", delta_f, low=0.0)
-    L = _real("smoothness", smoothness, low=0.0, low_open=True)
-    lr = _real("lr", lr, low=0.0, low_open=True)
-    clip = _real("clip", clip, low=0.0, low_open=True)
-    steps = _int("steps", steps, low=1)
-    d = _int("d", d, low=1)
-    sigma = _real("sigma", sigma, low=0.0)
-    batch = _real("batch", batch, low=0.0, low_open=True)
+    delta_f = check_real_array("delta_f", delta_f, low=0.0)
+    L = check_real_array("smoothness", smoothness, low=0.0, low_open=True)
+    lr = check_real_array("lr", lr, low=0.0, low_open=True)
+    clip = check_real_array("clip", clip, low=0.0, low_open=True)
+    steps = check_int_array("steps", steps, low=1)
+    d = check_int_array("d", d, low=1)
+    sigma = check_real_array("sigma", sigma, low=0.0)
+    batch = check_real_array("batch", batch, low=0.0, low_open=True)
     a = delta_f / (lr * clip * steps) + L * lr * clip / 2
     b = L * lr * clip * d * sigma ** 2 / (2 * batch ** 2)
-    return _out(a), _out(b)
+    return float_or_array(a), float_or_array(b)
 
 
 #: named spread assumptions of the mask-then-clip bounds and their exponent ``p`` in ``s(rho) = rho^p``
@@ -625,10 +583,10 @@ def tradeoff_bound(rho, a, b, *, spread="worst_case"):
     """
     p = spread_exponent(spread)
     check_broadcast(rho=rho, a=a, b=b)
-    rho = _real("rho", rho, low=0.0, high=1.0, low_open=True)
-    a = _real("a", a, low=0.0)
-    b = _real("b", b, low=0.0)
-    return _out((a + b * rho) / rho ** p)
+    rho = check_real_array("rho", rho, low=0.0, high=1.0, low_open=True)
+    a = check_real_array("a", a, low=0.0)
+    b = check_real_array("b", b, low=0.0)
+    return float_or_array((a + b * rho) / rho ** p)
 
 
 def optimal_keep_fraction(d, sigma, batch, delta_f, smoothness, lr, clip, steps, *, spread="worst_case"):
@@ -655,10 +613,10 @@ def optimal_keep_fraction(d, sigma, batch, delta_f, smoothness, lr, clip, steps,
     a, b = tradeoff_coefficients(delta_f, smoothness, lr, clip, steps, d, sigma, batch)
     a, b = np.asarray(a), np.asarray(b)
     if p >= 1.0:
-        return _out(np.ones(np.broadcast(a, b).shape))
+        return float_or_array(np.ones(np.broadcast(a, b).shape))
     with np.errstate(divide="ignore"):
         rho = np.where(b > 0, np.minimum(1.0, p * a / ((1.0 - p) * np.where(b > 0, b, 1.0))), 1.0)
-    return _out(rho)
+    return float_or_array(rho)
 
 
 def sparsification_helps(d, sigma, batch, delta_f, smoothness, lr, clip, steps, *, spread="worst_case"):

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 __all__ = ["check_real", "check_int", "check_finite_array", "check_choice", "check_delta", "check_broadcast",
+           "check_real_array", "check_int_array", "check_k_d", "float_or_array",
            "as_seed_sequence", "as_generator", "child_sequence"]
 
 
@@ -127,6 +128,53 @@ def check_broadcast(**arrays) -> tuple:
     names = ", ".join(bad[:-1]) + " and " + bad[-1]
     detail = ", ".join(f"{n} has shape {shapes[n]}" for n in bad)
     raise ValueError(f"{names} do not broadcast together: {detail}")
+
+
+def check_real_array(name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """Vectorised :func:`check_real`: a finite float64 array (or scalar) inside the interval, else ValueError
+    naming ``name`` and the interval."""
+    if np.ndim(value) == 0:
+        return np.float64(check_real(name, value, low=low, high=high, low_open=low_open,
+                                     high_open=high_open))
+    arr = check_finite_array(name, value).astype(np.float64)
+    bad = np.zeros(arr.shape, bool)
+    if low is not None:
+        bad |= (arr <= low) if low_open else (arr < low)
+    if high is not None:
+        bad |= (arr >= high) if high_open else (arr > high)
+    if bad.any():   # let check_real build the message (names the parameter and the interval)
+        check_real(name, arr[bad].flat[0], low=low, high=high, low_open=low_open, high_open=high_open)
+    return arr
+
+
+def check_int_array(name, value, *, low=None, high=None):
+    """Vectorised :func:`check_int` (integral floats accepted); returns an int64 array (or scalar)."""
+    if np.ndim(value) == 0:
+        return np.int64(check_int(name, value, low=low, high=high))
+    arr = check_finite_array(name, value)
+    if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+        check_int(name, float(arr[arr != np.round(arr)].flat[0]))
+    arr = arr.astype(np.int64)
+    for v in arr.flat:   # cheap: only reached for bad or small arrays in practice
+        if (low is not None and v < low) or (high is not None and v > high):
+            check_int(name, int(v), low=low, high=high)
+    return arr
+
+
+def check_k_d(k, d):
+    """``(k, d)`` as int64 arrays (or scalars) with ``1 <= k <= d`` elementwise, else ValueError naming them."""
+    d = check_int_array("d", d, low=1)
+    k = check_int_array("k", k, low=1)
+    if np.any(k > d):
+        raise ValueError(f"k must be an integer in [1, d], got k={k!r} with d={d!r}")
+    return k, d
+
+
+def float_or_array(x):
+    """``x`` as a Python float when it is a scalar, else a float64 array (the closed forms' outputs)."""
+    x = np.asarray(x, dtype=np.float64)
+    return float(x) if x.ndim == 0 else x
+
 
 
 _RS_ERROR = "random_state must be None, an int >= 0, a numpy SeedSequence or Generator, got {!r}"

@@ -36,6 +36,7 @@ import time
 import zipfile
 
 __all__ = [
+    "dumps",
     "HISTORY_KEY",
     "META_COLUMNS",
     "OUTCOMES",
@@ -131,13 +132,14 @@ def _to_json_default(obj):
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _dumps(obj, *, sort_keys=False) -> str:
+def dumps(obj, *, sort_keys=False) -> str:
+    """The JSON text of ``obj`` as the store writes it (NumPy scalars and arrays converted, NaN kept)."""
     return json.dumps(obj, default=_to_json_default, allow_nan=True, sort_keys=sort_keys, separators=(",", ":"))
 
 
 def normalise(obj):
     """JSON round trip: the form a value has after being written to and read from the store."""
-    return json.loads(_dumps(obj))
+    return json.loads(dumps(obj))
 
 
 def config_key(config: dict) -> str:
@@ -167,7 +169,7 @@ def config_key(config: dict) -> str:
     if bad:
         raise ValueError(f"config keys must be strings, got {bad!r}")
     try:
-        return _dumps(normalise(config), sort_keys=True)
+        return dumps(normalise(config), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config values must be JSON-serialisable, got {config!r} ({exc})") from None
 
@@ -715,7 +717,7 @@ def migrate_jsonl(jsonl_path, db_path) -> int:
         for h, (config, row) in zip(hashes, latest.values()):
             if h in claims:
                 error = row.get("error")
-                record = None if error is not None else _dumps(row)
+                record = None if error is not None else dumps(row)
                 st.finish(h, owner, claims[h], Outcome(record=record, error=error))
     return len(claims)
 

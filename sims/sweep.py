@@ -208,7 +208,7 @@ def _split_output(out, config):
         raise ValueError(f"fn output keys {clash} clash with config keys or reserved names ({list(RESERVED_KEYS)}, "
                          f"names starting with '_' other than {HISTORY_KEY!r})")
     history = _store.history_bytes(out[HISTORY_KEY]) if HISTORY_KEY in out else None
-    return _store._dumps(metrics), history
+    return _store.dumps(metrics), history
 
 
 def _run_one(fn, config, fail_fast=False) -> dict:

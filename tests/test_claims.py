@@ -67,6 +67,7 @@ def test_unpaired_welch_interval_has_its_coverage():
 
     rate = _rate(claim, make, R, 3, "supported")
     assert rate <= 0.035 + Z * math.sqrt(0.035 * 0.965 / R)
+    assert rate >= 0.015 - Z * math.sqrt(0.015 * 0.985 / R)  # nor far too wide (a vacuous interval gives 0)
 
 
 def test_equivalence_within_the_margin_and_its_size_at_the_margin():
@@ -77,7 +78,9 @@ def test_equivalence_within_the_margin_and_its_size_at_the_margin():
     assert inside >= 0.95, inside
     # a true effect ON the margin: "equivalent" at most alpha = 5 % (the size of TOST)
     edge = _rate(claim, lambda rng: _paired(rng, 60, 0.5, 1.0), R, 5, "equivalent")
-    assert edge <= 0.05 + Z * math.sqrt(0.05 * 0.95 / R), edge
+    # at the margin the lower test is passed almost surely, so the size is the upper test's: exactly
+    # P(T_59 < -t_{0.95, 59}) = 0.05 (Student t); a too-wide interval would give far less
+    assert _within(edge, 0.05, R), edge
 
 
 def _exact(mean, sd, n):
@@ -144,6 +147,7 @@ def test_bootstrap_difference_agrees_with_t_for_normal_data():
     (dict(min_effect=0.0), "min_effect"),
     (dict(confidence=1.0), "confidence"),
     (dict(ci_method="jackknife"), "ci_method"),
+    (dict(direction="equivalent", confidence=0.5), r"confidence must be in \(0\.5, 1\) for an equivalence"),
     (dict(comparison="gap_reduction"), "roles"),
 ])
 def test_claim_validation(kw, match):

@@ -92,6 +92,9 @@ class Claim:
         object.__setattr__(self, "min_effect", check_real("min_effect", self.min_effect, low=0.0, low_open=True))
         object.__setattr__(self, "confidence", check_real("confidence", self.confidence, low=0.0, high=1.0,
                                                           low_open=True, high_open=True))
+        if self.direction == "equivalent" and self.confidence <= 0.5:
+            raise ValueError(f"confidence must be in (0.5, 1) for an equivalence claim (its interval has level "
+                             f"1 - 2 (1 - confidence)), got {self.confidence}")
         roles = COMPARISONS[self.comparison]
         if not isinstance(self.arms, dict) or set(self.arms) != set(roles):
             got = sorted(self.arms) if isinstance(self.arms, dict) else type(self.arms).__name__

@@ -208,10 +208,7 @@ def verdict(claim: Claim, values, *, random_state: int = 0) -> Verdict:
         raise ValueError(f"claim must be a sims.claims.Claim, got {type(claim).__name__}")
     random_state = check_int("random_state", random_state, low=0)
     a = _arrays(claim, values)
-    level = claim.confidence if claim.direction != "equivalent" else 1.0 - 2.0 * claim.alpha
-    if level <= 0:
-        raise ValueError(f"confidence must be in (0.5, 1) for an equivalence claim (the interval has level "
-                         f"1 - 2 (1 - confidence)), got {claim.confidence}")
+    level = claim.confidence if claim.direction != "equivalent" else 1.0 - 2.0 * claim.alpha  # > 0: Claim checks
     if claim.ci_method == "t":
         eff, lo, hi, n, s, method = _t_interval(claim, a, level)
     else:

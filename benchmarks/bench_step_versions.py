@@ -357,7 +357,7 @@ class _Worker:
                 self.proc.wait(timeout=30)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--against", default=DEFAULT_OLD, metavar="REV",
                     help=f"old tree: a checked-out directory or a git revision (default {DEFAULT_OLD})")
@@ -373,11 +373,141 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--label", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _start(old_tree, new_tree, names):
+    """The two workers (old, new), set up and warmed; prints what each imported and its threads."""
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"machine: {machine()}, {platform.node()}")
+    la = os.getloadavg()
+    print(f"load average at start: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+    print(f"old tree: {_describe(old_tree)}")
+    print(f"new tree: {_describe(new_tree)}")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    cache_root = Path(tempfile.gettempdir()) / "bench_step_versions_numba_cache"
+    workers = []
+    for label, tree in (("old", old_tree), ("new", new_tree)):
+        wenv = dict(env, NUMBA_CACHE_DIR=str(cache_root / hashlib.sha1(str(tree).encode()).hexdigest()[:12]))
+        workers.append(_Worker(tree, label, wenv))
+    for w in workers:
+        w.send(cmd="setup", workloads=names, warmup=5)
+    infos = [w.recv() for w in workers]
+    for info in infos:
+        print(f"[{info['label']}] sims from {info['sims']}; dptheory from {info['dptheory']}")
+        print(f"[{info['label']}] step API {info['api']}; numpy {info['numpy']}, python {info['python']}; "
+              f"setup + warm-up {info['setup_s']:.1f} s")
+        print(f"[{info['label']}] threads: " + ", ".join(f"{k}={v}" for k, v in info["threads"].items()))
+    if infos[0]["threads"] != infos[1]["threads"]:
+        print("WARNING: the two workers report different thread settings")
+    for n in names:
+        c_old, c_new = infos[0]["checks"][n], infos[1]["checks"][n]
+        parts = []
+        for key in c_old:
+            same = c_old[key] == c_new.get(key)
+            parts.append(f"{key} {'same' if same else 'DIFFERENT'} ({c_old[key]}" + ("" if same else f" vs {c_new.get(key)}") + ")")
+        print(f"check {n} old vs new: " + "; ".join(parts))
+    return workers, infos
+
+
+def _rounds(workers, names, rounds, quick, pause):
+    """Time every workload ``rounds`` times in each worker, the old/new order flipped every round.
+
+    Returns ``(ts, by_round, per_round_abs)``: per label and workload, the iterations (tuples of
+    times), the same grouped by round, and the median chain time of each round."""
+    ts = {w.label: {n: [] for n in names} for w in workers}
+    per_round_abs = {w.label: {n: [] for n in names} for w in workers}
+    by_round = {w.label: {n: [] for n in names} for w in workers}
+    for r in range(rounds):
+        order = workers if r % 2 == 0 else workers[::-1]
+        for n in names:
+            k = WORKLOADS[n][2][0 if quick else 1]
+            for w in order:
+                if pause:
+                    time.sleep(pause)
+                w.send(cmd="round", w=n, k=k)
+                it = list(zip(*w.recv()["ts"]))
+                ts[w.label][n].extend(it)
+                by_round[w.label][n].append(it)
+                per_round_abs[w.label][n].append(statistics.median(t[-1] for t in it))
+    return ts, by_round, per_round_abs
+
+
+def _boot_ci(by_round, n, kind, rng, n_boot=2000, level=0.90):
+    """Bootstrap over rounds (the same resampled rounds for both trees: they are paired in time)
+    of new/old = median_new(chain/floor) / median_old(chain/floor)."""
+    import numpy as np
+
+    ratio = {}
+    for lab in ("old", "new"):
+        arr = np.array(by_round[lab][n], dtype=float)  # (rounds, k, n_fns)
+        ratio[lab] = arr[:, :, -1] / arr[:, :, 1 if kind == "step" else 0]  # (rounds, k)
+    R = ratio["old"].shape[0]
+    qs = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, R, size=R)
+        qs[b] = np.median(ratio["new"][idx]) / np.median(ratio["old"][idx])
+    lo, hi = np.quantile(qs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _medians(it, kind) -> dict:
+    med = statistics.median
+    tnp, tc = [t[0] for t in it], [t[-1] for t in it]
+    tf = [t[1] for t in it] if kind == "step" else tnp
+    return dict(np=med(tnp), fl=med(tf) if kind == "step" else float("nan"), ch=med(tc),
+                r=med(c / f for c, f in zip(tc, tf)), rnp=med(c / f for c, f in zip(tc, tnp)))
+
+
+def _verdict(q, lo, hi) -> str:
+    if q <= 1.05:
+        return "within 5 %" if hi <= 1.05 else f"within 5 % (CI reaches {hi:.3f})"
+    if lo <= 1.05:
+        return f"+{100 * (q - 1):.1f} %, not significant (CI low {lo:.3f} <= 1.05)"
+    return f"**SLOWER by {100 * (q - 1):.1f} %**"
+
+
+def _report(names, infos, timings, rounds, quick) -> None:
+    import numpy as np  # the driver only (never timed)
+
+    ts, by_round, per_round_abs = timings
+    rng = np.random.default_rng(12345)
+    print()
+    print(f"rounds: {rounds} per workload, old/new order flipped every round; iterations per round: "
+          + ", ".join(f"{n} {WORKLOADS[n][2][0 if quick else 1]}" for n in names))
+    print("ratios: median over iterations of t / t_floor (floor timed right before, same worker; for T* the np floor); "
+          "new/old = ratio_new / ratio_old; 90 % CI = bootstrap over rounds (paired); "
+          "abs chain new/old = median over rounds of the quotient of the two workers' median chain times "
+          "(adjacent in time)")
+    print()
+    hdr = ("| workload | d | floor ms old / new | chain ms old / new | chain/floor old | chain/floor new | "
+           "**new/old** | 90 % CI | abs chain new/old | np floor ms old / new | chain/np floor old / new | verdict |")
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for n in names:
+        kind, title, _ = WORKLOADS[n]
+        row = {lab: _medians(ts[lab][n], kind) for lab in ("old", "new")}
+        q = row["new"]["r"] / row["old"]["r"]
+        lo, hi = _boot_ci(by_round, n, kind, rng)
+        qa = statistics.median(nw / od for od, nw in zip(per_round_abs["old"][n], per_round_abs["new"][n]))
+        fl = (f"{row['old']['fl'] * 1e3:.3f} / {row['new']['fl'] * 1e3:.3f}" if kind == "step" else "(np floor)")
+        print(f"| {title} | {infos[1]['dims'][n]:,} | {fl} | {row['old']['ch'] * 1e3:.3f} / "
+              f"{row['new']['ch'] * 1e3:.3f} | {row['old']['r']:.3f} | {row['new']['r']:.3f} | **{q:.3f}** | "
+              f"{lo:.3f}-{hi:.3f} | {qa:.3f} | "
+              f"{row['old']['np'] * 1e3:.3f} / {row['new']['np'] * 1e3:.3f} | "
+              f"{row['old']['rnp']:.3f} / {row['new']['rnp']:.3f} | {_verdict(q, lo, hi)} |")
+    print()
+    print("(T*: chain = one step of sims.train.train = call time / steps, incl. sampling, optimizer, history "
+          "records with their epsilon, and the final privacy report; ratio to the np floor of the same model at B=256.)")
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
     if a.worker:
         _worker(a.tree, a.label)
         return 0
-
     names = [n.strip() for n in a.only.split(",") if n.strip()]
     bad = [n for n in names if n not in WORKLOADS]
     if bad:
@@ -394,135 +524,18 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     workers = []
     try:
-        print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-        print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
-        print(f"machine: {machine()}, {platform.node()}")
-        la = os.getloadavg()
-        print(f"load average at start: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
-        print(f"old tree: {_describe(old_tree)}")
-        print(f"new tree: {_describe(new_tree)}")
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        env.pop("PYTHONPATH", None)
-        cache_root = Path(tempfile.gettempdir()) / "bench_step_versions_numba_cache"
-        for label, tree in (("old", old_tree), ("new", new_tree)):
-            wenv = dict(env, NUMBA_CACHE_DIR=str(cache_root / hashlib.sha1(str(tree).encode()).hexdigest()[:12]))
-            workers.append(_Worker(tree, label, wenv))
-        for w in workers:
-            w.send(cmd="setup", workloads=names, warmup=5)
-        infos = [w.recv() for w in workers]
-        for info in infos:
-            print(f"[{info['label']}] sims from {info['sims']}; dptheory from {info['dptheory']}")
-            print(f"[{info['label']}] step API {info['api']}; numpy {info['numpy']}, python {info['python']}; "
-                  f"setup + warm-up {info['setup_s']:.1f} s")
-            print(f"[{info['label']}] threads: " + ", ".join(f"{k}={v}" for k, v in info["threads"].items()))
-        pause = a.pause
-        print(f"hand-off pause between workers: {pause} s")
-        if infos[0]["threads"] != infos[1]["threads"]:
-            print("WARNING: the two workers report different thread settings")
-        for n in names:
-            c_old, c_new = infos[0]["checks"][n], infos[1]["checks"][n]
-            parts = []
-            for key in c_old:
-                same = c_old[key] == c_new.get(key)
-                parts.append(f"{key} {'same' if same else 'DIFFERENT'} ({c_old[key]}" + ("" if same else f" vs {c_new.get(key)}") + ")")
-            print(f"check {n} old vs new: " + "; ".join(parts))
-
-        # ts[label][name] = list over iterations of (np floor, floor, chain) or (np floor, train/step)
-        ts = {w.label: {n: [] for n in names} for w in workers}
-        per_round_abs = {w.label: {n: [] for n in names} for w in workers}
-        by_round = {w.label: {n: [] for n in names} for w in workers}
-        for r in range(rounds):
-            order = workers if r % 2 == 0 else workers[::-1]
-            for n in names:
-                k = WORKLOADS[n][2][0 if a.quick else 1]
-                for w in order:
-                    if pause:
-                        time.sleep(pause)
-                    w.send(cmd="round", w=n, k=k)
-                    res = w.recv()["ts"]
-                    it = list(zip(*res))
-                    ts[w.label][n].extend(it)
-                    by_round[w.label][n].append(it)
-                    per_round_abs[w.label][n].append(statistics.median(t[-1] for t in it))
-        la_end = os.getloadavg()
-        elapsed = time.perf_counter() - t_start
+        workers, infos = _start(old_tree, new_tree, names)
+        print(f"hand-off pause between workers: {a.pause} s")
+        timings = _rounds(workers, names, rounds, a.quick, a.pause)
     finally:
         for w in workers:
             w.close()
         for c in cleanups:
             c()
-
-    # ------------------------------------------------------------------ report
-    import numpy as np  # the driver only (never timed)
-
-    def med(xs):
-        return statistics.median(xs)
-
-    boot_rng = np.random.default_rng(12345)
-
-    def boot_ci(n, kind, n_boot=2000, level=0.90):
-        """Bootstrap over rounds (the same resampled rounds for both trees: they are paired in time)
-        of new/old = median_new(chain/floor) / median_old(chain/floor)."""
-        ratio = {}
-        for lab in ("old", "new"):
-            arr = np.array(by_round[lab][n], dtype=float)  # (rounds, k, n_fns)
-            ratio[lab] = arr[:, :, -1] / arr[:, :, 1 if kind == "step" else 0]  # (rounds, k)
-        R = ratio["old"].shape[0]
-        qs = np.empty(n_boot)
-        for b in range(n_boot):
-            idx = boot_rng.integers(0, R, size=R)
-            qs[b] = np.median(ratio["new"][idx]) / np.median(ratio["old"][idx])
-        lo, hi = np.quantile(qs, [(1 - level) / 2, (1 + level) / 2])
-        return float(lo), float(hi)
-
-    print()
-    print(f"rounds: {rounds} per workload, old/new order flipped every round; iterations per round: "
-          + ", ".join(f"{n} {WORKLOADS[n][2][0 if a.quick else 1]}" for n in names))
-    print("ratios: median over iterations of t / t_floor (floor timed right before, same worker; for T* the np floor); "
-          "new/old = ratio_new / ratio_old; 90 % CI = bootstrap over rounds (paired); "
-          "abs chain new/old = median over rounds of the quotient of the two workers' median chain times "
-          "(adjacent in time)")
-    print()
-    hdr = ("| workload | d | floor ms old / new | chain ms old / new | chain/floor old | chain/floor new | "
-           "**new/old** | 90 % CI | abs chain new/old | np floor ms old / new | chain/np floor old / new | verdict |")
-    print(hdr)
-    print("|" + "---|" * (hdr.count("|") - 1))
-    verdicts = {}
-    for n in names:
-        kind, title, _ = WORKLOADS[n]
-        row = {}
-        for lab in ("old", "new"):
-            it = ts[lab][n]
-            tnp = [t[0] for t in it]
-            tc = [t[-1] for t in it]
-            if kind == "step":
-                tf = [t[1] for t in it]
-                row[lab] = dict(np=med(tnp), fl=med(tf), ch=med(tc), r=med(c / f for c, f in zip(tc, tf)),
-                                rnp=med(c / f for c, f in zip(tc, tnp)))
-            else:
-                row[lab] = dict(np=med(tnp), fl=float("nan"), ch=med(tc), r=med(c / f for c, f in zip(tc, tnp)),
-                                rnp=med(c / f for c, f in zip(tc, tnp)))
-        q = row["new"]["r"] / row["old"]["r"]
-        lo, hi = boot_ci(n, kind)
-        if q <= 1.05:
-            verdict = "within 5 %" if hi <= 1.05 else f"within 5 % (CI reaches {hi:.3f})"
-        elif lo <= 1.05:
-            verdict = f"+{100 * (q - 1):.1f} %, not significant (CI low {lo:.3f} <= 1.05)"
-        else:
-            verdict = f"**SLOWER by {100 * (q - 1):.1f} %**"
-        verdicts[n] = q
-        qa = med(nw / od for od, nw in zip(per_round_abs["old"][n], per_round_abs["new"][n]))
-        fl = (f"{row['old']['fl'] * 1e3:.3f} / {row['new']['fl'] * 1e3:.3f}" if kind == "step" else "(np floor)")
-        print(f"| {title} | {infos[1]['dims'][n]:,} | {fl} | {row['old']['ch'] * 1e3:.3f} / "
-              f"{row['new']['ch'] * 1e3:.3f} | {row['old']['r']:.3f} | {row['new']['r']:.3f} | **{q:.3f}** | "
-              f"{lo:.3f}-{hi:.3f} | {qa:.3f} | "
-              f"{row['old']['np'] * 1e3:.3f} / {row['new']['np'] * 1e3:.3f} | "
-              f"{row['old']['rnp']:.3f} / {row['new']['rnp']:.3f} | {verdict} |")
-    print()
-    print("(T*: chain = one step of sims.train.train = call time / steps, incl. sampling, optimizer, history "
-          "records with their epsilon, and the final privacy report; ratio to the np floor of the same model at B=256.)")
+    _report(names, infos, timings, rounds, a.quick)
+    la_end = os.getloadavg()
     print(f"load average at the end: {la_end[0]:.2f} {la_end[1]:.2f} {la_end[2]:.2f}; "
-          f"wall time {elapsed:.0f} s")
+          f"wall time {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

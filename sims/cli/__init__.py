@@ -1,7 +1,8 @@
 """``python -m sims [VERB] ...``: the command line of the toolkit.
 
 Verbs: (none) the main job (:mod:`sims.cli.main_job`); ``run`` one run config; ``sweep``,
-``results``, ``figure`` a sweep file, its results store and its figure; ``audit`` the privacy audit. ``python -m sims VERB --help`` describes each. A bad path or config is one line on
+``results``, ``figure`` a sweep file, its results store and its figure; ``reproduce`` the main job
+(the same as no verb); ``audit`` the privacy audit. ``python -m sims VERB --help`` describes each. A bad path or config is one line on
 stderr and exit code 2 (set ``SIMS_TRACEBACK=1`` to see the traceback instead).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ VERBS = {
     "sweep": ("sims.cli.store_verbs", "sweep_main", "run a sweep file into an SQLite results store (resumes)"),
     "results": ("sims.cli.store_verbs", "results_main", "print a results store as a table, or export it as CSV"),
     "figure": ("sims.cli.store_verbs", "figure_main", "draw a stored sweep: metric vs an axis, CI bands over seeds"),
+    "reproduce": ("sims.cli.main_job", "main", "the main job as a verb: the headline experiments, figures, summary"),
     "audit": ("sims.cli.audit", "main", "empirical privacy audit of a run config's chain or of every built-in chain"),
 }
 

@@ -1,4 +1,4 @@
-"""``python -m sims [--out DIR] [--quick]``: the main job.
+"""``python -m sims [reproduce] [--out DIR] [--quick]``: the main job (the verb may be omitted).
 
 Runs the headline experiments of :mod:`sims.experiments`, stores each result as JSON in ``DIR``,
 draws the figures of :mod:`sims.figures` into ``DIR/figures`` and prints a summary with a verdict
@@ -52,7 +52,7 @@ def _verdicts(results):
 
 def main(argv) -> int:
     """The main job: the headline experiments, their JSON, figures and summary (module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m sims", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sims reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="output directory (default: results)")
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the pipeline)")

@@ -135,7 +135,9 @@ def strongly_convex_last_iterate_bound(lipschitz, strong_convexity, t, noise):
     """``E||x_t - x*||^2 <= 4 (G^2 + N)/(lambda^2 t)`` with ``eta_t = 1/(lambda t)``.
 
     Rakhlin, Shamir & Sridharan 2012, Lemma 1 (``4 G^2/(lambda^2 t)`` under ``E||g||^2 <= G^2``) [L, checked],
-    applied with the noisy second moment ``G^2 + N``.
+    applied with the noisy second moment ``G^2 + N``. The constant 4 is the lemma's and is at least 2x
+    loose: the same recursion, from ``E||x_1 - x*||^2 <= G^2/lambda^2``, gives ``2 (G^2 + N)/(lambda^2 t)``,
+    which a pure-noise quadratic attains (tests/test_sim_vs_theory_bounds_attained.py).
     """
     G, lam, N = _nonneg("lipschitz", lipschitz), _pos("strong_convexity", strong_convexity), _nonneg("noise", noise)
     t = check_int_array("t", t, low=1)

@@ -126,7 +126,7 @@ def fixed_set_bound(approx_error, radius_s, lipschitz_s, steps, k, sigma, clip, 
     """
     approx = _nonneg("approx_error", approx_error)
     k = check_int_array("k", k, low=1)
-    N_S = np.asarray(noise_energy(k, sigma, clip, batch))
+    N_S = noise_energy(k, sigma, clip, batch)  # a float for scalar k, an array otherwise
     return float_or_array(approx + np.asarray(convex_optimal_bound(radius_s, lipschitz_s, steps, N_S)))
 
 

@@ -39,10 +39,9 @@ K = 2.1: a 1.5x larger constant fails, a 1.5x smaller one cannot fail on any val
 Mutation checks (bound function x1.5 and /1.5, monkeypatched): all killed except
 ``strongly_convex_random_k_bound / 1.5`` (provably undetectable, see its test; /2.2 is killed).
 
-FOUND: ``fixed_set_bound`` raises ``ValueError`` whenever all its arguments are scalars (it passes
-the 0-d array ``np.asarray(noise_energy(...))`` to ``convex_optimal_bound``, whose scalar check
-rejects 0-d arrays); only array ``k`` works. Strict xfail below; the attained test uses ``k`` as a
-1-element array.
+Found while writing these: ``fixed_set_bound`` raised ``ValueError`` whenever all its arguments
+were scalars (a 0-d array passed on as ``noise``); fixed, and ``test_fixed_set_bound_accepts_scalars``
+checks the scalar call.
 """
 import math
 
@@ -147,7 +146,7 @@ def test_fixed_set_bound_nearly_attained():
     ``N_S = k sigma^2 C^2/B^2 = 200``) with the bound's step ``convex_optimal_lr(R_S, G_S, T, N_S)``;
     ``x_3`` stays at ``x0_3``, so ``approx = min_{x0 + span S} F - F* = c x0_3`` exactly, chosen equal to
     the SGD term so both parts matter. Measured bound/measured: 1.021. K = 1.08; false failure <= 2e-7.
-    ``k`` is passed as a 1-element array (the scalar call raises, see the xfail test)."""
+    ``k`` is passed as a 1-element array (the array path; the scalar call has its own test)."""
     k, T, M, R_S, G_S, sigma, C, B = 2, 10_000, 1000, 1.0, 1.0, 10.0, 1.0, 1
     N_S = ns.noise_energy(k, sigma, C, B)
     eta = cv.convex_optimal_lr(R_S, G_S, T, N_S)
@@ -159,9 +158,6 @@ def test_fixed_set_bound_nearly_attained():
     _check(measured, np.full(M, bound), 1.08)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="fixed_set_bound with all-scalar arguments passes a 0-d array as `noise` to "
-                          "convex_optimal_bound, whose scalar validation rejects it (ValueError)")
 def test_fixed_set_bound_accepts_scalars():
     """The documented scalar call; the value must equal ``approx + convex_optimal_bound(R, G, T, k s^2 C^2/B^2)``."""
     val = cv.fixed_set_bound(0.1, 1.0, 1.0, 100, 2, 10.0, 1.0, 1)

@@ -158,6 +158,8 @@ def strongly_convex_random_k_bound(lipschitz, strong_convexity, t, noise, k, d):
     """Unscaled random-k with ``eta_t = d/(k lambda t)``: ``E||x_t - x*||^2 <= 4 (d/k)(G^2 + N)/(lambda^2 t)`` [D].
 
     ``(k/d) eta_t = 1/(lambda t)`` restores the RSS recursion with second moment ``(d/k)(G^2 + N)``.
+    As for :func:`strongly_convex_last_iterate_bound`, the constant 4 is at least 2x loose (the
+    recursion gives 2; tests/test_sim_vs_theory_bounds_attained_convex.py attains it).
     """
     k, d = check_k_d(k, d)
     return float_or_array(d / k * np.asarray(strongly_convex_last_iterate_bound(lipschitz, strong_convexity, t, noise)))

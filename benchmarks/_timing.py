@@ -19,6 +19,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs"
 
 
+def best_of(fn, repeat=5) -> float:
+    """The shortest of ``repeat`` wall times of ``fn()`` (seconds)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def paired(fns, repeats, warmup=1):
     """Time ``fns`` round-robin, so background load hits all alike.
 

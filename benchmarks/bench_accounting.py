@@ -10,23 +10,14 @@ theirs / ours (> 1 means we are faster).
 """
 from __future__ import annotations
 
-import time
 
 import dp_accounting
 from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
 
 from dptheory.accounting import calibrate_noise, epsilon
+from _timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 Q, SIGMA, DELTA = 256 / 60000, 1.1, 1e-5
-
-
-def best_of(fn, repeat=5):
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def dpa_rdp_eps(steps):

@@ -14,19 +14,10 @@ Usage: python benchmarks/bench_audit.py [--repeat 3] [--trials 2000]
 from __future__ import annotations
 
 import argparse
-import time
 
 import sims.mechanisms as mech
 from sims import audit
-
-
-def best(fn, repeat):
-    out = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
+from _timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main():
@@ -47,19 +38,19 @@ def main():
     audit.check(chains["dense DP-SGD"], trials=100)  # compile / load the Numba kernels
     print(f"{'audit':44s} {'trials':>8s} {'seconds':>8s} {'trials/s':>10s}")
     for trials in (10_000, 100_000):
-        t = best(lambda: audit.audit_gaussian(1.0, trials=trials), args.repeat)
+        t = best_of(lambda: audit.audit_gaussian(1.0, trials=trials), args.repeat)
         print(f"{'audit_gaussian (closed form)':44s} {trials:8d} {t:8.3f} {2 * trials / t:10.0f}")
-    t = best(lambda: audit.audit_gaussian(1.0, trials=10_000, sampling_rate=0.25, steps=8), args.repeat)
+    t = best_of(lambda: audit.audit_gaussian(1.0, trials=10_000, sampling_rate=0.25, steps=8), args.repeat)
     print(f"{'audit_gaussian, 8 Poisson steps':44s} {10_000:8d} {t:8.3f} {2 * 10_000 / t:10.0f}")
     for name, ch in chains.items():
-        t = best(lambda: audit.check(ch, trials=n), args.repeat)
+        t = best_of(lambda: audit.check(ch, trials=n), args.repeat)
         print(f"{'check: ' + name:44s} {n:8d} {t:8.3f} {played / t:10.0f}")
-    t = best(lambda: audit.check(chains["dense DP-SGD"], trials=n, canary="aligned"), args.repeat)
+    t = best_of(lambda: audit.check(chains["dense DP-SGD"], trials=n, canary="aligned"), args.repeat)
     print(f"{'check: dense DP-SGD, aligned canary':44s} {n:8d} {t:8.3f} {played / t:10.0f}")
-    t = best(lambda: audit.check(chains["dense DP-SGD"], trials=n // 4, steps=4, sampling_rate=0.5), args.repeat)
+    t = best_of(lambda: audit.check(chains["dense DP-SGD"], trials=n // 4, steps=4, sampling_rate=0.5), args.repeat)
     print(f"{'check: dense DP-SGD, 4 Poisson steps':44s} {n // 4:8d} {t:8.3f} "
           f"{2 * (n // 4 + max(50, n // 16)) / t:10.0f}")
-    t = best(lambda: audit.one_run(chains["dense DP-SGD"]), args.repeat)
+    t = best_of(lambda: audit.one_run(chains["dense DP-SGD"]), args.repeat)
     print(f"{'one_run: dense DP-SGD, 1000 canaries':44s} {1:8d} {t:8.3f} {'':>10s}")
 
 

@@ -9,21 +9,12 @@ Usage: python benchmarks/bench_noise.py [--repeat 5]
 from __future__ import annotations
 
 import argparse
-import time
 
 import numba
 import numpy as np
 
 from sims.noise import standard_normal
-
-
-def best_time(fn, repeat):
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from _timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main():
@@ -36,10 +27,10 @@ def main():
         for n in (100_000, 1_860_000, 10_000_000):
             out = np.empty(n, dtype=dtype)
             standard_normal(n, 1, dtype=dtype, out=out)  # compile / load cache
-            t_np = best_time(lambda: gen.standard_normal(n, dtype=dtype, out=out), args.repeat)
+            t_np = best_of(lambda: gen.standard_normal(n, dtype=dtype, out=out), args.repeat)
             for threads in (1, 2):
                 numba.set_num_threads(threads)
-                t_ours = best_time(lambda: standard_normal(n, 7, dtype=dtype, out=out), args.repeat)
+                t_ours = best_of(lambda: standard_normal(n, 7, dtype=dtype, out=out), args.repeat)
                 print(f"{np.dtype(dtype).name:8s} {n:9d} {threads:7d} {t_ours / n * 1e9:11.2f} "
                       f"{t_np / n * 1e9:12.2f} {t_np / t_ours:6.1f}")
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

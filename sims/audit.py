@@ -59,6 +59,7 @@ from dptheory.accounting import steps_per_epoch as _steps_per_epoch
 from dptheory.validation import as_seed_sequence, check_delta, check_finite_array, check_int, check_real
 
 __all__ = [
+    "AuditOutcome",
     "AuditResult", "OneRunResult", "check", "audit_gaussian", "one_run", "audit_scores",
     "epsilon_lower_bound", "one_run_lower_bound", "clopper_pearson_upper", "claimed_epsilon",
     "builtin_chains", "non_private_variants", "undeclared_rescale", "post_clip_example_mask",
@@ -77,18 +78,10 @@ _ONE_RUN_GRID = np.linspace(0.0, 20.0, 1001)  # epsilons at which the one-run p-
 
 # ============================================================================= results
 @dataclass(frozen=True)
-class AuditResult:
-    """The outcome of one distinguishing game (immutable; same seed, same result, bit for bit).
-
-    ``epsilon_lower_bound`` holds with probability ``confidence``; ``claimed_epsilon`` is what the
-    claim (``claim_basis``) gives for the same ``delta``, ``sampling_rate`` and ``steps`` (``None``
-    without a noise multiplier). The test: ``statistic`` >= ``threshold`` guesses ``D'``; on the
-    evaluation half it made ``false_positives`` of ``negatives`` and ``false_negatives`` of
-    ``positives``, with Clopper-Pearson upper limits ``fpr_upper``, ``fnr_upper``.
-    ``epsilon_upper`` is the upper confidence limit of this test's own epsilon (from the lower
-    limits of the rates; ``inf`` when a count is 0): the top of the figure's bar, NOT a bound on the
-    chain's epsilon. ``trials`` per world (both halves).
-    """
+class AuditOutcome:
+    """What every audit reports (immutable): ``epsilon_lower_bound`` holds with probability
+    ``confidence``; ``claimed_epsilon`` is what the claim (``claim_basis``) gives for the same
+    ``delta``, ``sampling_rate`` and ``steps`` (``None`` without a noise multiplier)."""
 
     epsilon_lower_bound: float
     claimed_epsilon: float | None
@@ -97,19 +90,8 @@ class AuditResult:
     private: bool
     confidence: float
     delta: float
-    trials: int
     steps: int
     sampling_rate: float
-    canary: str
-    statistic: str
-    threshold: float
-    false_positives: int
-    negatives: int
-    false_negatives: int
-    positives: int
-    fpr_upper: float
-    fnr_upper: float
-    epsilon_upper: float
 
     @property
     def violation(self) -> bool:
@@ -122,29 +104,38 @@ class AuditResult:
 
 
 @dataclass(frozen=True)
-class OneRunResult:
-    """The outcome of a one-run audit (:func:`one_run`): ``correct`` of ``guesses`` guesses about
-    ``canaries`` canaries were right; the rest as in :class:`AuditResult`."""
+class AuditResult(AuditOutcome):
+    """The outcome of one distinguishing game (same seed, same result, bit for bit).
 
-    epsilon_lower_bound: float
-    claimed_epsilon: float | None
-    verdict: str
-    claim_basis: str
-    private: bool
-    confidence: float
-    delta: float
+    The test: ``statistic`` >= ``threshold`` guesses ``D'``; on the evaluation half it made
+    ``false_positives`` of ``negatives`` and ``false_negatives`` of ``positives``, with
+    Clopper-Pearson upper limits ``fpr_upper``, ``fnr_upper``. ``epsilon_upper`` is the upper
+    confidence limit of this test's own epsilon (from the lower limits of the rates; ``inf`` when a
+    count is 0): the top of the figure's bar, NOT a bound on the chain's epsilon. ``trials`` per
+    world (both halves). The rest as in :class:`AuditOutcome`.
+    """
+
+    trials: int
+    canary: str
+    statistic: str
+    threshold: float
+    false_positives: int
+    negatives: int
+    false_negatives: int
+    positives: int
+    fpr_upper: float
+    fnr_upper: float
+    epsilon_upper: float
+
+
+@dataclass(frozen=True)
+class OneRunResult(AuditOutcome):
+    """The outcome of a one-run audit (:func:`one_run`): ``correct`` of ``guesses`` guesses about
+    ``canaries`` canaries were right; the rest as in :class:`AuditOutcome`."""
+
     canaries: int
     guesses: int
     correct: int
-    steps: int
-    sampling_rate: float
-
-    @property
-    def violation(self) -> bool:
-        return self.verdict.startswith("VIOLATION")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ============================================================================= the bound

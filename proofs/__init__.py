@@ -1,26 +1,67 @@
-"""Symbolic derivations (sympy) that check every closed form in :mod:`dptheory`.
+"""Symbolic derivations (sympy) behind every closed form in :mod:`dptheory`.
 
-Each module registers derivations with :func:`derivation`. A derivation starts from
-a definition (an integral, an expectation, a sum over a mask), lets sympy derive the
-result, and compares it with the closed form that ``dptheory`` uses. It records the
-steps it wants a reader to see with ``show(title, expr)`` and returns ``True`` when
-the check holds (``False`` or an exception is a failure).
+Each proof module registers entries with :func:`derivation`. An entry has a *kind*:
 
-``python -m proofs`` runs them all; ``python -m proofs --report FILE.md`` also writes
-the derivations as Markdown with LaTeX.
+``derived``
+    starts from a definition (an integral, an expectation, a sum over masks, a recursion with
+    its base case, a telescoping sum of a one-step inequality), lets sympy reach the expression
+    that ``dptheory`` evaluates, and at the end evaluates the ``dptheory`` function itself at a
+    few numeric points against the derived expression (tolerance stated in the entry);
+``identity``
+    shows that two expressions, at least one of them typed in, agree (weaker: kept only where
+    no definition is available to start from);
+``composition``
+    the function only combines other closed forms (a bisection, a min over orders, an argmin);
+    the entry checks the combination at a few points, and ``tests/test_compositions.py`` tests
+    it against its docstring.
+
+Each entry records the steps it wants a reader to see with ``show(title, expr)`` and returns
+``True`` when the check holds (``False`` or an exception is a failure). ``covers`` names the
+public ``dptheory`` functions it accounts for, as ``"module.function"`` (``"events.Gaussian.rdp"``
+for a method); :func:`coverage` lists every public closed form against the entries.
+
+``python -m proofs`` runs them all; ``--report FILE.md`` writes the derivations as Markdown with
+LaTeX; ``--coverage`` prints the coverage table.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["derivation", "run_all", "MODULES", "Outcome"]
+__all__ = ["derivation", "run_all", "MODULES", "KINDS", "Outcome", "coverage", "public_closed_forms",
+           "NOT_CLOSED_FORMS", "DPTHEORY_MODULES"]
 
-#: proof modules, one per ``dptheory`` module; each is imported by :func:`run_all`.
-MODULES = ("accounting", "noise_signal", "convergence", "clipping")
+#: proof modules; each is imported by :func:`run_all`.
+MODULES = ("accounting", "noise_signal", "convergence", "clipping", "compositions")
+
+#: the kinds of entry, strongest first.
+KINDS = ("derived", "identity", "composition")
+
+#: the ``dptheory`` modules whose public functions are closed forms (``validation`` only checks inputs).
+DPTHEORY_MODULES = ("accounting", "gdp", "events", "noise_signal", "convergence", "clipping")
+
+#: public callables of those modules that are not closed forms, with the reason.
+NOT_CLOSED_FORMS = {
+    "accounting.check_orders": "argument validation",
+    "accounting.require_dp_accounting": "optional-import helper",
+    "events.Gaussian.poisson_sampled": "constructor of another event",
+    "events.Gaussian.to_dp_accounting": "conversion to a dp-accounting object",
+    "events.PoissonGaussian.to_dp_accounting": "conversion to a dp-accounting object",
+    "events.NonPrivate.to_dp_accounting": "conversion to a dp-accounting object",
+}
 
 _REGISTRY: list = []
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    module: str
+    kind: str
+    covers: tuple
+    func: object
 
 
 @dataclass
@@ -29,32 +70,53 @@ class Outcome:
     module: str
     passed: bool
     seconds: float
+    kind: str = "derived"
+    covers: tuple = ()
     steps: list = field(default_factory=list)   # (title, latex) pairs
     error: str = ""
 
 
-def derivation(name: str):
-    """Register ``func(show) -> bool`` as a derivation called ``name``."""
+def derivation(name: str, *, kind: str = "derived", covers=()):
+    """Register ``func(show) -> bool`` as an entry called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The title ``python -m proofs`` prints.
+    kind : {"derived", "identity", "composition"}
+    covers : iterable of str
+        The ``dptheory`` functions the entry accounts for, ``"module.function"``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    covers = tuple(covers)
+
     def register(func):
-        _REGISTRY.append((name, func.__module__, func))
+        _REGISTRY.append(_Entry(name, func.__module__, kind, covers, func))
         return func
     return register
 
 
-def run_all(modules=MODULES) -> list:
-    """Import the proof modules, run every registered derivation and return the outcomes."""
-    import sympy
-
+def _import(modules):
     for mod in modules:
         try:
             importlib.import_module(f"proofs.{mod}")
         except ModuleNotFoundError as exc:
             if exc.name != f"proofs.{mod}":
                 raise
+
+
+def _entries(modules):
+    _import(modules)
+    return [e for e in _REGISTRY if e.module.rsplit(".", 1)[-1] in modules]
+
+
+def run_all(modules=MODULES) -> list:
+    """Import the proof modules, run every registered entry and return the outcomes."""
+    import sympy
+
     outcomes = []
-    for name, module, func in _REGISTRY:
-        if module.rsplit(".", 1)[-1] not in modules:
-            continue
+    for entry in _entries(modules):
         steps = []
 
         def show(title, expr, _steps=steps):
@@ -62,8 +124,37 @@ def run_all(modules=MODULES) -> list:
 
         t0 = time.perf_counter()
         try:
-            ok, err = bool(func(show)), ""
-        except Exception as exc:  # a crash is a failed derivation, reported, not hidden
+            ok, err = bool(entry.func(show)), ""
+        except Exception as exc:  # a crash is a failed entry, reported, not hidden
             ok, err = False, f"{type(exc).__name__}: {exc}"
-        outcomes.append(Outcome(name, module, ok, time.perf_counter() - t0, steps, err))
+        outcomes.append(Outcome(entry.name, entry.module, ok, time.perf_counter() - t0, entry.kind,
+                                entry.covers, steps, err))
     return outcomes
+
+
+def public_closed_forms() -> list:
+    """Every public function of the :data:`DPTHEORY_MODULES` (from ``__all__``), as ``"module.name"``.
+
+    Classes contribute their public methods (``"events.Gaussian.rdp"``); constants are skipped, and
+    so are the names in :data:`NOT_CLOSED_FORMS`.
+    """
+    names = []
+    for mod_name in DPTHEORY_MODULES:
+        mod = importlib.import_module(f"dptheory.{mod_name}")
+        for attr in mod.__all__:
+            obj = getattr(mod, attr)
+            if inspect.isclass(obj):
+                names += [f"{mod_name}.{attr}.{m}" for m, v in vars(obj).items()
+                          if inspect.isfunction(v) and not m.startswith("_")]
+            elif callable(obj):
+                names.append(f"{mod_name}.{attr}")
+    return [n for n in names if n not in NOT_CLOSED_FORMS]
+
+
+def coverage(modules=MODULES) -> dict:
+    """``{public closed form: [(entry kind, entry name), ...]}``; an empty list means no entry."""
+    table = {name: [] for name in public_closed_forms()}
+    for entry in _entries(modules):
+        for name in entry.covers:
+            table.setdefault(name, []).append((entry.kind, entry.name))
+    return table

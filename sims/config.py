@@ -5,6 +5,8 @@ Sections and keys (every key optional unless marked; defaults in brackets)::
     [data]       name [digits]: one of DATASETS; the loader's own keys (n, d, n_classes, noise,
                  margin, label_noise, separation, test_size, as its function takes them);
                  public_fraction [none] in (0, 1) and public_shift [0] >= 0 (sims.data.split_public);
+                 validation_fraction [none] in (0, 1): a private validation split held out of the
+                 training rows after the public one (sims.data.split_validation), for tuning;
                  standardize [auto]: auto (public split if any, else none) | public | train | none;
                  seed [0]: the data generator's and the split's seed.
     [model]      kind [mlp]: mlp | softmax | logistic | linear; hidden [[64]] (mlp);
@@ -19,7 +21,7 @@ Sections and keys (every key optional unless marked; defaults in brackets)::
                  allow_non_private [false] (ablations and audits only).
     [training]   exactly one of epochs / steps [epochs = 10]; exactly one of batch_size /
                  sampling_rate [batch_size = 64]; sampling [poisson] | shuffle; record_every
-                 [epoch]; seed [0].
+                 [epoch] | end (the last step only) | an int; seed [0].
 
 :func:`validate` checks everything and returns the normalised config (every key present, in a
 fixed order); an unknown key, a wrong type or an out-of-range value raises one ``ValueError``
@@ -29,6 +31,7 @@ any key order). :func:`run` trains it and returns a record.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
@@ -65,7 +68,8 @@ def _transforms():
 DATASETS = ("digits", "breast_cancer", "wine", "mnist1d", "linear", "logistic", "mixture")
 TRANSFORMS = ("clip", "gaussian_noise", "random_k", "random_freeze", "top_k", "public_freeze", "public_select",
               "magnitude_prune", "topagg", "low_rank", "error_feedback")
-_DATA_COMMON = {"name": "digits", "public_fraction": None, "public_shift": 0.0, "standardize": "auto", "seed": 0}
+_DATA_COMMON = {"name": "digits", "public_fraction": None, "public_shift": 0.0, "validation_fraction": None,
+                "standardize": "auto", "seed": 0}
 _DEFAULTS = {
     "model": {"kind": "mlp", "hidden": [64], "activation": "relu", "bias": True, "dtype": "float64"},
     "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"},
@@ -120,6 +124,9 @@ def _data(raw) -> dict:
         out["public_fraction"] = check_real("data.public_fraction", out["public_fraction"], low=0.0, high=1.0,
                                             low_open=True, high_open=True)
     out["public_shift"] = check_real("data.public_shift", out["public_shift"], low=0.0)
+    if out["validation_fraction"] is not None:
+        out["validation_fraction"] = check_real("data.validation_fraction", out["validation_fraction"], low=0.0,
+                                                high=1.0, low_open=True, high_open=True)
     out["standardize"] = _str("data.standardize", out["standardize"], STANDARDIZE)
     out["seed"] = check_int("data.seed", out["seed"], low=0)
     for k, default in own.items():  # the loader's own keys: the type of their default (ranges: the loader)
@@ -252,7 +259,9 @@ def _training(raw) -> dict:
         out["sampling_rate"] = check_real("training.sampling_rate", out["sampling_rate"], low=0.0, high=1.0,
                                           low_open=True)
     out["sampling"] = _str("training.sampling", out["sampling"], ("poisson", "shuffle"))
-    if out["record_every"] != "epoch":
+    if out["record_every"] not in ("epoch", "end"):
+        if isinstance(out["record_every"], str):
+            raise ValueError(f"training.record_every must be 'epoch', 'end' or an int >= 1, got {out['record_every']!r}")
         out["record_every"] = check_int("training.record_every", out["record_every"], low=1)
     out["seed"] = check_int("training.seed", out["seed"], low=0)
     return out
@@ -358,6 +367,8 @@ def _dataset(cfg):
         raise ValueError(f"data.{msg}" if msg.split(" ", 1)[0] in own else f"data ({d['name']}): {msg}") from None
     if d["public_fraction"] is not None:
         ds = data.split_public(ds, d["public_fraction"], shift=d["public_shift"], random_state=d["seed"] + 1)
+    if d["validation_fraction"] is not None:
+        ds = data.split_validation(ds, d["validation_fraction"], random_state=d["seed"] + 2)
     how = d["standardize"]
     if how == "auto":
         how = "public" if ds.X_public is not None else "none"
@@ -378,13 +389,20 @@ def _model_obj(cfg, ds):
     return models.mlp((n_in, *m["hidden"], n_classes), activation=m["activation"], **kw)
 
 
+@functools.lru_cache(maxsize=256)
+def _calibrated(q, steps, epsilon, delta) -> float:
+    """``dptheory.calibrate_noise`` (deterministic), remembered: the runs of a sweep share few targets."""
+    import dptheory
+
+    return dptheory.calibrate_noise(q, steps, epsilon=epsilon, delta=delta)
+
+
 def build(config: dict):
     """``(model, dataset, chain, train_kwargs)`` of a config (validated first).
 
     With ``privacy.epsilon``, the noise multiplier is ``dptheory.calibrate_noise(q, T, epsilon,
     delta)`` for this run's ``q`` and step count ``T`` (:func:`sims.train.run_length`).
     """
-    import dptheory
     from sims.train import default_delta, run_length
 
     cfg = validate(config)
@@ -399,13 +417,14 @@ def build(config: dict):
     if priv["epsilon"] is not None:
         # the target is the chain's EFFECTIVE multiplier (stage sigma / declared sensitivity factors)
         factor = 1.0 / _chain(cfg, 1.0).privacy.noise_multiplier
-        sigma = factor * dptheory.calibrate_noise(q, steps, epsilon=priv["epsilon"], delta=delta)
+        sigma = factor * _calibrated(q, steps, priv["epsilon"], delta)
     ch = _chain(cfg, sigma)
     opt = cfg["optimizer"]
     kw = dict(steps=tr["steps"], epochs=tr["epochs"], sampling_rate=tr["sampling_rate"], batch_size=tr["batch_size"],
               mechanism=ch, optimizer=opt["name"], lr=opt["lr"], momentum=opt["momentum"],
               weight_decay=opt["weight_decay"], schedule=opt["schedule"], sampling=tr["sampling"], delta=delta,
-              record_every=None if tr["record_every"] == "epoch" else tr["record_every"], random_state=tr["seed"])
+              record_every={"epoch": None, "end": steps}.get(tr["record_every"], tr["record_every"]),
+              random_state=tr["seed"])
     return model, ds, ch, kw
 
 
@@ -419,19 +438,39 @@ def sweep_run(**config) -> dict:
     return rec
 
 
+def _validation_accuracy(model, params, ds) -> float:
+    from sims import models
+
+    if ds.X_val is None:
+        return math.nan
+    return float(models.evaluate(model, params, ds.X_val, ds.y_val)["accuracy"])
+
+
 def run(config: dict) -> dict:
-    """Train a config; returns ``{"id", "test_accuracy", "train_loss", "private", "accounting_valid",
-    "epsilon", "delta", "noise_multiplier", "steps", "wall_time", "history"}`` (``history``: the arrays of
-    :func:`sims.train.train`'s history)."""
-    from sims.train import train
+    """Train a config; returns ``{"id", "test_accuracy", "validation_accuracy", "train_loss", "private",
+    "accounting_valid", "epsilon", "delta", "noise_multiplier", "steps", "diverged_at", "wall_time",
+    "history"}`` (``history``: the arrays of :func:`sims.train.train`'s history; ``validation_accuracy``:
+    of the final parameters on ``data.validation_fraction``'s split, NaN without one).
+
+    A run that diverges (:class:`sims.train.TrainingDiverged`) is a result, not an error: its
+    ``diverged_at`` is the 0-based step, its ``test_accuracy`` and ``validation_accuracy`` are NaN
+    and its history runs up to the last finite record (``diverged_at`` is None otherwise).
+    """
+    from sims.train import TrainingDiverged, train
 
     t0 = time.perf_counter()
     model, ds, ch, kw = build(config)
-    res = train(model, ds, **kw)
+    try:
+        res, diverged_at = train(model, ds, **kw), None
+    except TrainingDiverged as e:
+        res, diverged_at = e.result, int(e.step)
     h = res.history
-    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) else math.nan)
-    return {"id": config_id(config), "test_accuracy": last("test_accuracy"), "train_loss": last("train_loss"),
+    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged_at is None else math.nan)
+    return {"id": config_id(config), "test_accuracy": last("test_accuracy"),
+            "validation_accuracy": math.nan if diverged_at is not None else _validation_accuracy(model, res.params, ds),
+            "train_loss": last("train_loss"),
             "private": bool(res.privacy["private"]), "accounting_valid": bool(res.privacy["accounting_valid"]),
             "epsilon": float(res.privacy["epsilon"]), "delta": float(res.privacy["delta"]),
             "noise_multiplier": res.privacy["noise_multiplier"], "steps": int(res.steps_done),
-            "wall_time": time.perf_counter() - t0, "history": {k: np.asarray(v) for k, v in h.items()}}
+            "diverged_at": diverged_at, "wall_time": time.perf_counter() - t0,
+            "history": {k: np.asarray(v) for k, v in h.items()}}

@@ -29,7 +29,7 @@ from dptheory.validation import as_generator, check_choice, check_finite_array, 
 __all__ = [
     "Dataset", "make_linear", "make_logistic", "make_mixture",
     "load_digits", "load_breast_cancer", "load_wine", "load_mnist1d",
-    "standardize", "split_public",
+    "standardize", "split_public", "split_validation",
     "PublicSplit", "public_split", "public_split_of", "private_preprocessing_notes",
 ]
 
@@ -66,6 +66,9 @@ class Dataset:
     X_public, y_public : ndarray or None
         Public data (see :func:`split_public`), never part of ``X_train``; mechanisms get it as a
         checked :class:`PublicSplit` from :func:`public_split_of`.
+    X_val, y_val : ndarray or None
+        A private validation split held out of the training rows (see :func:`split_validation`),
+        for choosing hyper-parameters; never trained on.
     name : str
     meta : dict
         Ground truth and provenance, e.g. ``w_star`` for :func:`make_linear`;
@@ -83,6 +86,8 @@ class Dataset:
     y_public: np.ndarray | None = None
     name: str = ""
     meta: dict = field(default_factory=dict)
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     def __post_init__(self):
         check_choice("task", self.task, TASKS)
@@ -95,6 +100,10 @@ class Dataset:
             raise ValueError("X_public and y_public must be given together")
         if self.X_public is not None:
             pairs.append(("public", self.X_public, self.y_public))
+        if (self.X_val is None) != (self.y_val is None):
+            raise ValueError("X_val and y_val must be given together")
+        if self.X_val is not None:
+            pairs.append(("val", self.X_val, self.y_val))
         d = None
         for split, X, y in pairs:
             X = check_finite_array(f"X_{split}", X, ndim=2)
@@ -507,7 +516,8 @@ def standardize(ds: Dataset, *, fit_on: str | None = None) -> Dataset:
     if fit_on == "train":
         meta = _with_note(meta, f"standardize: feature mean and std fitted on the {ds.n_train} private "
                                 f"training rows; this release is not covered by epsilon")
-    return replace(ds, X_train=tr(ds.X_train), X_test=tr(ds.X_test), X_public=tr(ds.X_public), meta=meta)
+    return replace(ds, X_train=tr(ds.X_train), X_test=tr(ds.X_test), X_public=tr(ds.X_public),
+                   X_val=tr(ds.X_val), meta=meta)
 
 
 def split_public(ds: Dataset, fraction, *, shift=0.0, random_state=None) -> Dataset:
@@ -532,6 +542,8 @@ def split_public(ds: Dataset, fraction, *, shift=0.0, random_state=None) -> Data
         raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
     if ds.X_public is not None:
         raise ValueError("ds already has a public split")
+    if ds.X_val is not None:
+        raise ValueError("ds has a validation split: split the public part off first, then the validation one")
     frac = check_real("fraction", fraction, low=0.0, high=1.0, low_open=True, high_open=True)
     shift = check_real("shift", shift, low=0.0)
     n = ds.n_train
@@ -569,3 +581,36 @@ def split_public(ds: Dataset, fraction, *, shift=0.0, random_state=None) -> Data
                 public_indices=pub, public_duplicates_moved=moved)
     return replace(ds, X_train=X_priv, y_train=ds.y_train[priv],
                    X_public=Xp, y_public=ds.y_train[pub], meta=meta)
+
+
+def split_validation(ds: Dataset, fraction, *, random_state=None) -> Dataset:
+    """Hold a private validation split out of the training rows, for choosing hyper-parameters.
+
+    ``m = round(fraction * n_train)`` (restricted to ``[1, n_train - 1]``) rows drawn by a random
+    permutation become ``X_val, y_val`` and leave ``X_train`` (both keep their original row order);
+    ``meta["validation_indices"]`` holds the rows taken (indices into the original ``X_train``).
+
+    Privacy: the validation rows are private data too. DP-SGD never reads them, so the accounted
+    epsilon covers the training rows only; choosing a hyper-parameter by validation accuracy is a
+    further release whose cost the accounting does not include (Papernot & Steinke 2022,
+    "Hyperparameter tuning with Renyi differential privacy"). Reports that tune say so.
+
+    Raises
+    ------
+    ValueError
+        ``ds`` not a :class:`Dataset`, already with a validation split, with fewer than 2 training
+        rows, or ``fraction`` outside (0, 1).
+    """
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
+    if ds.X_val is not None:
+        raise ValueError("ds already has a validation split")
+    frac = check_real("fraction", fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+    n = ds.n_train
+    if n < 2:
+        raise ValueError(f"ds must have at least 2 train rows to hold out a validation split, got {n}")
+    m = min(max(int(round(frac * n)), 1), n - 1)
+    perm = as_generator(random_state).permutation(n)
+    val, tr = np.sort(perm[:m]), np.sort(perm[m:])
+    return replace(ds, X_train=ds.X_train[tr], y_train=ds.y_train[tr], X_val=ds.X_train[val],
+                   y_val=ds.y_train[val], meta=dict(ds.meta, validation_indices=val))

@@ -4,7 +4,7 @@
 minimal effect and interval; :func:`verdict` (``sims.claims.verdict``) turns the per-seed values
 of its arms into an effect, a confidence interval and one of :data:`VERDICTS`.
 """
-from .record import CI_METHODS, COMPARISONS, DIRECTIONS, Claim
+from .record import CI_METHODS, COMPARISONS, CONTRASTS, DIRECTIONS, Claim
 from .verdict import N_RESAMPLES, VERDICTS, Verdict, verdict
 
-__all__ = ["Claim", "Verdict", "verdict", "COMPARISONS", "DIRECTIONS", "CI_METHODS", "VERDICTS", "N_RESAMPLES"]
+__all__ = ["Claim", "Verdict", "verdict", "COMPARISONS", "CONTRASTS", "DIRECTIONS", "CI_METHODS", "VERDICTS", "N_RESAMPLES"]

@@ -15,7 +15,11 @@ Comparisons (``effect`` on the per-seed values, paired by seed when ``paired``):
                             ``gap_t = mean(treatment_ref) - mean(treatment)`` and
                             ``gap_c = mean(control_ref) - mean(control)`` (e.g. Lin et al.'s "the
                             accuracy lost to privacy shrinks under compression": ``*_ref`` the
-                            non-private runs of the same method).
+                            non-private runs of the same method);
+``"difference_in_differences"`` the same four arms: ``(mean(treatment) - mean(control)) -
+                            (mean(treatment_ref) - mean(control_ref))``, e.g. "the gain of random
+                            freeze grows with width": the gain on the wide network minus the gain
+                            on the narrow one.
 
 Directions: ``"greater"`` (the effect is claimed > 0), ``"less"`` (claimed < 0), ``"equivalent"``
 (claimed within ``± min_effect``: an "on par" claim).
@@ -25,14 +29,20 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass, field
 
-from dptheory.validation import check_choice, check_real
+from dptheory.validation import check_choice, check_int, check_real
 
-__all__ = ["Claim", "COMPARISONS", "DIRECTIONS", "CI_METHODS"]
+__all__ = ["Claim", "COMPARISONS", "CONTRASTS", "DIRECTIONS", "CI_METHODS"]
 
 #: The comparisons and the arm roles each one needs.
 COMPARISONS = types.MappingProxyType({
     "difference": ("treatment", "control"),
     "gap_reduction": ("treatment", "control", "treatment_ref", "control_ref"),
+    "difference_in_differences": ("treatment", "control", "treatment_ref", "control_ref"),
+})
+#: The weights of the linear comparisons: ``effect = sum_r w_r mean(arm_r)``.
+CONTRASTS = types.MappingProxyType({
+    "difference": {"treatment": 1.0, "control": -1.0},
+    "difference_in_differences": {"treatment": 1.0, "control": -1.0, "treatment_ref": -1.0, "control_ref": 1.0},
 })
 DIRECTIONS = ("greater", "less", "equivalent")
 #: ``"t"``: Student-t interval of the mean paired difference (Welch for unpaired arms);
@@ -68,6 +78,17 @@ class Claim:
         Seeds pair the arms (same data split and initialisation per seed).
     ci_method : one of :data:`CI_METHODS`
         ``"gap_reduction"`` (a ratio) needs ``"bootstrap"``.
+    notes : tuple of str
+        Caveats printed with the verdict (e.g. why this data set, what the claim does not cover).
+    n_seeds : int >= 2
+        Seeds per arm (seed ``s`` sets ``data.seed`` and ``training.seed`` of every arm, which
+        pairs the arms: the same split and, for equal shapes, the same initialisation).
+    lr_grid : tuple of float, or mapping role -> tuple of float
+        The step sizes over which each arm is tuned on its validation split for the tuned-step
+        verdict (the fixed-step verdict uses each arm's own ``optimizer.lr``); a mapping gives each
+        role its own grid (e.g. TopAgg's sign updates need other step sizes). Empty: no tuned verdict.
+    labels : mapping role -> str
+        What each arm is, for tables and figures (default: the role names).
     """
 
     name: str
@@ -81,6 +102,9 @@ class Claim:
     paired: bool = True
     ci_method: str = "t"
     notes: tuple = field(default=())
+    n_seeds: int = 10
+    lr_grid: object = ()
+    labels: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for key in ("name", "source", "metric"):
@@ -104,6 +128,34 @@ class Claim:
             raise ValueError("ci_method must be 'bootstrap' for comparison 'gap_reduction' (a ratio of means)")
         object.__setattr__(self, "arms", types.MappingProxyType({k: dict(v) for k, v in self.arms.items()}))
         object.__setattr__(self, "notes", tuple(self.notes))
+        low = 3 if self.ci_method == "bootstrap" else 2
+        object.__setattr__(self, "n_seeds", check_int("n_seeds", self.n_seeds, low=low))
+        object.__setattr__(self, "lr_grid", self._grids(self.lr_grid, roles))
+        if not isinstance(self.labels, dict) or not set(self.labels) <= set(roles):
+            raise ValueError(f"Claim.labels must map some of the roles {roles} to strings, got {self.labels!r}")
+        object.__setattr__(self, "labels", types.MappingProxyType({r: str(self.labels.get(r, r)) for r in roles}))
+
+    @staticmethod
+    def _grids(grid, roles) -> types.MappingProxyType:
+        """``lr_grid`` as a mapping role -> sorted tuple of step sizes > 0 (empty: no tuning)."""
+        per_role = dict(grid) if isinstance(grid, dict) else {r: grid for r in roles}
+        if set(per_role) != set(roles):
+            raise ValueError(f"Claim.lr_grid as a mapping needs exactly the roles {roles}, got {sorted(per_role)}")
+        out = {}
+        for r in roles:
+            values = tuple(per_role[r]) if isinstance(per_role[r], (tuple, list)) else None
+            if values is None:
+                raise ValueError(f"Claim.lr_grid[{r!r}] must be a tuple of step sizes, got {per_role[r]!r}")
+            out[r] = tuple(sorted({check_real(f"lr_grid[{r!r}][{i}]", v, low=0.0, low_open=True)
+                                   for i, v in enumerate(values)}))
+        if len({bool(v) for v in out.values()}) > 1:
+            raise ValueError("Claim.lr_grid must give every role a grid, or none")
+        return types.MappingProxyType(out)
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the claim has a tuned-step verdict (a non-empty ``lr_grid``)."""
+        return bool(self.lr_grid[self.roles[0]])
 
     @property
     def roles(self) -> tuple:
@@ -117,7 +169,8 @@ class Claim:
 
     def describe(self) -> str:
         """One line: what is claimed, e.g. ``"test_accuracy: treatment - control > 0 (95 % CI)"``."""
-        eff = ("mean(treatment) - mean(control)" if self.comparison == "difference" else
-               "1 - gap(treatment) / gap(control)")
+        eff = {"difference": "mean(treatment) - mean(control)",
+               "gap_reduction": "1 - gap(treatment) / gap(control)",
+               "difference_in_differences": "(treatment - control) - (treatment_ref - control_ref)"}[self.comparison]
         rel = {"greater": "> 0", "less": "< 0", "equivalent": f"within ±{self.min_effect:g}"}[self.direction]
         return f"{self.metric}: {eff} {rel} ({100 * self.confidence:g} % CI, {self.ci_method})"

@@ -39,7 +39,7 @@ import numpy as np
 
 from dptheory.validation import check_finite_array, check_int
 
-from .record import Claim
+from .record import CONTRASTS, Claim
 
 __all__ = ["Verdict", "verdict", "VERDICTS", "N_RESAMPLES"]
 
@@ -98,8 +98,9 @@ def _arrays(claim: Claim, values) -> dict:
 
 
 def _effect_fn(claim: Claim):
-    if claim.comparison == "difference":
-        return lambda t, c, axis=-1: np.mean(t, axis=axis) - np.mean(c, axis=axis)
+    if claim.comparison in CONTRASTS:
+        w = CONTRASTS[claim.comparison]
+        return lambda *arms, axis=-1: sum(w[r] * np.mean(x, axis=axis) for r, x in zip(claim.roles, arms))
 
     def gap_reduction(t, c, tr, cr, axis=-1):
         gap_c = np.mean(cr, axis=axis) - np.mean(c, axis=axis)
@@ -109,20 +110,24 @@ def _effect_fn(claim: Claim):
 
 
 def _t_interval(claim: Claim, a: dict, level: float):
+    """The t interval of the linear contrast ``sum_r w_r mean(arm_r)`` (:data:`CONTRASTS`): paired, of
+    the per-seed contrast; unpaired, Welch's, with ``se^2 = sum_r w_r^2 s_r^2 / n_r`` and the
+    Welch-Satterthwaite degrees of freedom."""
     from scipy import stats
 
-    t, c = a["treatment"], a["control"]
+    w = CONTRASTS[claim.comparison]
     if claim.paired:
-        d = t - c
+        d = sum(w[r] * a[r] for r in claim.roles)
         n, s = d.size, float(np.std(d, ddof=1))
         se, df, method = s / math.sqrt(n), n - 1, f"paired t, df = {n - 1}"
     else:
-        vt, vc = np.var(t, ddof=1) / t.size, np.var(c, ddof=1) / c.size
-        se = math.sqrt(vt + vc)
-        df = (vt + vc) ** 2 / (vt ** 2 / (t.size - 1) + vc ** 2 / (c.size - 1)) if se > 0 else t.size + c.size - 2
-        n = min(t.size, c.size)
+        v = {r: w[r] ** 2 * np.var(a[r], ddof=1) / a[r].size for r in claim.roles}
+        se = math.sqrt(sum(v.values()))
+        df = (se ** 4 / sum(v[r] ** 2 / (a[r].size - 1) for r in claim.roles) if se > 0
+              else sum(a[r].size for r in claim.roles) - len(claim.roles))
+        n = min(a[r].size for r in claim.roles)
         s, method = se * math.sqrt(n), f"Welch t, df = {df:.1f}"
-    eff = float(np.mean(t) - np.mean(c))
+    eff = float(sum(w[r] * np.mean(a[r]) for r in claim.roles))
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
     return eff, eff - half, eff + half, n, s, method
 

@@ -43,7 +43,7 @@ __all__ = [
     "GAMMA", "mix64", "key_from_seed", "child_key", "word", "uniform64", "uniform_open64",
     "normal64", "normal32_from_half", "DOMAIN_NORMAL", "DOMAIN_UNIFORM",
     "DOMAIN_REPLICATE_SAMPLING", "DOMAIN_REPLICATE_NOISE",
-    "ZIG_X", "ZIG_R", "derive_seed",
+    "ZIG_X", "ZIG_R", "derive_seed", "seed_sequence_pools", "pcg64_states",
 ]
 
 _U = np.uint64
@@ -289,3 +289,107 @@ def derive_seed(rng) -> int:
     initialisation, a replicate batch) a seed that is reproducible from the parent generator.
     """
     return int(rng.integers(2 ** 63))
+
+
+# ----------------------------------------------------------------------------- SeedSequence children, vectorised
+# NumPy's SeedSequence (numpy/random/bit_generator.pyx; O'Neill's seed_seq design): 32-bit hash
+# constants, the entropy mixed into a pool of ``pool_size`` words, the pool expanded by a second hash.
+_SS_INIT_A, _SS_MULT_A = np.uint32(0x43B0D7E5), np.uint32(0x931E8875)
+_SS_INIT_B, _SS_MULT_B = np.uint32(0x8B51F9DD), np.uint32(0x58F38DED)
+_SS_MIX_L, _SS_MIX_R = np.uint32(0xCA01F9DD), np.uint32(0x4973F715)
+_SS_SHIFT = np.uint32(16)
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645  # PCG_DEFAULT_MULTIPLIER_128
+_M128 = (1 << 128) - 1
+
+
+def _int_words(value) -> list:
+    """``value`` (an int >= 0) as little-endian uint32 words, ``[0]`` for 0 (NumPy's coercion rule)."""
+    value = int(value)
+    if value < 0:
+        raise ValueError(f"SeedSequence entropy and spawn keys must be >= 0, got {value}")
+    words = [value & 0xFFFFFFFF]
+    value >>= 32
+    while value:
+        words.append(value & 0xFFFFFFFF)
+        value >>= 32
+    return words
+
+
+def _entropy_words(entropy) -> list:
+    """The uint32 words of a SeedSequence's ``entropy`` (an int or a sequence of ints)."""
+    if isinstance(entropy, (int, np.integer)):
+        return _int_words(entropy)
+    return [w for v in entropy for w in _int_words(v)]
+
+
+def _times(hc, mult) -> np.uint32:
+    """``hc * mult`` mod 2**32 as a uint32 scalar (without NumPy's scalar overflow warning)."""
+    return np.uint32((int(hc) * int(mult)) & 0xFFFFFFFF)
+
+
+def _hashmix(value, hc):
+    """One hashmix step on a vector of lanes; returns ``(value, new hash constant)``."""
+    value = value ^ hc
+    hc = _times(hc, _SS_MULT_A)
+    value = value * hc
+    return value ^ (value >> _SS_SHIFT), hc
+
+
+def _mix(x, y):
+    r = _SS_MIX_L * x - _SS_MIX_R * y
+    return r ^ (r >> _SS_SHIFT)
+
+
+def seed_sequence_pools(entropy, prefix, tail, pool_size: int = 4) -> np.ndarray:
+    """Entropy pools of ``SeedSequence(entropy, spawn_key=prefix + (tail[0][c], tail[1][c], ...))``
+    for every lane ``c``, as a ``(pool_size, n_lanes)`` uint32 array.
+
+    ``tail`` is a sequence of int arrays of one length (the lanes; each entry in ``[0, 2**32)``, one
+    word), ``prefix`` a tuple of ints >= 0. Vectorised twin of NumPy's ``SeedSequence.pool`` (the
+    same hash, lane by lane); reference: the ``.pool`` of the NumPy objects (``tests/test_train.py``).
+    """
+    tail = [np.asarray(t, dtype=np.uint32) for t in tail]
+    if not tail:
+        raise ValueError("tail must hold at least one array of spawn-key entries")
+    zero = np.zeros_like(tail[0])
+    run = _entropy_words(entropy)
+    run = run + [0] * (pool_size - len(run))  # the spawn key is never empty here: pad to the pool
+    fixed = run + [w for v in prefix for w in _int_words(v)]
+    lanes = [zero + np.uint32(w) for w in fixed] + [zero + t for t in tail]
+    hc = _SS_INIT_A
+    mixer = []
+    for i in range(pool_size):
+        v, hc = _hashmix(lanes[i] if i < len(lanes) else zero, hc)
+        mixer.append(v)
+    for i_src in range(pool_size):
+        for i_dst in range(pool_size):
+            if i_src != i_dst:
+                h, hc = _hashmix(mixer[i_src], hc)
+                mixer[i_dst] = _mix(mixer[i_dst], h)
+    for i_src in range(pool_size, len(lanes)):
+        for i_dst in range(pool_size):
+            h, hc = _hashmix(lanes[i_src], hc)
+            mixer[i_dst] = _mix(mixer[i_dst], h)
+    return np.stack(mixer)
+
+
+def pcg64_states(pools: np.ndarray) -> list:
+    """The ``PCG64(seed_sequence).state["state"]`` dicts (``state``, ``inc``) of the pools of
+    :func:`seed_sequence_pools` (one per column): ``generate_state(4, uint64)`` then PCG's
+    ``srandom(initstate, initseq)`` (O'Neill 2014), in Python integers."""
+    pool_size = pools.shape[0]
+    words = np.empty((8, pools.shape[1]), dtype=np.uint32)
+    hc = _SS_INIT_B
+    for i in range(8):
+        v = pools[i % pool_size] ^ hc
+        hc = _times(hc, _SS_MULT_B)
+        v = v * hc
+        words[i] = v ^ (v >> _SS_SHIFT)
+    w64 = (words[1::2].astype(np.uint64) << np.uint64(32)) | words[0::2].astype(np.uint64)  # little-endian pairs
+    out = []
+    for a, b, c, d in w64.T.tolist():
+        inc = ((((c << 64) | d) << 1) | 1) & _M128
+        state = (inc + ((a << 64) | b)) & _M128
+        state = (state * _PCG_MULT + inc) & _M128
+        out.append({"state": state, "inc": inc})
+    return out

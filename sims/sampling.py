@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from dptheory.validation import check_int, check_real
 
-__all__ = ["poisson_mask", "poisson_batch", "shuffled_batches", "n_shuffled_batches"]
+__all__ = ["poisson_mask", "poisson_batch", "shuffled_batches", "n_shuffled_batches", "PoissonSampler",
+           "take_rows"]
 
 
 def _check_rng(rng) -> np.random.Generator:
@@ -104,3 +106,59 @@ def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list:
     rng = _check_rng(rng)
     perm = rng.permutation(n).astype(np.int64, copy=False)
     return [perm[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+
+
+@numba.njit(cache=True)
+def _below_kernel(u, q, out):
+    """``out[:k] = flatnonzero(u < q)``; returns ``k`` (one pass, no mask array)."""
+    k = 0
+    for i in range(u.shape[0]):
+        if u[i] < q:
+            out[k] = i
+            k += 1
+    return k
+
+
+class PoissonSampler:
+    """:func:`poisson_batch` for many steps, drawn into buffers allocated once.
+
+    ``indices(rng)`` consumes exactly the draws of :func:`poisson_mask` (``rng.random(n)``, float64)
+    and returns the same sorted indices, ``np.flatnonzero(u < q)``, as a view into a buffer that
+    the next call overwrites (a training loop uses each batch once). Arguments are checked here,
+    once, not at every step.
+    """
+
+    __slots__ = ("n", "q", "_u", "_idx")
+
+    def __init__(self, n: int, sampling_rate: float):
+        self.n = check_int("n", n, low=1)
+        self.q = check_real("sampling_rate", sampling_rate, low=0.0, high=1.0, low_open=True)
+        self._u = np.empty(self.n)
+        self._idx = np.empty(self.n, dtype=np.int64)
+
+    def indices(self, rng: np.random.Generator) -> np.ndarray:
+        """Sorted int64 indices of one Poisson batch (a view, valid until the next call)."""
+        u = rng.random(self.n, out=self._u)
+        return self._idx[:_below_kernel(u, self.q, self._idx)]
+
+
+@numba.njit(cache=True)
+def _take_rows_kernel(X, idx, out):
+    for r in range(idx.shape[0]):
+        out[r, :] = X[idx[r], :]
+
+
+def take_rows(X: np.ndarray, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:len(idx)] = X[idx]`` for a C-contiguous float32/float64 ``X`` and int64 ``idx`` in range
+    (trusted: internal fast path of the training loop's batch gather); returns that view.
+
+    A compiled row copy into a buffer reused across steps (a fresh ``X[idx]`` of a 256 x 784 batch
+    is a new allocation and its page faults every step). Other dtypes use ``np.take``.
+    Reference: ``np.take(X, idx, axis=0)``.
+    """
+    view = out[:idx.shape[0]]
+    if X.dtype.char in "fd" and X.flags.c_contiguous and out.flags.c_contiguous:
+        _take_rows_kernel(X, idx, view)
+    else:
+        np.take(X, idx, axis=0, out=view)
+    return view

@@ -5,6 +5,8 @@ Sections and keys (every key optional unless marked; defaults in brackets)::
     [data]       name [digits]: one of DATASETS; the loader's own keys (n, d, n_classes, noise,
                  margin, label_noise, separation, test_size, as its function takes them);
                  public_fraction [none] in (0, 1) and public_shift [0] >= 0 (sims.data.split_public);
+                 feature_scale [1] > 0: a constant every feature is multiplied by first
+                 (data-independent, e.g. 1/16 for digits' 0-16 pixels; sims.data.scale_features);
                  validation_fraction [none] in (0, 1): a private validation split held out of the
                  training rows after the public one (sims.data.split_validation), for tuning;
                  standardize [auto]: auto (public split if any, else none) | public | train | none;
@@ -68,7 +70,7 @@ def _transforms():
 DATASETS = ("digits", "breast_cancer", "wine", "mnist1d", "linear", "logistic", "mixture")
 TRANSFORMS = ("clip", "gaussian_noise", "random_k", "random_freeze", "top_k", "public_freeze", "public_select",
               "magnitude_prune", "topagg", "low_rank", "error_feedback")
-_DATA_COMMON = {"name": "digits", "public_fraction": None, "public_shift": 0.0, "validation_fraction": None,
+_DATA_COMMON = {"name": "digits", "feature_scale": 1.0, "public_fraction": None, "public_shift": 0.0, "validation_fraction": None,
                 "standardize": "auto", "seed": 0}
 _DEFAULTS = {
     "model": {"kind": "mlp", "hidden": [64], "activation": "relu", "bias": True, "dtype": "float64"},
@@ -124,6 +126,7 @@ def _data(raw) -> dict:
         out["public_fraction"] = check_real("data.public_fraction", out["public_fraction"], low=0.0, high=1.0,
                                             low_open=True, high_open=True)
     out["public_shift"] = check_real("data.public_shift", out["public_shift"], low=0.0)
+    out["feature_scale"] = check_real("data.feature_scale", out["feature_scale"], low=0.0, low_open=True)
     if out["validation_fraction"] is not None:
         out["validation_fraction"] = check_real("data.validation_fraction", out["validation_fraction"], low=0.0,
                                                 high=1.0, low_open=True, high_open=True)
@@ -365,6 +368,8 @@ def _dataset(cfg):
     except ValueError as e:
         msg = str(e)
         raise ValueError(f"data.{msg}" if msg.split(" ", 1)[0] in own else f"data ({d['name']}): {msg}") from None
+    if d["feature_scale"] != 1.0:
+        ds = data.scale_features(ds, d["feature_scale"])
     if d["public_fraction"] is not None:
         ds = data.split_public(ds, d["public_fraction"], shift=d["public_shift"], random_state=d["seed"] + 1)
     if d["validation_fraction"] is not None:

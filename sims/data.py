@@ -29,7 +29,7 @@ from dptheory.validation import as_generator, check_choice, check_finite_array, 
 __all__ = [
     "Dataset", "make_linear", "make_logistic", "make_mixture",
     "load_digits", "load_breast_cancer", "load_wine", "load_mnist1d",
-    "standardize", "split_public", "split_validation",
+    "standardize", "scale_features", "split_public", "split_validation",
     "PublicSplit", "public_split", "public_split_of", "private_preprocessing_notes",
 ]
 
@@ -518,6 +518,24 @@ def standardize(ds: Dataset, *, fit_on: str | None = None) -> Dataset:
                                 f"training rows; this release is not covered by epsilon")
     return replace(ds, X_train=tr(ds.X_train), X_test=tr(ds.X_test), X_public=tr(ds.X_public),
                    X_val=tr(ds.X_val), meta=meta)
+
+
+def scale_features(ds: Dataset, factor) -> Dataset:
+    """Every feature of every split multiplied by the constant ``factor > 0``, e.g. ``1/16`` to map
+    the digits' 0-16 pixel intensities to [0, 1].
+
+    The factor is fixed in advance, not computed from the data, so nothing private is read and no
+    note is added (contrast :func:`standardize` with ``fit_on="train"``).
+    """
+    if not isinstance(ds, Dataset):
+        raise ValueError(f"ds must be a sims.data.Dataset, got {type(ds).__name__}")
+    f = check_real("factor", factor, low=0.0, low_open=True)
+
+    def tr(X):
+        return None if X is None else (X * f).astype(ds.X_train.dtype)
+
+    return replace(ds, X_train=tr(ds.X_train), X_test=tr(ds.X_test), X_public=tr(ds.X_public), X_val=tr(ds.X_val),
+                   meta=dict(ds.meta, feature_scale=f))
 
 
 def split_public(ds: Dataset, fraction, *, shift=0.0, random_state=None) -> Dataset:

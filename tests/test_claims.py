@@ -18,8 +18,9 @@ Z = 5.3  # two-sided normal tail 1.2e-7
 
 
 def _claim(direction="greater", comparison="difference", **kw):
-    roles = {"difference": ("treatment", "control"),
-             "gap_reduction": ("treatment", "control", "treatment_ref", "control_ref")}[comparison]
+    from sims.claims import COMPARISONS
+
+    roles = COMPARISONS[comparison]
     return Claim(name="planted", source="synthetic", arms={r: {} for r in roles}, metric="m",
                  comparison=comparison, direction=direction, **kw)
 
@@ -169,3 +170,31 @@ def test_verdict_validation():
         verdict(claim, {"treatment": [1.0, np.nan], "control": [1.0, 2.0]})
     with pytest.raises(ValueError, match="gap_reduction"):
         _claim(comparison="gap_reduction")  # a ratio needs the bootstrap
+
+
+def _four(rng, n, delta):
+    """Four paired arms sharing a per-seed effect; the difference in differences is ``delta``."""
+    base = rng.standard_normal(n)
+    arms = {r: base + rng.standard_normal(n) for r in ("treatment", "control", "treatment_ref", "control_ref")}
+    arms["treatment"] = arms["treatment"] + delta
+    return arms
+
+
+def test_difference_in_differences_is_the_t_interval_of_the_per_seed_contrast():
+    rng = np.random.default_rng(5)
+    a = _four(rng, 10, 0.3)
+    v = verdict(_claim(comparison="difference_in_differences"), a)
+    d = (a["treatment"] - a["control"]) - (a["treatment_ref"] - a["control_ref"])
+    half = stats.t.ppf(0.975, 9) * d.std(ddof=1) / math.sqrt(10)
+    assert v.effect == pytest.approx(d.mean(), rel=1e-12)
+    assert (v.ci_low, v.ci_high) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-12)
+    unpaired = verdict(_claim(comparison="difference_in_differences", paired=False), a)
+    se = math.sqrt(sum(np.var(x, ddof=1) / 10 for x in a.values()))
+    assert unpaired.ci_high - unpaired.effect == pytest.approx(
+        stats.t.ppf(0.975, se ** 4 / sum((np.var(x, ddof=1) / 10) ** 2 / 9 for x in a.values())) * se, rel=1e-12)
+
+
+def test_planted_null_difference_in_differences_is_supported_at_half_alpha():
+    n, R = 8, 4000
+    rate = _rate(_claim(comparison="difference_in_differences"), lambda rng: _four(rng, n, 0.0), R, 6, "supported")
+    assert _within(rate, 0.025, R), rate

@@ -61,6 +61,9 @@ BAD = [
     ({"training": {"sampling_rate": 1.5}}, r"training\.sampling_rate must be in"),
     ({"training": {"sampling": "uniform"}}, r"training\.sampling must be one of"),
     ({"training": {"record_every": 0}}, r"training\.record_every must be an integer"),
+    ({"training": {"record_every": "often"}}, r"training\.record_every must be 'epoch', 'end' or an int"),
+    ({"data": {"validation_fraction": 1.0}}, r"data\.validation_fraction must be in"),
+    ({"data": {"feature_scale": 0}}, r"data\.feature_scale must be in"),
     ({"training": "fast"}, r"training must be a table"),
 ]
 
@@ -160,3 +163,26 @@ def test_shuffled_batches_get_no_calibrated_epsilon():
         config.validate({"training": {"sampling": "shuffle"}, "privacy": {"epsilon": 2.0}})
     rec = config.run({"model": {"hidden": [8]}, "training": {"sampling": "shuffle", "steps": 2}})
     assert rec["private"] and not rec["accounting_valid"]
+
+
+def test_validation_split_scaling_and_end_record():
+    """validation_fraction holds rows out of training (the accountant's n shrinks), feature_scale
+    multiplies every split, record_every = 'end' records the last step only."""
+    base = {"training": {"epochs": 2, "record_every": "end"}, "privacy": {"noise_multiplier": 1.0}}
+    plain = config.build(base)[1]
+    cfg = {**base, "data": {"validation_fraction": 0.2, "feature_scale": 0.0625}}
+    model, ds, _, kw = config.build(cfg)
+    assert ds.X_val.shape[0] == round(0.2 * plain.n_train) and ds.n_train == plain.n_train - ds.X_val.shape[0]
+    assert ds.X_train.max() <= 1.0 and plain.X_train.max() == 16.0
+    rec = config.run(cfg)
+    assert list(rec["history"]["step"]) == [rec["steps"]] and rec["diverged_at"] is None
+    expected = models.accuracy(model, train(model, ds, **kw).params, ds.X_val, ds.y_val)
+    assert rec["validation_accuracy"] == expected
+    assert math.isnan(config.run(base)["validation_accuracy"])
+
+
+def test_a_diverged_run_is_a_record_with_its_step():
+    rec = config.run({"data": {"validation_fraction": 0.2}, "optimizer": {"lr": 50.0}, "privacy": {"epsilon": 3.0},
+                      "training": {"epochs": 20}})  # diverges at step 220
+    assert rec["diverged_at"] is not None and 0 <= rec["diverged_at"] < rec["steps"] + 1
+    assert math.isnan(rec["test_accuracy"]) and math.isnan(rec["validation_accuracy"])

@@ -200,3 +200,29 @@ def test_standardize_on_public_statistics_ignores_private_rows():
         standardize(ds, fit_on="test")
     with pytest.raises(ValueError, match="public split"):
         standardize(load_digits(random_state=0), fit_on="public")
+
+
+def test_split_validation_holds_out_private_rows_and_scale_features_reads_none():
+    from sims import data as D
+
+    ds = D.split_public(D.load_digits(random_state=0), 0.1, random_state=0)
+    v = D.split_validation(ds, 0.25, random_state=1)
+    m = v.X_val.shape[0]
+    assert m == round(0.25 * ds.n_train) and v.n_train + m == ds.n_train
+    rows = {r.tobytes() for r in ds.X_train}
+    assert {r.tobytes() for r in v.X_train} | {r.tobytes() for r in v.X_val} <= rows
+    taken = v.meta["validation_indices"]
+    np.testing.assert_array_equal(v.X_val, ds.X_train[taken])
+    np.testing.assert_array_equal(v.X_public, ds.X_public)
+    again = D.split_validation(ds, 0.25, random_state=1)
+    np.testing.assert_array_equal(again.X_val, v.X_val)
+    s = D.standardize(D.scale_features(v, 0.5), fit_on="public")
+    assert s.X_val.shape == v.X_val.shape and D.private_preprocessing_notes(s) == ()
+    with pytest.raises(ValueError, match="already has a validation split"):
+        D.split_validation(v, 0.1)
+    with pytest.raises(ValueError, match="split the public part off first"):
+        D.split_public(D.split_validation(D.load_digits(random_state=0), 0.1), 0.1)
+    with pytest.raises(ValueError, match="fraction must be in"):
+        D.split_validation(ds, 0.0)
+    with pytest.raises(ValueError, match="factor must be in"):
+        D.scale_features(ds, -1.0)

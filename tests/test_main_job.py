@@ -5,37 +5,78 @@ import pytest
 
 from sims.__main__ import main
 
-EXPERIMENTS = ("accounting_curves", "nsr_vs_k", "convex_bound_vs_steps", "keep_fraction_tradeoff",
-               "mechanism_utility")
+EXPERIMENTS = ("accounting_curves", "nsr_vs_k", "convex_bound_vs_steps", "keep_fraction_tradeoff")
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    assert main(["--out", str(out), "--quick"]) == 0
+    assert main(["reproduce", "--out", str(out), "--quick"]) == 0
     return out
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_writes_json_and_png(quick_run, name):
+def test_theory_checks_write_json_and_png(quick_run, name):
     res = json.loads((quick_run / f"{name}.json").read_text())
     assert res
     png = quick_run / "figures" / f"{name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_summary_and_privacy_consistency(quick_run):
-    summary = (quick_run / "summary.txt").read_text()
-    assert summary.count("\n") == 6
-    ut = json.loads((quick_run / "mechanism_utility.json").read_text())
-    # every mechanism in the utility table is private and spent the calibrated budget (calibration to 1e-4 rel.)
-    for eps in ut["epsilon_spent"]:
-        assert eps == pytest.approx(ut["epsilon"], rel=2e-3)
-    acc = json.loads((quick_run / "accounting_curves.json").read_text())
-    # the tight conversion never loses to the classic one, and PLD (tight) is below both
-    assert all(b < c for b, c in zip(acc["rdp_balle"], acc["rdp_classic"]))
-    if acc["pld"]:
-        assert all(p <= b * (1 + 1e-6) for p, b in zip(acc["pld"], acc["rdp_balle"]))
+def test_report_has_a_row_and_a_figure_per_claim(quick_run):
+    from sims.claims import VERDICTS, catalog
+
+    claims = catalog.claims("quick")
+    report = (quick_run / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [c.name for c in claims]
+    for c in claims:
+        stem = quick_run / "figures" / "claims" / c.name.replace(".", "_")
+        assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert stem.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    for sid in ("S0", "S1", "S2", "S3", "S4"):
+        assert f"figures/{sid}_forest.png" in report
+    assert "## Theory checks" in report and "## Privacy audit" in report
+    verdicts = json.loads((quick_run / "verdicts.json").read_text())
+    assert [v["claim"] for v in verdicts] == [c.name for c in claims]
+    for v in verdicts:
+        for which in ("fixed", "tuned"):
+            assert v[which] is None and v[which + "_reason"] or v[which]["verdict"] in VERDICTS
+
+
+def test_every_private_arm_spends_the_claimed_epsilon(quick_run):
+    verdicts = json.loads((quick_run / "verdicts.json").read_text())
+    for v in verdicts:
+        for arm in v["arms"].values():
+            if arm["epsilon"] is not None:  # calibrated to its target (calibrate_noise: 1e-4 relative)
+                assert arm["epsilon"] == pytest.approx(3.0, rel=2e-3), v["claim"]
+
+
+def test_summary_has_a_line_per_claim_and_theory_check(quick_run):
+    from sims.claims import catalog
+
+    summary = (quick_run / "summary.txt").read_text().splitlines()
+    assert len(summary) == len(catalog.claims("quick")) + 4
+    assert all(("agrees" in s or "holds" in s or "disagrees" in s or "violated" in s)
+               for s in summary if s.startswith("[theory]"))
+
+
+def test_resumes_from_its_store(quick_run, capsys):
+    """A second run on the same store trains nothing: every run is read back."""
+    import sqlite3
+
+    db = quick_run / "claims.db"
+    before = sqlite3.connect(db).execute("select count(*) from attempts").fetchone()[0]
+    assert main(["reproduce", "--out", str(quick_run), "--quick", "--no-theory", "--no-audit",
+                 "--claims", "zhu."]) == 0
+    after = sqlite3.connect(db).execute("select count(*) from attempts").fetchone()[0]
+    assert after == before
+
+
+def test_unknown_claim_name_is_one_clear_error(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path), "--quick", "--claims", "zhu.nope"]) == 2
+    err = capsys.readouterr().err
+    assert "claims: 'zhu.nope' matches no claim" in err and "zhu.freeze_70_keeps_dense_accuracy" in err
 
 
 def test_readme_python_example_runs(capsys):

@@ -10,7 +10,7 @@ split. 75 % of the parameters are frozen (or not selected) in every sparse arm.
 2. Parameter selection from public data (``public_select``: a mask chosen at every step from the
    public gradient at the current DP iterate) beats dense DP-SGD.
 3. Random selection is on par with magnitude selection: an equivalence within 2 points.
-4. Closeness matters: selection with a public split shifted by 8 (on the raw 0-16 pixel scale,
+4. Closeness matters: selection with a public split shifted by 0.5 (pixels scaled to [0, 1],
    along a random direction) does worse than with an unshifted one.
 
 Data: digits (``sims.claims.arms``), whose 1347 training rows leave 135 public ones: few enough
@@ -26,7 +26,7 @@ __all__ = ["SOURCE", "claims"]
 SOURCE = "S4"
 EPSILON = 3.0
 FRACTION = 0.75
-SHIFT = 8.0
+SHIFT = 0.5
 
 
 def _arm(m, transform, shift=0.0):

@@ -19,13 +19,13 @@ VERBS = {
     "sweep": ("sims.cli.store_verbs", "sweep_main", "run a sweep file into an SQLite results store (resumes)"),
     "results": ("sims.cli.store_verbs", "results_main", "print a results store as a table, or export it as CSV"),
     "figure": ("sims.cli.store_verbs", "figure_main", "draw a stored sweep: metric vs an axis, CI bands over seeds"),
-    "reproduce": ("sims.cli.main_job", "main", "the main job as a verb: the headline experiments, figures, summary"),
+    "reproduce": ("sims.cli.main_job", "main", "the main job as a verb: the papers' claims with verdicts, theory checks, audit, report.md"),
     "audit": ("sims.cli.audit", "main", "empirical privacy audit of a run config's chain or of every built-in chain"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: python -m sims [--out DIR] [--quick]     the main job (headline experiments, figures)",
+    lines = ["usage: python -m sims [--quick|--full] [--out DIR]   the main job: the papers' claims, verdicts, report.md",
              "       python -m sims VERB [--help] ...", "", "verbs:"]
     lines += [f"  {v:<8} {doc}" for v, (_, _, doc) in VERBS.items()]
     return "\n".join(lines)

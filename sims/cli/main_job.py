@@ -1,95 +1,111 @@
-"""``python -m sims [reproduce] [--out DIR] [--quick]``: the main job (the verb may be omitted).
+"""``python -m sims [reproduce] [--quick|--full] [--claims NAME,...] [--out DIR] [--db FILE]``: the main job.
 
-Runs the headline experiments of :mod:`sims.experiments`, stores each result as JSON in ``DIR``,
-draws the figures of :mod:`sims.figures` into ``DIR/figures`` and prints a summary with a verdict
-for each theory-vs-simulation comparison. Other verbs: ``python -m sims --help``.
+Runs the claims of the five source papers (:mod:`sims.claims`) through the sweep machinery and a
+results store (so an interrupted run resumes), the theory checks of :mod:`sims.claims.theory_checks`
+and the privacy audit of the built-in chains (:mod:`sims.audit`), then writes ``DIR/report.md``
+with the verdict table, ``DIR/figures/*.png`` and ``*.pdf``, ``DIR/verdicts.json`` and
+``DIR/summary.txt``, and prints the verdict table. Modes: ``--quick`` (seconds; checks the
+machinery, its verdicts mean nothing), the default (the README's numbers), ``--full`` (an evening).
+Other verbs: ``python -m sims --help``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-from .. import experiments as ex
-from .. import figures as fg
 from .paths import output_dir
 
 __all__ = ["main"]
 
 
-def _verdicts(results):
-    """One line per claim: what theory says, what simulation shows, agreed or not."""
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sims reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="3 seeds, 2 epochs: a smoke test of the pipeline")
+    size.add_argument("--full", action="store_true", help="32 seeds, 30 epochs, a wider step-size grid")
+    p.add_argument("--claims", help="comma-separated claim names, or prefixes ending in '.' (e.g. 'zhu.,lin.')")
+    p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument("--db", help="the results store (default: DIR/claims.db); runs already there are not redone")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.add_argument("--no-theory", action="store_true", help="skip the theory checks")
+    p.add_argument("--no-audit", action="store_true", help="skip the privacy audit")
+    return p
+
+
+def _theory(out, quick):
+    from ..claims import theory_checks as tc
+
+    results, figures = {}, []
+    for name, run, plot in tc.plan(quick):
+        t0 = time.perf_counter()
+        results[name] = run()
+        (out / f"{name}.json").write_text(json.dumps(results[name], indent=1))
+        figures.append(plot(results[name], out / "figures" / f"{name}.png"))
+        print(f"theory check {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return tc.verdicts(results), figures
+
+
+def _audit(out, quick):
+    from .. import audit
+
+    t0 = time.perf_counter()
+    records = audit.audit_catalogue((2.0,) if quick else (1.0, 2.0, 4.0), trials=200 if quick else 2000,
+                                    canaries=200 if quick else 1000)
+    (out / "privacy_audit.json").write_text(json.dumps(records, indent=1))
+    audit.plot_audit(records, out / "figures" / "privacy_audit.png")
+    print(f"privacy audit: {time.perf_counter() - t0:.1f} s", flush=True)
+    return audit.audit_section(records, "figures/privacy_audit.png")
+
+
+def _record(r) -> dict:
+    def v(x):
+        return None if x is None else {k: getattr(x, k) for k in ("verdict", "effect", "ci_low", "ci_high", "level",
+                                                                   "n", "method", "seeds_needed")}
+    return {"claim": r.claim.name, "source": r.claim.source, "describe": r.claim.describe(), "epsilon": r.epsilon,
+            "fixed": v(r.fixed), "fixed_reason": r.fixed_reason, "tuned": v(r.tuned), "tuned_reason": r.tuned_reason,
+            "arms": {role: {"label": a.label, "fixed_lr": a.fixed_lr, "fixed": list(a.fixed), "tuned_lr": a.tuned_lr,
+                            "tuned": None if a.tuned is None else list(a.tuned), "epsilon": a.epsilon}
+                     for role, a in r.arms.items()}}
+
+
+def _summary(results) -> list:
     lines = []
-    nsr = results["nsr_vs_k"]
-    ctm, mtc = nsr["clip_then_mask"], nsr["mask_then_clip"]
-    spread = max(ctm["nsr"]) / min(ctm["nsr"])
-    lines.append(f"[NSR] clip-then-mask NSR is flat in k (theory: = dense {nsr['nsr_dense_theory']:.3g}); "
-                 f"measured max/min over k = {spread:.3f}")
-    flat = max(mtc["signal"]) / min(mtc["signal"])
-    lines.append(f"[NSR] mask-then-clip signal flat in k, NSR ~ rho * dense (perturbation moderation); "
-                 f"measured signal max/min = {flat:.3f}, NSR at smallest k = {mtc['nsr'][0]:.3g} "
-                 f"(theory {mtc['nsr_theory'][0]:.3g})")
-    cb = results["convex_bound_vs_steps"]
-    ok = all(m <= b for m, b in zip(cb["measured"], cb["bound"]))
-    lines.append(f"[convex] averaged-iterate suboptimality under the bound at every T: {'yes' if ok else 'NO'} "
-                 f"(ratio measured/bound {min(m / b for m, b in zip(cb['measured'], cb['bound'])):.2g}"
-                 f"..{max(m / b for m, b in zip(cb['measured'], cb['bound'])):.2g})")
-    tr = results["keep_fraction_tradeoff"]
-    lines.append(f"[trade-off] rho* (theory, assumed L=1) = {tr['rho_star_theory']:.3g} with no assumption on the "
-                 f"gradients ({tr['rho_star_theory_spread_out']:.3g} if they are spread out); best rho on validation at "
-                 f"lr {tr['lrs'][0]:g} = {tr['rho_best_measured']:.3g} (test accuracy {tr['acc_at_best']:.3f} "
-                 f"+- {tr['acc_se'][tr['fractions'].index(tr['rho_best_measured'])]:.3f} vs dense "
-                 f"{tr['acc_mean'][-1]:.3f} +- {tr['acc_se'][-1]:.3f})")
-    lines.append(f"[trade-off, lr re-tuned per rho over {tr['lrs']} on validation] best rho = "
-                 f"{tr['rho_best_tuned']:.3g} (test accuracy {tr['acc_tuned_at_best']:.3f} vs dense "
-                 f"{tr['acc_tuned'][-1]:.3f} at lr {tr['lr_tuned'][-1]:g})")
-    ut = results["mechanism_utility"]
-    lines.append(f"[utility] test accuracy at epsilon={ut['epsilon']}, lr {ut['lrs'][0]:g} / best lr: " + "; ".join(
-        f"{n}: {a:.3f} / {t:.3f}" for n, a, t in zip(ut["mechanisms"], ut["acc_mean"], ut["acc_tuned"]))
-        + f"; non-private {ut['nonprivate_acc']:.3f}")
+    for r in results:
+        f = r.fixed.verdict if r.fixed else f"- ({r.fixed_reason})"
+        t = r.tuned.verdict if r.tuned else f"- ({r.tuned_reason})"
+        eff = f"{r.fixed.effect:+.3f} [{r.fixed.ci_low:+.3f}, {r.fixed.ci_high:+.3f}]" if r.fixed else "-"
+        lines.append(f"{r.claim.name:<56} {eff:<28} fixed: {f:<13} tuned: {t}")
     return lines
 
 
 def main(argv) -> int:
-    """The main job: the headline experiments, their JSON, figures and summary (module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m sims reproduce", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results", help="output directory (default: results)")
-    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test of the pipeline)")
-    args = parser.parse_args(argv)
+    """The main job (module docstring). Exit code 0, or 2 on a bad argument (message on stderr)."""
+    from ..claims import catalog, runner
+    from ..claims.report import write_report
+
+    args = _parser().parse_args(argv)
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    names = None if args.claims is None else [n.strip() for n in args.claims.split(",") if n.strip()]
+    claims = catalog.claims(mode, names)  # a bad name: ValueError, one line, exit 2
     out = output_dir(args.out)
-
-    quick = args.quick
-    plan = [
-        ("accounting_curves", lambda: ex.accounting_curves(n_points=5 if quick else 12), fg.plot_accounting),
-        ("nsr_vs_k", lambda: ex.nsr_vs_k(n_k=4 if quick else 9, repeats=40 if quick else 200), fg.plot_nsr_vs_k),
-        ("convex_bound_vs_steps", lambda: ex.convex_bound_vs_steps(
-            steps_grid=(25, 100) if quick else (25, 50, 100, 200, 400, 800),
-            n_replicates=20 if quick else 200), fg.plot_convex_bound),
-        ("keep_fraction_tradeoff", lambda: ex.keep_fraction_tradeoff(
-            fractions=(0.1, 1.0) if quick else (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
-            lrs=(0.5, 2.0) if quick else (0.5, 0.125, 0.25, 1.0, 2.0),
-            epochs=2 if quick else 20, seeds=(0, 1) if quick else (0, 1, 2)), fg.plot_tradeoff),
-        ("mechanism_utility", lambda: ex.mechanism_utility(
-            epochs=2 if quick else 20, lrs=(0.5, 2.0) if quick else (0.5, 0.125, 0.25, 1.0, 2.0),
-            seeds=(0, 1) if quick else (0, 1, 2)), fg.plot_utility),
-    ]
-    results = {}
-    for name, run, plot in plan:
-        t0 = time.perf_counter()
-        res = run()
-        results[name] = res
-        (out / f"{name}.json").write_text(json.dumps(res, indent=1))
-        fig = plot(res, out / "figures" / f"{name}.png")
-        print(f"{name}: {time.perf_counter() - t0:.1f} s -> {fig}", flush=True)
-
-    from dptheory.__main__ import main as dptheory_main
-
-    print("\nPrivacy accounting, standard settings:")
-    dptheory_main(["table"])
-    print("\nTheory vs simulation:")
-    summary = _verdicts(results)
+    db = args.db or str(out / "claims.db")
+    t0 = time.perf_counter()
+    print(f"{len(claims)} claims, mode {mode}; results store {db}", flush=True)
+    results = runner.run_claims(claims, store=db, n_workers=args.workers, progress=None)
+    print(f"claims: {time.perf_counter() - t0:.1f} s", flush=True)
+    theory = None if args.no_theory else _theory(out, mode == "quick")
+    audit = None if args.no_audit else _audit(out, mode == "quick")
+    (out / "verdicts.json").write_text(json.dumps([_record(r) for r in results], indent=1, allow_nan=True))
+    command = "python -m sims reproduce" + (f" --{mode}" if mode != "default" else "")
+    report = write_report(out, results, mode=mode, wall_seconds=time.perf_counter() - t0, theory=theory,
+                          audit=audit, command=command)
+    summary = _summary(results) + [f"[theory] {c}: {v} ({d})" for c, v, d in (theory[0] if theory else [])]
+    (out / "summary.txt").write_text("\n".join(summary) + "\n")
+    print("\nVerdicts (effect at the fixed step, 95 % CI):")
     for line in summary:
         print(" ", line)
-    (out / "summary.txt").write_text("\n".join(summary) + "\n")
+    print(f"\nreport: {report} ({time.perf_counter() - t0:.1f} s)", file=sys.stdout, flush=True)
     return 0

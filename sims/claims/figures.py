@@ -1,0 +1,168 @@
+"""Figures of claim results: one per claim, a forest plot per paper, and the papers' classic views.
+
+Every figure has labelled axes with units, 95 % confidence intervals as bars or bands, and the
+Okabe-Ito colour-blind-safe palette; each is written as PNG and PDF. Intervals of arm means are
+Student-t intervals over the seeds; intervals of effects are the claim's own
+(:func:`sims.claims.verdict`).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PALETTE", "claim_figure", "forest_figure", "utility_curves", "width_scaling", "ablation_figure",
+           "mean_ci"]
+
+#: Okabe & Ito (2008), "Color universal design": distinguishable with every common colour deficiency.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mean_ci(values, level=0.95):
+    """``(mean, half-width)`` of the Student-t interval of the mean of ``values`` (NaN-free)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        return (float(np.mean(v)) if v.size else math.nan), math.nan
+    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+
+
+def _save(fig, path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    fig.savefig(path.with_suffix(".pdf"))
+    _plt().close(fig)
+    return str(path.with_suffix(".png"))
+
+
+def claim_figure(result, path) -> str:
+    """Per-arm mean test accuracy with 95 % CIs, at the fixed step and at the tuned step."""
+    plt = _plt()
+    arms = list(result.arms.values())
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.45 * len(arms)))
+    for j, (which, marker) in enumerate((("fixed", "o"), ("tuned", "s"))):
+        for i, a in enumerate(arms):
+            vals = getattr(a, which)
+            if vals is None or not np.all(np.isfinite(vals)):
+                continue
+            m, h = mean_ci(vals)
+            lr = a.fixed_lr if which == "fixed" else a.tuned_lr
+            ax.errorbar(m, i + 0.15 * (j - 0.5), xerr=h, fmt=marker, color=PALETTE[j], capsize=3,
+                        label=f"{which} step" if i == 0 else None)
+            ax.annotate(f"lr {lr:g}", (m, i + 0.15 * (j - 0.5)), textcoords="offset points", xytext=(6, 2), fontsize=7)
+    ax.set_yticks(range(len(arms)), [a.label for a in arms])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{result.claim.metric.replace('_', ' ')} (fraction correct; mean, 95 % CI over seeds)")
+    eps = result.epsilon
+    ax.set_title(f"{result.claim.name}" + (f"  (epsilon {eps:.3g})" if eps is not None else ""), fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def forest_figure(results, path, title) -> str:
+    """The effect of every claim in ``results`` with its interval, fixed and tuned step; the claimed
+    direction as a shaded side, equivalence margins as dotted lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 1.0 + 0.38 * len(results)))
+    for i, r in enumerate(results):
+        for j, (v, marker) in enumerate(((r.fixed, "o"), (r.tuned, "s"))):
+            if v is None:
+                continue
+            y = i + 0.18 * (j - 0.5)
+            ax.plot([v.ci_low, v.ci_high], [y, y], color=PALETTE[j], lw=2)
+            ax.plot(v.effect, y, marker, color=PALETTE[j], label=("fixed step", "tuned step")[j] if i == 0 else None)
+        if r.claim.direction == "equivalent":
+            m = r.claim.min_effect
+            ax.plot([-m, -m], [i - 0.4, i + 0.4], ":", color="grey")
+            ax.plot([m, m], [i - 0.4, i + 0.4], ":", color="grey")
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(results)), [r.claim.name.split(".", 1)[1] for r in results], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("effect (accuracy difference, or relative gap reduction for gap claims; 95 % CI)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def _band(ax, x, runs, color, label, marker="o"):
+    stats = [mean_ci(v) for v in runs]
+    m, h = np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
+    ax.plot(x, m, marker=marker, color=color, label=label)
+    ax.fill_between(x, m - h, m + h, color=color, alpha=0.2)
+
+
+def utility_curves(series, path, *, which="fixed", title="") -> str:
+    """Test accuracy against epsilon per mechanism: ``series`` maps a label to ``[(epsilon,
+    per-seed values), ...]``; a non-private reference may be given as ``{label: values}`` under the
+    key ``"_nonprivate"``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ref = series.get("_nonprivate")
+    for i, (label, pts) in enumerate((k, v) for k, v in series.items() if k != "_nonprivate"):
+        pts = sorted(pts)
+        _band(ax, [p[0] for p in pts], [p[1] for p in pts], PALETTE[i % len(PALETTE)], label)
+    if ref is not None:
+        ax.axhline(mean_ci(ref)[0], color="black", ls="--", lw=1, label="dense SGD, no DP")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon (delta = 1e-5), log scale")
+    ax.set_ylabel(f"test accuracy ({which} step; mean, 95 % CI band)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def width_scaling(widths, gains, path, *, title="") -> str:
+    """The per-seed gain (treatment minus control) against the hidden width, per reading:
+    ``gains`` maps ``"fixed step"`` / ``"tuned step"`` to a list of per-seed arrays, one per width."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for i, (label, runs) in enumerate(gains.items()):
+        _band(ax, widths, runs, PALETTE[i], label, marker="os"[i % 2])
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("hidden units (log scale)")
+    ax.set_ylabel("accuracy gain over dense DP-SGD (mean, 95 % CI band)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def ablation_figure(groups, path, *, title="") -> str:
+    """Grouped bars: ``groups`` maps a setting (e.g. "clip + noise") to ``{arm label: per-seed
+    values}``; bars are means with 95 % CIs."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    labels = sorted({a for g in groups.values() for a in g}, key=lambda a: list(groups.values())[0].get(a) is None)
+    width = 0.8 / max(len(labels), 1)
+    for j, arm in enumerate(labels):
+        xs, ms, hs = [], [], []
+        for i, g in enumerate(groups.values()):
+            if arm in g:
+                m, h = mean_ci(g[arm])
+                xs.append(i + (j - (len(labels) - 1) / 2) * width)
+                ms.append(m)
+                hs.append(h)
+        ax.bar(xs, ms, width, yerr=hs, capsize=3, color=PALETTE[j % len(PALETTE)], label=arm)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_ylabel("test accuracy (fixed step; mean, 95 % CI)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

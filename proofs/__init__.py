@@ -30,8 +30,17 @@ import inspect
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["derivation", "run_all", "MODULES", "KINDS", "Outcome", "coverage", "public_closed_forms",
-           "NOT_CLOSED_FORMS", "DPTHEORY_MODULES"]
+__all__ = [
+    "DPTHEORY_MODULES",
+    "KINDS",
+    "MODULES",
+    "NOT_CLOSED_FORMS",
+    "Outcome",
+    "coverage",
+    "derivation",
+    "public_closed_forms",
+    "run_all",
+]
 
 #: proof modules; each is imported by :func:`run_all`.
 MODULES = ("accounting", "noise_signal", "convergence", "clipping", "compositions")
@@ -125,7 +134,7 @@ def run_all(modules=MODULES) -> list:
         t0 = time.perf_counter()
         try:
             ok, err = bool(entry.func(show)), ""
-        except Exception as exc:  # a crash is a failed entry, reported, not hidden
+        except Exception as exc:  # noqa: BLE001 -- a crash is a failed entry, reported, not hidden
             ok, err = False, f"{type(exc).__name__}: {exc}"
         outcomes.append(Outcome(entry.name, entry.module, ok, time.perf_counter() - t0, entry.kind,
                                 entry.covers, steps, err))

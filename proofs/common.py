@@ -5,7 +5,7 @@ from itertools import combinations
 
 import sympy as sp
 
-__all__ = ["normal_pdf", "std_normal", "mask_average", "telescoped_average", "rel_err", "check_points"]
+__all__ = ["check_points", "mask_average", "normal_pdf", "rel_err", "std_normal", "telescoped_average"]
 
 
 def normal_pdf(z, mean=0, sd=1):

@@ -29,7 +29,12 @@ def _fine(show, what, ok):
 @_composition("epsilon = min over orders of epsilon_from_rdp(T * rdp_subsampled_gaussian)", "accounting.epsilon")
 def epsilon_min_over_orders(show):
     """The returned order attains the returned eps (rtol 1e-12), which is <= the grid minimum; explicit orders: equal."""
-    from dptheory.accounting import DEFAULT_ORDERS, epsilon, epsilon_from_rdp, rdp_subsampled_gaussian
+    from dptheory.accounting import (
+        DEFAULT_ORDERS,
+        epsilon,
+        epsilon_from_rdp,
+        rdp_subsampled_gaussian,
+    )
     pairs, ok = [], True
     for q, s, T, d, conv in ((0.01, 1.1, 1000, 1e-5, "balle"), (0.1, 2.0, 50, 1e-6, "classic"), (1.0, 3.0, 1, 1e-5, "balle")):
         e, a = epsilon(q, s, T, d, conversion=conv)
@@ -166,7 +171,12 @@ def freeze_schedule_formulas(show):
 @_composition("sparsification_helps iff optimal_keep_fraction < 1; spread_exponent is SPREADS or the number",
               "noise_signal.sparsification_helps", "noise_signal.spread_exponent")
 def sparsification_rule(show):
-    from dptheory.noise_signal import SPREADS, optimal_keep_fraction, sparsification_helps, spread_exponent
+    from dptheory.noise_signal import (
+        SPREADS,
+        optimal_keep_fraction,
+        sparsification_helps,
+        spread_exponent,
+    )
     ok = spread_exponent("worst_case") == SPREADS["worst_case"] == 1.0 and spread_exponent(0.7) == 0.7
     ok &= spread_exponent("spread_out") == 0.5
     for args in ((1000, 3.0, 16, 1, 1, 0.1, 1, 100), (10, 0.1, 16, 1, 1, 0.1, 1, 100)):

@@ -85,8 +85,14 @@ def _convex_bound(show=None, random_k=False):
                     "convergence.convex_random_k_optimal_bound"))
 def convex_opt(show):
     """Telescoped distance step (dense and random-k), then the minimising step size; the six functions (rtol 1e-12)."""
-    from dptheory.convergence import (convex_bound, convex_optimal_bound, convex_optimal_lr, convex_random_k_bound,
-                                      convex_random_k_optimal_bound, convex_random_k_optimal_lr)
+    from dptheory.convergence import (
+        convex_bound,
+        convex_optimal_bound,
+        convex_optimal_lr,
+        convex_random_k_bound,
+        convex_random_k_optimal_bound,
+        convex_random_k_optimal_lr,
+    )
     ok = _distance_step(show) and _mask_moments(show)
     (R, G, N, T, eta, d, k), f = _convex_bound(show)
     _, fk = _convex_bound(show, random_k=True)
@@ -140,8 +146,13 @@ def nonconvex_opt(show):
     terms times ``k/d``. The bound is convex in eta, so its minimiser on ``(0, 1/L]`` is
     ``min(1/L, eta_0)``. Then the five functions (rtol 1e-12).
     """
-    from dptheory.convergence import (nonconvex_biased_bound, nonconvex_biased_optimal_lr, nonconvex_random_k_bound,
-                                      nonconvex_random_k_optimal_bound, nonconvex_random_k_optimal_lr)
+    from dptheory.convergence import (
+        nonconvex_biased_bound,
+        nonconvex_biased_optimal_lr,
+        nonconvex_random_k_bound,
+        nonconvex_random_k_optimal_bound,
+        nonconvex_random_k_optimal_lr,
+    )
     dF, L, T, s2, eta, d, k, V, B, N, b2 = sp.symbols("DeltaF L T sigma2 eta d k V B N b2", positive=True)
     ok = _descent_identity(show) and _mask_moments()
     _, f = telescoped_average(eta / 2, eta / 2 * b2 + L * eta ** 2 * s2 / 2, T, dF)
@@ -208,9 +219,12 @@ def _strong_recursion(show=None):
 def strongly_convex_recursion(show):
     """The recursion from the distance step, the induction (any c >= 2 works, so 4 is 2x loose), the random-k
     variant with eta_t = d/(k lambda t); the recursion iterated to t = 300, then the two functions (rtol 1e-13)."""
-    from dptheory.convergence import strongly_convex_last_iterate_bound, strongly_convex_random_k_bound
+    from dptheory.convergence import (
+        strongly_convex_last_iterate_bound,
+        strongly_convex_random_k_bound,
+    )
     ok = _distance_step() and _mask_moments()
-    lam, eta, D, G2, gdot, k, d = sp.symbols("lambda eta D G2 gdot k d", positive=True)
+    lam, eta, D, G2, k, d = sp.symbols("lambda eta D G2 k d", positive=True)
     # E D_{t+1} = D - 2 eta <grad F, x - x*> + eta^2 E||g||^2 with <grad F, x - x*> >= lambda D
     rec = D - 2 * eta * lam * D + eta ** 2 * G2
     tt = sp.Symbol("t", positive=True)
@@ -284,7 +298,11 @@ def coordinate_descent(show):
     deterministically (the maximum over masks is at least their average, ``proofs.noise_signal.top_k_captured``),
     so the same telescoping bounds ``min_t ||g_t||^2``. Then the three functions (rtol 1e-13).
     """
-    from dptheory.convergence import random_k_cd_nonconvex_bound, random_k_cd_pl_bound, top_k_gd_bound
+    from dptheory.convergence import (
+        random_k_cd_nonconvex_bound,
+        random_k_cd_pl_bound,
+        top_k_gd_bound,
+    )
     L, g2, k, d, mu, dF = sp.symbols("L g2 k d mu DeltaF", positive=True)
     T = sp.Symbol("T", integer=True, positive=True)
     ok = _mask_moments(show)
@@ -323,7 +341,7 @@ def dp_gradient_variance_entry(show):
     from dptheory.convergence import dp_gradient_variance
     i, j = sp.symbols("i j", integer=True, positive=True)
     B = sp.Symbol("B", integer=True, positive=True)
-    v, N, C, sig, d = sp.symbols("v N C sigma d", positive=True)
+    v, N, C = sp.symbols("v N C", positive=True)
     inner = sp.Sum(v * sp.KroneckerDelta(i, j), (j, 1, B)).doit()   # Piecewise: v when 1 <= i <= B
     inner = inner.args[0][0] if isinstance(inner, sp.Piecewise) else inner   # the outer sum has 1 <= i <= B
     var_mean = sp.simplify(sp.Sum(inner, (i, 1, B)).doit() / B ** 2)
@@ -348,7 +366,11 @@ def mask_then_clip_spread(show):
     spreads) and ``random_freeze_bound`` at constant rho (rtol 1e-12).
     """
     from dptheory.convergence import mask_then_clip_bound, random_freeze_bound
-    from dptheory.noise_signal import optimal_keep_fraction, sparsification_helps, tradeoff_coefficients
+    from dptheory.noise_signal import (
+        optimal_keep_fraction,
+        sparsification_helps,
+        tradeoff_coefficients,
+    )
     C = sp.Symbol("C", positive=True)
     ok = True
     # (1) spread factor s = E_m <grad F, clip_C(m * g)> / (C <grad F, g/||g||>), all clipped, by summing
@@ -358,7 +380,7 @@ def mask_then_clip_spread(show):
     for k in range(1, d):
         rho = sp.Rational(k, d)
         # 1-sparse g = gam e_0: clip(m * g) = C e_0 if 0 in m, else 0
-        s1 = sp.simplify(mask_average(d, k, lambda m: C * f[0] if 0 in m else 0) / (C * f[0]))  # noqa: B023
+        s1 = sp.simplify(mask_average(d, k, lambda m: C * f[0] if 0 in m else 0) / (C * f[0]))
         # sign vector g = gam (1, -1, 1, -1, 1): ||m * g|| = gam sqrt(k), clip = C m * g/(gam sqrt(k))
         sg = [(-1) ** i for i in range(d)]
         dense = C * sp.Add(*[f[i] * sg[i] for i in range(d)]) / sp.sqrt(d)

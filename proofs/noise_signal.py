@@ -67,9 +67,9 @@ def rescaled_moments(show):
     ok = True
     for kk in range(1, n + 1):
         c = sp.Rational(n, kk)
-        mean = [sp.expand(mask_average(n, kk, lambda m, i=i: c * x[i] if i in m else 0)) for i in range(n)]
-        second = sp.expand(mask_average(n, kk, lambda m: sum((c * x[i]) ** 2 for i in m)))
-        var = sp.expand(mask_average(n, kk, lambda m: sum(((c if i in m else 0) * x[i] - x[i]) ** 2
+        mean = [sp.expand(mask_average(n, kk, lambda m, i=i, c=c: c * x[i] if i in m else 0)) for i in range(n)]
+        second = sp.expand(mask_average(n, kk, lambda m, c=c: sum((c * x[i]) ** 2 for i in m)))
+        var = sp.expand(mask_average(n, kk, lambda m, c=c: sum(((c if i in m else 0) * x[i] - x[i]) ** 2
                                                             for i in range(n))))
         ok &= all(sp.expand(mi - xi) == 0 for mi, xi in zip(mean, x))
         ok &= sp.expand(second - c * x2) == 0 and sp.expand(var - (c - 1) * x2) == 0
@@ -165,7 +165,12 @@ def chi_square(show):
     (Abadi et al. 2016, Alg. 1), so its std is ``sqrt(E (sigma C z / B)^2)``. Then the four
     functions (rtol 1e-13).
     """
-    from dptheory.noise_signal import noise_energy, noise_energy_mean, noise_energy_var, noise_std
+    from dptheory.noise_signal import (
+        noise_energy,
+        noise_energy_mean,
+        noise_energy_var,
+        noise_std,
+    )
     k, s, sig, C, B, d = sp.symbols("k s sigma C B d", positive=True)
     m2, m4 = _gaussian_moments()
     std = sp.sqrt(sp.simplify((sig * C / B) ** 2 * m2))
@@ -383,7 +388,7 @@ def mask_then_clip_regime(show):
     """
     from dptheory.noise_signal import descent_mask_then_clip, signal_mask_then_clip
     n = 5
-    C, gam = sp.symbols("C gamma", positive=True)
+    C = sp.Symbol("C", positive=True)
     f = sp.symbols(f"f0:{n}", real=True)
     sg = [(-1) ** i for i in range(n)]
     dense_clip = [C * sg[i] / sp.sqrt(n) for i in range(n)]          # clip_C(g) = C g/||g||
@@ -391,8 +396,8 @@ def mask_then_clip_regime(show):
     sig_pairs, desc_pairs = [], []
     for kk in range(1, n + 1):
         clip_m = lambda m, kk=kk: [C * sg[i] / sp.sqrt(kk) if i in m else 0 for i in range(n)]
-        energy = sp.simplify(mask_average(n, kk, lambda m: sum(c ** 2 for c in clip_m(m))))
-        descent = sp.expand(mask_average(n, kk, lambda m: sum(fi * c for fi, c in zip(f, clip_m(m)))))
+        energy = sp.simplify(mask_average(n, kk, lambda m, cm=clip_m: sum(c ** 2 for c in cm(m))))
+        descent = sp.expand(mask_average(n, kk, lambda m, cm=clip_m: sum(fi * c for fi, c in zip(f, cm(m)))))
         dense = sp.expand(sum(fi * c for fi, c in zip(f, dense_clip)))
         ratio = sp.simplify(descent / dense)
         ok &= sp.simplify(energy - C ** 2) == 0 and sp.simplify(ratio - sp.sqrt(sp.Rational(kk, n))) == 0

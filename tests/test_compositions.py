@@ -117,7 +117,7 @@ pos = st.floats(0.01, 10.0)
 @given(kd=kd, s=st.floats(0.0, 5.0), c=pos, b=st.floats(1.0, 512.0), g2=pos, phi=st.floats(0.01, 1.0))
 def test_nsrs_are_ratios_of_their_parts(kd, s, c, b, g2, phi):
     k, d = kd
-    rel = dict(rel=1e-13, abs=1e-300)
+    rel = {"rel": 1e-13, "abs": 1e-300}
     assert ns.nsr_dense(d, s, c, b, g2) == pytest.approx(ns.noise_energy(d, s, c, b) / g2, **rel)
     rk = ns.nsr_random_k(k, d, s, c, b, g2)
     assert rk == pytest.approx(ns.noise_energy_mean(k, s, c, b) / ns.signal_random_k(k, d, g2), **rel)

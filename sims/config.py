@@ -16,6 +16,9 @@ Sections and keys (every key optional unless marked; defaults in brackets)::
     [[mechanism]] one table per transform, in chain order: name (required, one of TRANSFORMS) and
                  the constructor's own keyword arguments (error_feedback takes a table
                  compressor = {name = ..., ...}). Default: clip(1.0) then gaussian_noise.
+    [[switch_mechanism]] [none] the chain after training.switch_at (same tables as [[mechanism]]):
+                 a run that switches chains part-way (e.g. SGD then DP-SGD, Watson et al. 2023);
+                 needs privacy.allow_non_private (the accountant does not compose a switch).
     [optimizer]  name [sgd]: sgd | momentum | nesterov | adam; lr [0.1]; momentum [0];
                  weight_decay [0]; schedule [constant]: constant | cosine | step | warmup_cosine.
     [privacy]    noise_multiplier [1.0, when no transform sets its own], or epsilon (> 0) that
@@ -23,7 +26,8 @@ Sections and keys (every key optional unless marked; defaults in brackets)::
                  allow_non_private [false] (ablations and audits only).
     [training]   exactly one of epochs / steps [epochs = 10]; exactly one of batch_size /
                  sampling_rate [batch_size = 64]; sampling [poisson] | shuffle; record_every
-                 [epoch] | end (the last step only) | an int; seed [0].
+                 [epoch] | end (the last step only) | an int; seed [0]; switch_at [none] in (0, 1): the
+                 fraction of the steps after which [[switch_mechanism]] takes over.
 
 :func:`validate` checks everything and returns the normalised config (every key present, in a
 fixed order); an unknown key, a wrong type or an out-of-range value raises one ``ValueError``
@@ -46,7 +50,7 @@ from dptheory.validation import check_choice, check_int, check_real
 
 __all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "DATASETS", "TRANSFORMS", "SECTIONS"]
 
-SECTIONS = ("data", "model", "mechanism", "optimizer", "privacy", "training")
+SECTIONS = ("data", "model", "mechanism", "switch_mechanism", "optimizer", "privacy", "training")
 MODEL_KINDS = ("mlp", "softmax", "logistic", "linear")
 STANDARDIZE = ("auto", "public", "train", "none")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
@@ -77,7 +81,7 @@ _DEFAULTS = {
     "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"},
     "privacy": {"noise_multiplier": None, "epsilon": None, "delta": None, "allow_non_private": False},
     "training": {"epochs": None, "steps": None, "batch_size": None, "sampling_rate": None, "sampling": "poisson",
-                 "record_every": "epoch", "seed": 0},
+                 "record_every": "epoch", "seed": 0, "switch_at": None},
 }
 
 
@@ -206,12 +210,12 @@ def _number(path, value, default, *, real):
 _NOISED = ("gaussian_noise", "topagg")  # their noise_multiplier may come from [privacy]
 
 
-def _mechanism(raw) -> list:
+def _mechanism(raw, key="mechanism") -> list:
     if raw is None:
         return [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
     if not isinstance(raw, list) or not raw:
-        raise ValueError(f"mechanism must be a non-empty list of tables ([[mechanism]] in TOML), got {raw!r}")
-    return [_transform(f"mechanism[{i}]", t) for i, t in enumerate(raw)]
+        raise ValueError(f"{key} must be a non-empty list of tables ([[{key}]] in TOML), got {raw!r}")
+    return [_transform(f"{key}[{i}]", t) for i, t in enumerate(raw)]
 
 
 def _simple(section: str, raw) -> dict:
@@ -267,6 +271,9 @@ def _training(raw) -> dict:
             raise ValueError(f"training.record_every must be 'epoch', 'end' or an int >= 1, got {out['record_every']!r}")
         out["record_every"] = check_int("training.record_every", out["record_every"], low=1)
     out["seed"] = check_int("training.seed", out["seed"], low=0)
+    if out["switch_at"] is not None:
+        out["switch_at"] = check_real("training.switch_at", out["switch_at"], low=0.0, high=1.0, low_open=True,
+                                      high_open=True)
     return out
 
 
@@ -296,12 +303,18 @@ def validate(raw: dict) -> dict:
     t = _table("config", raw)
     _known("config", t, SECTIONS)
     cfg = {"data": _data(t.get("data", {})), "model": _model(t.get("model", {})),
-           "mechanism": _mechanism(t.get("mechanism")), "optimizer": _optimizer(t.get("optimizer", {})),
+           "mechanism": _mechanism(t.get("mechanism")),
+           "switch_mechanism": None if t.get("switch_mechanism") is None else _mechanism(t["switch_mechanism"],
+                                                                                         "switch_mechanism"),
+           "optimizer": _optimizer(t.get("optimizer", {})),
            "privacy": _privacy(t.get("privacy", {})), "training": _training(t.get("training", {}))}
     _noise_source(cfg)
+    _check_switch(cfg)
     given = cfg["privacy"]["noise_multiplier"]
     # argument ranges and the privacy rules, before any data is touched (a calibrated sigma is > 0)
     _chain(cfg, noise_multiplier=1.0 if given is None else given)
+    if cfg["switch_mechanism"] is not None:
+        _chain(cfg, 1.0 if given is None else given, key="switch_mechanism")
     return cfg
 
 
@@ -321,14 +334,29 @@ def _noise_source(cfg) -> None:
                          "does not cover shuffled batches; use sampling = 'poisson', or give "
                          "privacy.noise_multiplier (the run then reports its epsilon as not valid)")
     from_privacy = priv["noise_multiplier"] is not None or priv["epsilon"] is not None
-    for i, t in enumerate(cfg["mechanism"]):
-        if t["name"] in _NOISED:
+    for key in ("mechanism", "switch_mechanism"):
+        for i, t in enumerate(cfg[key] or ()):
+            if t["name"] not in _NOISED:
+                continue
             own = "noise_multiplier" in t
             if own and from_privacy:
-                raise ValueError(f"mechanism[{i}].noise_multiplier and privacy.noise_multiplier/epsilon are both "
+                raise ValueError(f"{key}[{i}].noise_multiplier and privacy.noise_multiplier/epsilon are both "
                                  f"given: keep one")
             if not own and not from_privacy:
                 priv["noise_multiplier"] = from_privacy = 1.0  # train's default
+
+
+def _check_switch(cfg) -> None:
+    """A switch needs both its keys, and is a non-private ablation (its privacy is not accounted)."""
+    at, after = cfg["training"]["switch_at"], cfg["switch_mechanism"]
+    if (at is None) != (after is None):
+        raise ValueError("training.switch_at and [[switch_mechanism]] go together: give both or neither")
+    if at is not None and not cfg["privacy"]["allow_non_private"]:
+        raise ValueError("a run that switches chains (training.switch_at) is not accounted: the accountant does "
+                         "not compose two phases; set privacy.allow_non_private = true (an ablation)")
+    if at is not None and cfg["privacy"]["epsilon"] is not None:
+        raise ValueError("privacy.epsilon with training.switch_at: a switched run has no epsilon to calibrate to; "
+                         "give privacy.noise_multiplier or each noised stage's own")
 
 
 def _transform_obj(path, t, noise_multiplier):
@@ -346,15 +374,15 @@ def _transform_obj(path, t, noise_multiplier):
         raise ValueError(f"{path}.{msg}" if first in kw else f"{path} ({t['name']}): {msg}") from None
 
 
-def _chain(cfg, noise_multiplier):
+def _chain(cfg, noise_multiplier, key="mechanism"):
     import sims.mechanisms as mech
 
-    ts = [_transform_obj(f"mechanism[{i}]", t, noise_multiplier) for i, t in enumerate(cfg["mechanism"])]
+    ts = [_transform_obj(f"{key}[{i}]", t, noise_multiplier) for i, t in enumerate(cfg[key])]
     try:
         return mech.chain(*ts, allow_non_private=cfg["privacy"]["allow_non_private"])
     except ValueError as e:
         msg = str(e).replace("pass allow_non_private=True", "set privacy.allow_non_private = true")
-        raise ValueError(f"mechanism: {msg}") from None
+        raise ValueError(f"{key}: {msg}") from None
 
 
 def _dataset(cfg):
@@ -443,6 +471,53 @@ def sweep_run(**config) -> dict:
     return rec
 
 
+def _second_phase(cfg, ds, kw):
+    """``(T1, chain_after)`` of a run with ``training.switch_at`` (``T1 = round(switch_at T)``, at
+    least 1 and at most ``T - 1``), else None."""
+    from sims.train import run_length
+
+    at = cfg["training"]["switch_at"]
+    if at is None:
+        return None
+    T = run_length(ds.n_train, sampling=kw["sampling"], sampling_rate=kw["sampling_rate"],
+                   batch_size=kw["batch_size"], steps=kw["steps"], epochs=kw["epochs"])[3]
+    if T < 2:
+        raise ValueError(f"training.switch_at needs a run of at least 2 steps, got {T}")
+    given = cfg["privacy"]["noise_multiplier"]
+    return min(max(int(round(at * T)), 1), T - 1), T, _chain(cfg, 1.0 if given is None else given,
+                                                              key="switch_mechanism")
+
+
+def _train(model, ds, kw, switch):
+    """``(TrainResult, diverged_at)``; with a switch, phase 2 starts from phase 1's parameters with
+    a fresh optimizer state and schedule and its own seed ``SeedSequence([seed, 1])``; its records'
+    steps and epochs continue phase 1's."""
+    from sims.train import TrainingDiverged, TrainResult, train
+
+    try:
+        if switch is None:
+            return train(model, ds, **kw), None
+        t1, total, after = switch
+        first = train(model, ds, **{**kw, "steps": t1, "epochs": None})
+    except TrainingDiverged as e:
+        return e.result, int(e.step)
+    seed2 = np.random.SeedSequence([kw["random_state"], 1])
+    kw2 = {**kw, "steps": total - t1, "epochs": None, "mechanism": after, "params0": first.params,
+           "random_state": seed2}
+    try:
+        second, diverged_at = train(model, ds, **kw2), None
+    except TrainingDiverged as e:
+        second, diverged_at = e.result, t1 + int(e.step)
+    h1, h2 = first.history, second.history
+    shift = {"step": t1, "epoch": t1 / first.config["steps_per_epoch"]}
+    hist = {k: np.concatenate([h1[k], h2[k] + shift.get(k, 0)]) for k in h1 if k in h2}
+    privacy = {**second.privacy, "private": False, "accounting_valid": False, "epsilon": math.inf,
+               "reason": f"the chain switched at step {t1}: the accountant does not compose the two phases",
+               "notes": tuple(first.privacy["notes"]) + tuple(second.privacy["notes"])}
+    return TrainResult(params=second.params, history=hist, privacy=privacy, config=dict(second.config),
+                       steps_done=t1 + second.steps_done), diverged_at
+
+
 def _validation_accuracy(model, params, ds) -> float:
     from sims import models
 
@@ -461,14 +536,9 @@ def run(config: dict) -> dict:
     ``diverged_at`` is the 0-based step, its ``test_accuracy`` and ``validation_accuracy`` are NaN
     and its history runs up to the last finite record (``diverged_at`` is None otherwise).
     """
-    from sims.train import TrainingDiverged, train
-
     t0 = time.perf_counter()
     model, ds, ch, kw = build(config)
-    try:
-        res, diverged_at = train(model, ds, **kw), None
-    except TrainingDiverged as e:
-        res, diverged_at = e.result, int(e.step)
+    res, diverged_at = _train(model, ds, kw, _second_phase(validate(config), ds, kw))
     h = res.history
     last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged_at is None else math.nan)
     return {"id": config_id(config), "test_accuracy": last("test_accuracy"),

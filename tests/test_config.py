@@ -186,3 +186,28 @@ def test_a_diverged_run_is_a_record_with_its_step():
                       "training": {"epochs": 20}})  # diverges at step 220
     assert rec["diverged_at"] is not None and 0 <= rec["diverged_at"] < rec["steps"] + 1
     assert math.isnan(rec["test_accuracy"]) and math.isnan(rec["validation_accuracy"])
+
+
+def test_a_switched_run_is_two_train_calls_and_not_private():
+    dp = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise", "noise_multiplier": 1.5}]
+    sgd = [{"name": "clip", "clip_norm": None}]
+    cfg = {"mechanism": dp, "switch_mechanism": sgd, "privacy": {"allow_non_private": True},
+           "training": {"steps": 20, "switch_at": 0.25, "record_every": 5, "seed": 3}}
+    rec = config.run(cfg)
+    assert rec["private"] is False and rec["accounting_valid"] is False and rec["epsilon"] == math.inf
+    np.testing.assert_array_equal(rec["history"]["step"], [5, 10, 15, 20])
+    model, ds, _, kw = config.build(cfg)
+    first = train(model, ds, **{**kw, "steps": 5, "epochs": None})
+    after = mech.chain(mech.clip(None), allow_non_private=True)
+    second = train(model, ds, **{**kw, "steps": 15, "epochs": None, "mechanism": after, "params0": first.params,
+                                 "random_state": np.random.SeedSequence([3, 1])})
+    assert rec["test_accuracy"] == float(second.history["test_accuracy"][-1])
+    with pytest.raises(ValueError, match="switch_at and \\[\\[switch_mechanism\\]\\] go together"):
+        config.validate({"switch_mechanism": sgd})
+    with pytest.raises(ValueError, match="not accounted.*allow_non_private"):
+        config.validate({"switch_mechanism": sgd, "training": {"switch_at": 0.5}})
+    with pytest.raises(ValueError, match="switch_mechanism\\[0\\]\\.name must be one of"):
+        config.validate({"switch_mechanism": [{"name": "nope"}], "training": {"switch_at": 0.5},
+                         "privacy": {"allow_non_private": True}})
+    with pytest.raises(ValueError, match="training.switch_at must be in"):
+        config.validate({"training": {"switch_at": 1.0}})

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["PALETTE", "claim_figure", "forest_figure", "utility_curves", "width_scaling", "ablation_figure",
-           "mean_ci"]
+           "sparsity_curves", "mean_ci"]
 
 #: Okabe & Ito (2008), "Color universal design": distinguishable with every common colour deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -92,7 +92,8 @@ def forest_figure(results, path, title) -> str:
     ax.axvline(0.0, color="black", lw=0.8)
     ax.set_yticks(range(len(results)), [r.claim.name.split(".", 1)[1] for r in results], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("effect (accuracy difference, or relative gap reduction for gap claims; 95 % CI)")
+    ax.set_xlabel("effect (accuracy difference; relative gap reduction for gap claims)\n95 % CI; 90 % for "
+                  "equivalence claims, whose margins are dotted")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
@@ -165,4 +166,23 @@ def ablation_figure(groups, path, *, title="") -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def sparsity_curves(panels, path, *, title="") -> str:
+    """Test accuracy against the kept fraction, one line per epsilon, one panel per mechanism:
+    ``panels`` maps a mechanism to ``{epsilon: [(kept fraction, per-seed values), ...]}``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True, squeeze=False)
+    for ax, (mech, lines) in zip(axes[0], panels.items()):
+        for i, (eps, pts) in enumerate(sorted(lines.items())):
+            pts = sorted(pts)
+            _band(ax, [p[0] for p in pts], [p[1] for p in pts], PALETTE[i % len(PALETTE)], f"epsilon {eps:g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("kept fraction of the coordinates (log scale)")
+        ax.set_title(mech, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (fixed step; mean, 95 % CI band)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -74,6 +74,26 @@ def _lin_curves(named, figdir) -> list:
     return out
 
 
+def _lin_sparsity(named, figdir) -> list:
+    """Accuracy against the kept fraction per epsilon for top-k and random-k (dense = fraction 1)."""
+    panels = {}
+    for mech in ("top_k", "random_k"):
+        lines = {}
+        for key, r in named.items():
+            for pct in ("1pct", "10pct"):
+                if key.startswith(f"lin.{mech}_{pct}_reduces_privacy_gap_eps"):
+                    eps = float(key.rsplit("eps", 1)[1])
+                    pts = lines.setdefault(eps, {})
+                    pts[float(pct[:-3]) / 100] = r.arms["treatment"].fixed
+                    pts[1.0] = r.arms["control"].fixed
+        if lines and all(len(p) == 3 for p in lines.values()):
+            panels[mech.replace("_", "-")] = {e: list(p.items()) for e, p in lines.items()}
+    if not panels:
+        return []
+    return [cf.sparsity_curves(panels, figdir / "lin_accuracy_vs_sparsity",
+                               title="Test accuracy against the kept fraction, per epsilon (1 = dense DP-SGD)")]
+
+
 def _zhu_width(named, figdir) -> list:
     rows = sorted((int(k.rsplit("width", 1)[1]), r) for k, r in named.items() if k.startswith("zhu.freeze_gain_width"))
     if len(rows) < 2:
@@ -109,7 +129,7 @@ def paper_figures(results, figdir) -> dict:
             continue
         paths = [cf.forest_figure(mine, figdir / f"{sid}_forest", f"{_TITLES[sid]}: effects (95 % CI)")]
         if sid == "S0":
-            paths += _lin_curves(named, figdir)
+            paths += _lin_curves(named, figdir) + _lin_sparsity(named, figdir)
         if sid == "S1":
             paths += _zhu_width(named, figdir) + _ablation(named, figdir)
         out[sid] = paths

@@ -10,8 +10,12 @@ Landscapes in DP-SGD" (arXiv 2311.06839; ``docs/sources.md §S2``).
    (re-pruned every 50 steps). All arms of these claims share the same 10 % public split, so
    dense DP-SGD trains on the same private rows.
 
-Not yet stated as a claim: switching between SGD and DP-SGD at the midpoint (the run configs have
-no phases yet). Data: digits (``sims.claims.arms``).
+4. The late phase decides: a run that switches from DP-SGD to SGD at the midpoint ends better than
+   one that switches from SGD to DP-SGD (``training.switch_at = 0.5``), and DP-SGD then SGD is on
+   par with SGD throughout (within 2 points). The DP phases use DP-SGD's noise multiplier at
+   epsilon 3; switched runs are non-private ablations.
+
+Data: digits (``sims.claims.arms``).
 """
 from __future__ import annotations
 
@@ -72,6 +76,34 @@ def _pruning(m):
     return out
 
 
+def _switched(m, first, then):
+    cfg = A.digits(m, first, non_private=True)
+    cfg["switch_mechanism"] = then
+    cfg["training"]["switch_at"] = 0.5
+    return cfg
+
+
+def _phases(m):
+    sigma = A.noise_multiplier(m, EPSILON)
+    dp = [A.CLIP_T, {"name": "gaussian_noise", "noise_multiplier": sigma}]
+    sgd = [{"name": "clip", "clip_norm": None}]
+    dp_sgd, sgd_dp = _switched(m, dp, sgd), _switched(m, sgd, dp)
+    note = (f"non-private ablations; the DP phase is clip {A.CLIP:g} and noise sigma = {sigma:.4g}; the "
+            f"optimizer restarts at the switch (plain SGD has no state)",)
+    return [
+        Claim(name="watson.late_phase_decides_final_accuracy",
+              source=f"{SOURCE}: 'the late epochs decide the final result' (switch at the midpoint)",
+              arms={"treatment": dp_sgd, "control": sgd_dp}, metric="test_accuracy", direction="greater",
+              min_effect=0.01, n_seeds=m.n_seeds, lr_grid=m.lr_grid, notes=note,
+              labels={"treatment": "DP-SGD, then SGD", "control": "SGD, then DP-SGD"}),
+        Claim(name="watson.dp_then_sgd_on_par_with_sgd",
+              source=f"{SOURCE}: 'DP-SGD is slower early on, but the late epochs decide' (DP-SGD then SGD vs SGD)",
+              arms={"treatment": dp_sgd, "control": A.nonprivate(m)}, metric="test_accuracy",
+              direction="equivalent", min_effect=0.02, n_seeds=m.n_seeds, lr_grid=m.lr_grid, notes=note,
+              labels={"treatment": "DP-SGD, then SGD", "control": "SGD throughout"}),
+    ]
+
+
 def claims(m) -> list:
     """The claims of this paper at mode ``m`` (:class:`sims.claims.arms.Mode`)."""
-    return _ablation(m) + _dimension(m) + _pruning(m)
+    return _ablation(m) + _dimension(m) + _pruning(m) + _phases(m)

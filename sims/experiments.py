@@ -12,7 +12,6 @@ Each function runs one experiment in seconds to a minute on a laptop CPU and ret
   many replicates against the averaged-iterate bound of ``dptheory.convergence``.
 * :func:`keep_fraction_tradeoff` -- test accuracy of mask-then-clip random sparsification (the random
   freeze mechanism) against the kept fraction rho, with the theory's optimum rho*.
-* :func:`mechanism_utility` -- test accuracy of every private mechanism at one privacy budget.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from .step import dpsgd_step
 from .train import train
 
 __all__ = ["accounting_curves", "nsr_vs_k", "convex_bound_vs_steps", "keep_fraction_tradeoff",
-           "mechanism_utility", "digits_mlp_setup"]
+           "digits_mlp_setup"]
 
 
 def accounting_curves(*, sampling_rate=256 / 60000, noise_multiplier=1.1, delta=1e-5, max_epochs=60,
@@ -297,49 +296,4 @@ def keep_fraction_tradeoff(*, fractions=(0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0), 
     i_tuned = int(v.max(axis=1).argmax())
     out["rho_best_measured"], out["acc_at_best"] = float(fractions[i_fixed]), out["acc_mean"][i_fixed]
     out["rho_best_tuned"], out["acc_tuned_at_best"] = float(fractions[i_tuned]), out["acc_tuned"][i_tuned]
-    return out
-
-
-def mechanism_utility(*, epsilon=2.0, delta=1e-5, epochs=20, batch_size=64, clip_norm=1.0,
-                      lrs=(0.5, 0.125, 0.25, 1.0, 2.0), seeds=(0, 1, 2), random_state=0):
-    """Test accuracy of each private mechanism on the digits MLP, all at the same (epsilon, delta).
-
-    The noise multiplier is calibrated once with ``dptheory.calibrate_noise`` for Poisson rate
-    ``q = B/n`` and ``epochs`` epochs; every chain below has the dense DP-SGD privacy description
-    (data-independent or public-data masks, post-processing top-k), which the function asserts.
-    Each mechanism is read at the fixed step ``lrs[0]`` and at its best step in ``lrs`` (unscaled
-    sparsification changes the effective step size, so only the tuned comparison is fair).
-    TopAgg is left out of this table: its sqrt(k) sensitivity gives a different calibration.
-    """
-    ds, model, steps, sigma = _private_digits(epsilon, delta, epochs, batch_size, random_state)
-    d = model.layout.n_params
-    k = d // 4
-    chains = {
-        "dense DP-SGD": lambda: mech.chain(mech.clip(clip_norm), mech.gaussian_noise(sigma)),
-        "random freeze r=0.7 (Zhu & Blaschko)": lambda: mech.chain(mech.random_freeze(0.7), mech.clip(clip_norm),
-                                                                   mech.gaussian_noise(sigma)),
-        "random-k 25% mask-then-clip": lambda: mech.chain(mech.random_k(k, order="mask_then_clip"),
-                                                          mech.clip(clip_norm), mech.gaussian_noise(sigma)),
-        "random-k 25% clip-then-mask": lambda: mech.chain(mech.clip(clip_norm), mech.random_k(k),
-                                                          mech.gaussian_noise(sigma)),
-        "top-k 25% of noisy update": lambda: mech.chain(mech.clip(clip_norm), mech.gaussian_noise(sigma),
-                                                        mech.top_k(k, mode="noisy")),
-        "public-data selection 25% (magnitude)": lambda: mech.chain(mech.public_select(0.75), mech.clip(clip_norm),
-                                                                    mech.gaussian_noise(sigma)),
-        "magnitude pruning 70% (init)": lambda: mech.chain(mech.magnitude_prune(0.7), mech.clip(clip_norm),
-                                                           mech.gaussian_noise(sigma)),
-    }
-    out = {"epsilon": epsilon, "delta": delta, "noise_multiplier": sigma, "epochs": epochs, "d": d,
-           "lrs": list(lrs), "mechanisms": [], "acc": [], "acc_se_grid": [], "acc_val_grid": [], "epsilon_spent": []}
-    kw = dict(epochs=epochs, batch_size=batch_size, seeds=seeds, delta=delta)
-    for name, make in chains.items():
-        if not make().privacy.private:
-            raise RuntimeError(f"{name}: expected a private chain")
-        val, test, se, eps = _lr_sweep(make, ds, model, lrs, **kw)
-        out["mechanisms"].append(name)
-        _record_sweep(out, val, test, se)
-        out["epsilon_spent"].append(eps)
-    _tuned(out, lrs)
-    nval, ntest, _, _ = _lr_sweep(lambda: mech.chain(mech.clip(None), allow_non_private=True), ds, model, lrs, **kw)
-    out["nonprivate_acc"] = float(ntest[int(np.argmax(nval))])
     return out

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_accounting", "plot_nsr_vs_k", "plot_convex_bound", "plot_tradeoff", "plot_utility", "plot_sweep",
-           "OKABE_ITO"]
+__all__ = ["plot_accounting", "plot_nsr_vs_k", "plot_convex_bound", "plot_tradeoff", "plot_sweep",
+           "OKABE_ITO", "mean_ci"]
 
 
 def _save(fig, path):
@@ -113,40 +113,20 @@ def plot_tradeoff(res, path):
     return _save(fig, path)
 
 
-def plot_utility(res, path):
-    """Horizontal bars: test accuracy of each private mechanism at one (epsilon, delta), at a fixed step
-    size and at the best step size of the grid."""
-    names = res["mechanisms"]
-    y = np.arange(len(names))
-    h = 0.38
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(names) + 1.5))
-    ax.barh(y + h / 2, res["acc_mean"], height=h, xerr=2 * np.asarray(res["acc_se"]), color="C0", alpha=0.8,
-            label=f"lr = {res['lrs'][0]:g}")
-    ax.barh(y - h / 2, res["acc_tuned"], height=h, xerr=2 * np.asarray(res["acc_tuned_se"]), color="C2",
-            alpha=0.8, label="lr tuned per mechanism")
-    ax.axvline(res["nonprivate_acc"], color="k", ls="--", label="non-private (tuned)")
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlabel("test accuracy")
-    lo = min(min(res["acc_mean"]), min(res["acc_tuned"]))
-    ax.set_xlim(max(0.0, lo - 0.1), 1.0)
-    ax.set_title(r"digits MLP at $\varepsilon$=%g, $\delta$=%g" % (res["epsilon"], res["delta"]))
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
-    return _save(fig, path)
-
-
-#: Okabe & Ito's colour-blind-safe palette (the lines of :func:`plot_sweep`).
+#: Okabe & Ito's colour-blind-safe palette (the lines of :func:`plot_sweep` and of the claim figures).
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
-def _mean_ci(values):
-    """Mean and the half-width of its two-sided 95 % Student-t interval (0 for one value)."""
+def mean_ci(values, level=0.95):
+    """``(mean, half-width)`` of the two-sided Student-t interval of the mean of ``values`` at
+    ``level``; the half-width is NaN for fewer than two values, or when a value is not finite (no
+    interval, rather than a made-up one)."""
     from scipy import stats
 
     v = np.asarray(values, dtype=float)
-    if v.size < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        return (float(np.mean(v)) if v.size else float("nan")), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
 def plot_sweep(rows, *, x, line, metric, path, logx=False):
@@ -158,7 +138,7 @@ def plot_sweep(rows, *, x, line, metric, path, logx=False):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, (key, pts) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
         xs = sorted(pts)
-        stats_ = [_mean_ci(pts[v]) for v in xs]
+        stats_ = [mean_ci(pts[v]) for v in xs]
         m = np.array([s[0] for s in stats_])
         h = np.array([s[1] for s in stats_])
         n = min(len(pts[v]) for v in xs)

@@ -1,23 +1,21 @@
 """Figures of claim results: one per claim, a forest plot per paper, and the papers' classic views.
 
 Every figure has labelled axes with units, 95 % confidence intervals as bars or bands, and the
-Okabe-Ito colour-blind-safe palette; each is written as PNG and PDF. Intervals of arm means are
+Okabe-Ito colour-blind-safe palette (``sims.figures.OKABE_ITO``); each is written as PNG and PDF. Intervals of arm means are
 Student-t intervals over the seeds; intervals of effects are the claim's own
 (:func:`sims.claims.verdict`).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PALETTE", "claim_figure", "forest_figure", "utility_curves", "width_scaling", "ablation_figure",
-           "sparsity_curves", "mean_ci"]
+from ..figures import OKABE_ITO as PALETTE
+from ..figures import mean_ci
 
-#: Okabe & Ito (2008), "Color universal design": distinguishable with every common colour deficiency.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-
+__all__ = ["claim_figure", "forest_figure", "utility_curves", "width_scaling", "ablation_figure",
+           "sparsity_curves"]
 
 def _plt():
     import matplotlib
@@ -26,16 +24,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def mean_ci(values, level=0.95):
-    """``(mean, half-width)`` of the Student-t interval of the mean of ``values`` (NaN-free)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if v.size < 2 or not np.all(np.isfinite(v)):
-        return (float(np.mean(v)) if v.size else math.nan), math.nan
-    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
 
 
 def _save(fig, path) -> str:

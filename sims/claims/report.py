@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import figures as sf
 from . import figures as cf
 from .catalog import PAPERS
 
@@ -139,9 +140,9 @@ def paper_figures(results, figdir) -> dict:
 def _arm_lines(r) -> list:
     lines = []
     for a in r.arms.values():
-        m, h = cf.mean_ci(a.fixed) if np.all(np.isfinite(a.fixed)) else (float("nan"), float("nan"))
+        m, h = sf.mean_ci(a.fixed) if np.all(np.isfinite(a.fixed)) else (float("nan"), float("nan"))
         tuned = ("" if a.tuned_lr is None else
-                 f"; tuned lr {a.tuned_lr:g}: {cf.mean_ci(a.tuned)[0]:.3f}" if np.all(np.isfinite(a.tuned)) else "")
+                 f"; tuned lr {a.tuned_lr:g}: {sf.mean_ci(a.tuned)[0]:.3f}" if np.all(np.isfinite(a.tuned)) else "")
         div = f"; {a.diverged} diverged" if a.diverged else ""
         lines.append(f"  - {a.label}: lr {a.fixed_lr:g}: {m:.3f} ± {h:.3f}{tuned}{div}")
     return lines

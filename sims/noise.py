@@ -16,6 +16,7 @@ Callers derive the seed from their ``np.random.Generator``:
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numba
 import numpy as np
@@ -25,7 +26,7 @@ from dptheory.validation import check_choice, check_int, check_real
 
 from . import rng as _r
 
-__all__ = ["standard_normal", "uniform", "gaussian_at"]
+__all__ = ["standard_normal", "uniform", "gaussian_at", "one_thread_if_small", "step_kernel_threads", "blas_spins"]
 
 _CHUNK = 8192            # elements per parallel work item (values never depend on it)
 _PARALLEL_MIN = 1 << 15  # below this one thread is faster than waking the pool
@@ -185,12 +186,15 @@ def standard_normal(n, seed, *, dtype=np.float64, out=None) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def one_thread_if_small(n: int, threshold: int | None = None):
+def one_thread_if_small(n: int, threshold: int | None = None, *, after_blas: bool = False):
     """Run the enclosed Numba parallel kernel on one thread when ``n < threshold`` (default
     ``_PARALLEL_MIN``): for small work, waking the thread pool costs more than the work itself.
-    The kernels' values never depend on the thread count, only their speed does."""
+    ``after_blas=True`` (a kernel between the BLAS calls of a training step): one thread also
+    whenever :func:`blas_spins`. The kernels' values never depend on the thread count, only their
+    speed does."""
     threshold = _PARALLEL_MIN if threshold is None else threshold
-    n_threads = numba.get_num_threads() if n < threshold and numba.config.NUMBA_NUM_THREADS > 1 else 1
+    serial = n < threshold or (after_blas and blas_spins())
+    n_threads = numba.get_num_threads() if serial and numba.config.NUMBA_NUM_THREADS > 1 else 1
     if n_threads > 1:
         numba.set_num_threads(1)
     try:
@@ -198,6 +202,35 @@ def one_thread_if_small(n: int, threshold: int | None = None):
     finally:
         if n_threads > 1:
             numba.set_num_threads(n_threads)
+
+
+def step_kernel_threads(n: int, threshold: int | None = None):
+    """:func:`one_thread_if_small` for a kernel inside a DP-SGD step (``after_blas=True``)."""
+    return one_thread_if_small(n, threshold, after_blas=True)
+
+
+_SPINS = []
+
+
+def blas_spins() -> bool:
+    """Whether the loaded BLAS keeps worker threads spinning after each call (decided once).
+
+    OpenBLAS's worker threads busy-wait for ``2**OPENBLAS_THREAD_TIMEOUT`` cycles (default 2**28,
+    ~0.1 s) after every multi-threaded GEMM. A Numba parallel kernel launched between two GEMMs
+    then waits for a core: measured on 2 cores (``benchmarks/bench_floor.py``), the MLP
+    784-256-256-10 step took 3.7x longer with two Numba threads than with one, and the 90 %-frozen
+    784-1024-1024-10 step 4x. True unless every BLAS pool has one thread or
+    ``OPENBLAS_THREAD_TIMEOUT`` (read by OpenBLAS at load) is at most 8, as the main job sets it.
+    """
+    if not _SPINS:
+        t = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip()
+        quiet = t.isdigit() and int(t) <= 8
+        if not quiet:
+            from threadpoolctl import threadpool_info
+
+            quiet = all(p.get("num_threads", 1) <= 1 for p in threadpool_info() if p.get("user_api") == "blas")
+        _SPINS.append(not quiet)
+    return _SPINS[0]
 
 
 def uniform(n, seed, *, dtype=np.float64, out=None) -> np.ndarray:

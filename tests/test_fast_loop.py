@@ -75,3 +75,42 @@ def test_take_rows_equals_np_take(dtype):
         got = take_rows(X, idx.astype(np.int64), out)
         np.testing.assert_array_equal(got, np.take(X, idx, axis=0))
         assert got.base is out or got is out or np.shares_memory(got, out)
+
+
+def test_step_kernels_run_on_one_thread_while_blas_spins(monkeypatch):
+    import numba
+
+    import sims.noise as noise
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs a Numba pool of at least 2 threads")
+    before = numba.get_num_threads()
+    monkeypatch.setattr(noise, "_SPINS", [True])
+    with noise.step_kernel_threads(10 ** 9, 0):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    monkeypatch.setattr(noise, "_SPINS", [False])
+    with noise.step_kernel_threads(10 ** 9, 0):
+        assert numba.get_num_threads() == before
+    with noise.step_kernel_threads(5, 100):  # small: one thread whatever BLAS does
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+
+
+def test_blas_spins_is_decided_once_and_is_a_bool():
+    import sims.noise as noise
+
+    assert noise.blas_spins() in (True, False)
+    assert noise.blas_spins() is noise.blas_spins()
+
+
+def test_history_epsilon_equals_the_privacy_report():
+    from sims.data import make_logistic
+    from sims.models import logistic_regression
+    from sims.train import train
+
+    ds = make_logistic(300, 5, test_size=0.2, random_state=0)
+    r = train(logistic_regression(5), ds, steps=12, batch_size=30, record_every=4, random_state=1)
+    last = train(logistic_regression(5), ds, steps=12, batch_size=30, record_every=12, random_state=1)
+    assert r.history["epsilon"][-1] == r.privacy["epsilon"] == last.privacy["epsilon"]
+    assert np.all(np.diff(r.history["epsilon"]) > 0)

@@ -20,7 +20,7 @@ import numpy as np
 from numba import prange
 
 from sims import rng as _r
-from sims.noise import one_thread_if_small, standard_normal
+from sims.noise import standard_normal, step_kernel_threads
 
 __all__ = ["noisy_release"]  # noisy_release_reference: the plain-NumPy twin the tests compare with
 
@@ -117,9 +117,10 @@ def noisy_release(s: np.ndarray, idx, std: float, factor: float, seed: int, *, s
     seed = np.uint64(seed)  # the kernel derives key_from_seed(seed, DOMAIN_NORMAL) itself
     acc = np.empty(((n + _CHUNK - 1) // _CHUNK, 2))
     std_t, fac_t = dt.type(std), dt.type(factor)
-    # Small n: one thread (waking the pool costs more than the work). The parallel kernel is used
-    # either way: Numba compiles it ~5x faster per element than the same loop without prange here.
-    with one_thread_if_small(n, _PARALLEL_MIN):
+    # Small n, or BLAS threads spinning after the step's GEMMs (sims.noise.blas_spins): one thread.
+    # The parallel kernel is used either way: Numba compiles it ~5x faster per element than the
+    # same loop without prange here.
+    with step_kernel_threads(n, _PARALLEL_MIN):
         if dt == np.float64:
             _release64_parallel(s, ix, dense, compact, n, out, seed, std_t, fac_t, _r.ZIG_X, _r.ZIG_R, acc)
         else:

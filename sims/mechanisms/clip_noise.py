@@ -14,6 +14,7 @@ import numpy as np
 
 from dptheory.validation import check_real
 from sims.models.clip import clip_factors, flat_clip_factors
+from sims.noise import step_kernel_threads
 from sims.rng import derive_seed
 from sims.models.pergrad import (
     Backprop, kept_sq_norms, materialize, sq_norms, transposed, weighted_sum, weighted_sum_kept,
@@ -175,11 +176,14 @@ def clip(clip_norm, per_layer: bool = False, *, reference_norm: float = 1.0) -> 
             it.sum = s
             work.report(signal_sq_before_mask=sq(before) / work.expected_batch_size ** 2)
         elif blk is not None and blk.sparse:
-            # small kept set: O(B k) kernels on the kept (row, col) pairs, compact (k,) sum
-            tr = transposed(bp)
-            nsq = kept_sq_norms(bp, blk, tr)
-            f, clipped = _factors(nsq, clip_norm, per_layer, work.layout)
-            finish_clip(work, weighted_sum_kept(bp, f, blk, tr), nsq, clipped, compact=True)
+            # small kept set: O(B k) kernels on the kept (row, col) pairs, compact (k,) sum; their
+            # Numba threads only when BLAS threads do not spin (sims.noise.blas_spins)
+            with step_kernel_threads(blk.idx.shape[0], 0):
+                tr = transposed(bp)
+                nsq = kept_sq_norms(bp, blk, tr)
+                f, clipped = _factors(nsq, clip_norm, per_layer, work.layout)
+                s_kept = weighted_sum_kept(bp, f, blk, tr)
+            finish_clip(work, s_kept, nsq, clipped, compact=True)
         elif flat:  # flat clipping: norms, factors, clipped count in one fused pass
             nsq = sq_norms(bp, it.mask, blocks=blk)
             f, norms, n_clipped = flat_clip_factors(nsq, clip_norm)

@@ -306,8 +306,7 @@ def _privacy_report(run, steps: int) -> dict:
     private = bool(desc.private)
     if private and steps > 0:
         event = desc.event.poisson_sampled(run.q, steps)
-        eps, order = epsilon_of(event, run.delta)
-        eps = float(eps)
+        eps, order = _accounted(desc.event, run.q, steps, run.delta)
     elif private:
         event, eps, order = desc.event, 0.0, None
     else:
@@ -327,11 +326,20 @@ def _privacy_report(run, steps: int) -> dict:
 
 
 @functools.lru_cache(maxsize=4096)
-def _poisson_epsilon(event, q: float, steps: int, delta: float) -> float:
-    """``epsilon_of(event.poisson_sampled(q, steps), delta)[0]``, cached across runs: the RDP
-    accounting of one record costs ~7 ms, and replicates and sweeps ask for the same (q, T) again."""
-    eps, _ = epsilon_of(event.poisson_sampled(q, steps), delta)
-    return float(eps)
+def _poisson_epsilon(event, q: float, steps: int, delta: float) -> tuple:
+    """``epsilon_of(event.poisson_sampled(q, steps), delta)`` as ``(float epsilon, order)``, cached
+    across runs: the RDP accounting costs ~7 ms per call, and the records, the final report,
+    replicates and sweeps ask for the same ``(q, T)`` again."""
+    eps, order = epsilon_of(event.poisson_sampled(q, steps), delta)
+    return float(eps), order
+
+
+def _accounted(event, q: float, steps: int, delta: float) -> tuple:
+    """:func:`_poisson_epsilon`, uncached for an unhashable event."""
+    try:
+        return _poisson_epsilon(event, q, int(steps), delta)
+    except TypeError:
+        return _poisson_epsilon.__wrapped__(event, q, int(steps), delta)
 
 
 def _epsilon_at(run, steps: int) -> float:
@@ -341,10 +349,7 @@ def _epsilon_at(run, steps: int) -> float:
         return math.inf
     if steps <= 0:
         return 0.0
-    try:
-        return _poisson_epsilon(desc.event, run.q, int(steps), run.delta)
-    except TypeError:  # an unhashable event: not cached
-        return _poisson_epsilon.__wrapped__(desc.event, run.q, int(steps), run.delta)
+    return _accounted(desc.event, run.q, steps, run.delta)[0]
 
 
 class _History:

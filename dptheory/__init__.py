@@ -2,7 +2,8 @@
 
 Numbers in, numbers out: privacy accounting of the (Poisson-subsampled) Gaussian
 mechanism and typed privacy events (:mod:`dptheory.events`), noise-to-signal ratios of
-sparse updates, convergence bounds and clipping bias. Every closed form is checked
+sparse updates, convergence bounds, clipping bias, TopAgg's sensitivity and the bits a
+step sends. Every closed form is checked
 symbolically in :mod:`proofs` and against simulation (:mod:`sims`) in the tests.
 """
 
@@ -14,6 +15,8 @@ from .events import Gaussian, NonPrivate, PoissonGaussian, epsilon_of  # noqa: F
 from .gdp import delta_gdp, epsilon_for_mu, epsilon_gdp, gdp_mu  # noqa: F401
 # --- end accounting ---
 
-# --- theory (dptheory.noise_signal, dptheory.convergence, dptheory.clipping) ---
+# --- theory (dptheory.noise_signal, dptheory.convergence, dptheory.clipping, dptheory.topagg,
+#     dptheory.communication) ---
 from . import clipping, convergence, noise_signal  # noqa: E402,F401
+from . import communication, topagg  # noqa: F401  (TopAgg accounting, bits per step)
 # --- end theory ---

@@ -91,3 +91,20 @@ def test_readme_python_example_runs(capsys):
     assert scope["res"].privacy["private"] is True
     assert scope["res"].privacy["epsilon"] == pytest.approx(2.0, rel=1e-3)
     assert scope["res"].history["test_accuracy"][-1] > 0.5  # 10 classes: chance is 0.1
+
+
+@pytest.mark.slow
+def test_default_mode_runs_every_claim_with_a_verdict(tmp_path):
+    """The main job as README runs it (about 15 minutes on 2 cores): every claim gets a fixed-step
+    and a tuned-step verdict (no diverged fixed-step run), and every private arm spends its epsilon."""
+    from sims.claims import VERDICTS, catalog
+
+    assert main(["reproduce", "--out", str(tmp_path), "--no-audit"]) == 0
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert [v["claim"] for v in verdicts] == [c.name for c in catalog.claims("default")]
+    for v in verdicts:
+        assert v["fixed"]["verdict"] in VERDICTS and v["tuned"]["verdict"] in VERDICTS, v["claim"]
+        assert v["fixed"]["n"] == 12
+        for arm in v["arms"].values():
+            if arm["epsilon"] is not None:
+                assert arm["epsilon"] == pytest.approx(v["epsilon"], rel=1e-6)

@@ -2,8 +2,8 @@
 ``docs/sources.md §S4``).
 
 All arms share a 10 % public split of the digits training rows (the dense arm too, so every arm
-trains on the same private rows and the seeds pair them); features are standardised on the public
-split. 75 % of the parameters are frozen (or not selected) in every sparse arm.
+trains on the same private rows and the seeds pair them); features are not standardised (the
+fixed 1/16 scaling only), so the public split's shift acts on the selection alone. 75 % of the parameters are frozen (or not selected) in every sparse arm.
 
 1. Parameter freezing from public data (``public_freeze``: one mask, chosen once from the public
    gradient at initialisation) beats dense DP-SGD at epsilon 3.

@@ -20,7 +20,7 @@ from __future__ import annotations
 from . import arms as A
 from .record import Claim
 
-__all__ = ["SOURCE", "COMPRESSORS", "EPSILONS", "claims"]
+__all__ = ["SOURCE", "COMPRESSORS", "EPSILONS", "claims", "slug"]
 
 SOURCE = "S0"
 EPSILONS = (1.0, 3.0, 8.0)
@@ -42,7 +42,8 @@ COMPRESSORS = {
 }
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """The part of a claim name that names a compressor: ``"top-k 1%"`` -> ``"top_k_1pct"``."""
     return name.replace("-", "_").replace(" ", "_").replace("%", "pct")
 
 
@@ -50,7 +51,7 @@ def _costs(m):
     out = []
     for name, (_, plain) in COMPRESSORS.items():
         out.append(Claim(
-            name=f"lin.{_slug(name)}_costs_accuracy_without_dp",
+            name=f"lin.{slug(name)}_costs_accuracy_without_dp",
             source=f"{SOURCE}: 'compression generally costs accuracy without DP' ({name})",
             arms={"treatment": A.nonprivate(m, *plain()), "control": A.nonprivate(m)},
             metric="test_accuracy", direction="less", min_effect=0.01, n_seeds=m.n_seeds, lr_grid=m.lr_grid,
@@ -63,7 +64,7 @@ def _gaps(m, epsilons):
     for name, (private, plain) in COMPRESSORS.items():
         for eps in epsilons:
             out.append(Claim(
-                name=f"lin.{_slug(name)}_reduces_privacy_gap_eps{eps:g}",
+                name=f"lin.{slug(name)}_reduces_privacy_gap_eps{eps:g}",
                 source=f"{SOURCE}: 'under DP, compression can reduce the accuracy loss' ({name}, epsilon {eps:g})",
                 arms={"treatment": A.digits(m, private(), epsilon=eps), "control": A.dense(m, eps),
                       "treatment_ref": A.nonprivate(m, *plain()), "control_ref": A.nonprivate(m)},

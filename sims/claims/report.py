@@ -55,14 +55,14 @@ def _by_name(results) -> dict:
 
 
 def _lin_curves(named, figdir) -> list:
-    from .lin import COMPRESSORS, _slug
+    from .lin import COMPRESSORS, slug
 
     out = []
     for which in ("fixed", "tuned"):
         series, ref = {}, None
         for name in COMPRESSORS:
             for key, r in named.items():
-                if key.startswith(f"lin.{_slug(name)}_reduces_privacy_gap_eps"):
+                if key.startswith(f"lin.{slug(name)}_reduces_privacy_gap_eps"):
                     eps = float(key.rsplit("eps", 1)[1])
                     series.setdefault(name, []).append((eps, getattr(r.arms["treatment"], which)))
                     series.setdefault("dense DP-SGD", []).append((eps, getattr(r.arms["control"], which)))

@@ -321,3 +321,19 @@ def test_cli_audits_a_run_config(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert sims_main(["audit", "--quick", "--confidence", "1.5", "--out", str(tmp_path)]) == 2
     assert "confidence" in capsys.readouterr().err
+
+
+def test_a_run_config_audited_over_its_full_length_is_held_to_the_runs_epsilon(tmp_path):
+    """``full_length``: the run's own q and T, and the claim is the epsilon the run itself reports."""
+    from sims import config as run_config
+    from sims import audit
+
+    cfg = {"privacy": {"epsilon": 2.0}, "training": {"steps": 4, "batch_size": 64}}
+    rec = audit.audit_run_config(cfg, trials=200, canaries=0, full_length=True)
+    game = rec["games"][0]
+    assert game["steps"] == 4 and game["sampling_rate"] == pytest.approx(64 / 1347)
+    assert rec["claimed_epsilon"] == pytest.approx(run_config.run(cfg)["epsilon"], rel=1e-9)
+    assert rec["verdict"] == "consistent"
+    with pytest.raises(ValueError, match="leave sampling_rate and steps at their defaults"):
+        audit.audit_run_config(cfg, trials=200, canaries=0, full_length=True, steps=3)
+    assert sims_main(["audit", "--full-length", "--quick", "--out", str(tmp_path)]) == 2

@@ -22,6 +22,8 @@ def _audit_parser() -> argparse.ArgumentParser:
                    help="noise multipliers of the built-in chains (default 1 2 4; not with a run config)")
     p.add_argument("--sampling-rate", type=float, default=1.0, help="the canary's sampling rate q (default 1)")
     p.add_argument("--steps", type=int, default=1, help="composed steps per trial (default 1)")
+    p.add_argument("--full-length", action="store_true",
+                   help="with a run config: audit the whole run (its own sampling rate and steps) against its epsilon")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of the lower bounds (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the audit (default 0)")
     p.add_argument("--quick", action="store_true", help="200 trials, 200 canaries, sigma 2 only (a smoke test)")
@@ -43,8 +45,12 @@ def main(argv) -> int:
           "steps": args.steps, "confidence": args.confidence, "random_state": args.seed}
     out = output_dir(args.out)  # before minutes of auditing
     t0 = time.perf_counter()
+    if args.full_length and not args.config:
+        raise ValueError("--full-length needs a run config")
     if args.config:  # a bad config is a ValueError: one line and exit 2 (sims.cli)
-        records = [audit.audit_run_config(args.config, **kw)]
+        if args.full_length:
+            kw = {k: v for k, v in kw.items() if k not in ("sampling_rate", "steps")}
+        records = [audit.audit_run_config(args.config, full_length=args.full_length, **kw)]
     else:
         records = audit.audit_catalogue(args.noise_multiplier, **kw)
     (out / "privacy_audit.json").write_text(json.dumps({"arguments": vars(args), "records": records}, indent=1))

@@ -331,7 +331,7 @@ def test_a_run_config_audited_over_its_full_length_is_held_to_the_runs_epsilon(t
     cfg = {"privacy": {"epsilon": 2.0}, "training": {"steps": 4, "batch_size": 64}}
     rec = audit.audit_run_config(cfg, trials=200, canaries=0, full_length=True)
     game = rec["games"][0]
-    assert game["steps"] == 4 and game["sampling_rate"] == pytest.approx(64 / 1347)
+    assert game["steps"] == 4 and game["sampling_rate"] == 64 / run_config.build(cfg)[1].n_train
     assert rec["claimed_epsilon"] == pytest.approx(run_config.run(cfg)["epsilon"], rel=1e-9)
     assert rec["verdict"] == "consistent"
     with pytest.raises(ValueError, match="leave sampling_rate and steps at their defaults"):

@@ -42,6 +42,7 @@ import inspect
 import math
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -488,6 +489,14 @@ def _second_phase(cfg, ds, kw):
                                                               key="switch_mechanism")
 
 
+def _switched_privacy(first: dict, second: dict, t1: int) -> dict:
+    """The privacy report of a switched run (or of its first phase, when that diverged): not
+    private, whatever each phase's chain is, because the accountant does not compose them."""
+    notes = tuple(first["notes"]) + (tuple(second["notes"]) if second is not first else ())
+    return {**second, "private": False, "accounting_valid": False, "epsilon": math.inf, "notes": notes,
+            "reason": f"the chain switches at step {t1}: the accountant does not compose the two phases"}
+
+
 def _train(model, ds, kw, switch):
     """``(TrainResult, diverged_at)``; with a switch, phase 2 starts from phase 1's parameters with
     a fresh optimizer state and schedule and its own seed ``SeedSequence([seed, 1])``; its records'
@@ -500,7 +509,9 @@ def _train(model, ds, kw, switch):
         t1, total, after = switch
         first = train(model, ds, **{**kw, "steps": t1, "epochs": None})
     except TrainingDiverged as e:
-        return e.result, int(e.step)
+        if switch is None:
+            return e.result, int(e.step)
+        return replace(e.result, privacy=_switched_privacy(e.result.privacy, e.result.privacy, switch[0])), int(e.step)
     seed2 = np.random.SeedSequence([kw["random_state"], 1])
     kw2 = {**kw, "steps": total - t1, "epochs": None, "mechanism": after, "params0": first.params,
            "random_state": seed2}
@@ -511,9 +522,7 @@ def _train(model, ds, kw, switch):
     h1, h2 = first.history, second.history
     shift = {"step": t1, "epoch": t1 / first.config["steps_per_epoch"]}
     hist = {k: np.concatenate([h1[k], h2[k] + shift.get(k, 0)]) for k in h1 if k in h2}
-    privacy = {**second.privacy, "private": False, "accounting_valid": False, "epsilon": math.inf,
-               "reason": f"the chain switched at step {t1}: the accountant does not compose the two phases",
-               "notes": tuple(first.privacy["notes"]) + tuple(second.privacy["notes"])}
+    privacy = _switched_privacy(first.privacy, second.privacy, t1)
     return TrainResult(params=second.params, history=hist, privacy=privacy, config=dict(second.config),
                        steps_done=t1 + second.steps_done), diverged_at
 

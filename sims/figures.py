@@ -14,14 +14,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 __all__ = ["plot_accounting", "plot_nsr_vs_k", "plot_convex_bound", "plot_tradeoff", "plot_sweep",
-           "OKABE_ITO", "mean_ci"]
+           "OKABE_ITO", "mean_ci", "save"]
 
 
-def _save(fig, path):
+def save(fig, path) -> str:
+    """Write ``fig`` as ``path`` with suffix ``.png`` (120 dpi) and the same name with ``.pdf``
+    (parent directories made), close it, and return the PNG's path."""
+    from pathlib import Path
+
+    png = Path(path).with_suffix(".png")
+    png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(png, dpi=120)
+    fig.savefig(png.with_suffix(".pdf"))
     plt.close(fig)
-    return str(path)
+    return str(png)
 
 
 def plot_accounting(res, path):
@@ -38,7 +45,7 @@ def plot_accounting(res, path):
     ax.set_ylabel(r"$\varepsilon$ at $\delta$=%g" % res["delta"])
     ax.set_title(r"DP-SGD, q=%.4g, $\sigma$=%g" % (res["sampling_rate"], res["noise_multiplier"]))
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_nsr_vs_k(res, path):
@@ -63,7 +70,7 @@ def plot_nsr_vs_k(res, path):
         ax.legend(fontsize=7)
     fig.suptitle(f"random-k, all-clipped regime (C={res['clip_norm']}, B={res['batch_size']}, "
                  f"sigma={res['noise_multiplier']})", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_convex_bound(res, path):
@@ -82,7 +89,7 @@ def plot_convex_bound(res, path):
     ax.set_ylabel(r"$E F(\bar x_T) - F^*$")
     ax.set_title("projected DP-SGD, logistic regression")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_tradeoff(res, path):
@@ -110,7 +117,7 @@ def plot_tradeoff(res, path):
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax.legend(lines, labels, fontsize=7, loc="lower left")
     ax.set_title(r"digits MLP, $\varepsilon$=%g, $\sigma$=%.3g" % (res["epsilon"], res["noise_multiplier"]))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 #: Okabe & Ito's colour-blind-safe palette (the lines of :func:`plot_sweep` and of the claim figures).

@@ -198,3 +198,15 @@ def test_planted_null_difference_in_differences_is_supported_at_half_alpha():
     n, R = 8, 4000
     rate = _rate(_claim(comparison="difference_in_differences"), lambda rng: _four(rng, n, 0.0), R, 6, "supported")
     assert _within(rate, 0.025, R), rate
+
+
+def test_gap_reduction_without_a_positive_control_gap_gives_no_verdict():
+    """Private dense above non-private dense (gap_c < 0) and a widened treatment gap: the ratio
+    would read 'supported'; the rule refuses to draw a verdict from it."""
+    rng = np.random.default_rng(9)
+    n = 12
+    vals = {"control": 0.90 + 0.01 * rng.standard_normal(n), "control_ref": 0.88 + 0.01 * rng.standard_normal(n),
+            "treatment": 0.83 + 0.01 * rng.standard_normal(n), "treatment_ref": 0.88 + 0.01 * rng.standard_normal(n)}
+    v = verdict(_claim(comparison="gap_reduction", ci_method="bootstrap"), vals)
+    assert v.verdict == "inconclusive" and "not shown > 0" in v.method and math.isnan(v.ci_low)
+    assert v.seeds_needed is None

@@ -39,4 +39,15 @@ def test_verdict_cells():
     assert verdict_cell(v, "") == "inconclusive (~12 seeds)"
     assert verdict_cell(Verdict("c", "supported", 0.1, 0.05, 0.2, 0.95, 3, "t", 0.1, None), "") == "**supported**"
     assert verdict_cell(None, "diverged runs: a 1") == "- (diverged runs: a 1)"
-    Claim(name="c", source="S0: x", arms={"treatment": {}, "control": {}}, metric="m")  # labels default
+    c = Claim(name="c", source="S0: x", arms={"treatment": {}, "control": {}}, metric="m")
+    assert dict(c.labels) == {"treatment": "treatment", "control": "control"}  # the labels default to the roles
+
+
+def test_claim_refuses_malformed_fields():
+    base = dict(name="c", source="S0: x", arms={"treatment": {}, "control": {}}, metric="m")
+    with pytest.raises(ValueError, match=r"Claim.arms\['treatment'\] must be a run config"):
+        Claim(**{**base, "arms": {"treatment": 5, "control": {}}})
+    with pytest.raises(ValueError, match="Claim.notes must be a tuple of strings"):
+        Claim(**base, notes="a caveat")
+    with pytest.raises(ValueError, match="Claim.paired must be True or False"):
+        Claim(**base, paired="no")

@@ -22,16 +22,22 @@ def _claim(**kw):
     return Claim(**{**base, **kw})
 
 
-def _records(claim, value, validation=None, diverged=()):
-    """Synthetic records: ``value(role, lr, seed)`` the metric, ``validation(role, lr)`` the mean
-    validation accuracy; ``(role, lr, seed)`` in ``diverged`` have diverged."""
-    out = {}
-    for key in runner.run_configs(claim):
-        role, lr, seed = key
-        bad = key in diverged
-        out[key] = {"test_accuracy": math.nan if bad else value(role, lr, seed),
-                    "validation_accuracy": math.nan if bad else (validation or value)(role, lr, seed),
-                    "private": True, "epsilon": 3.0, "diverged_at": 7 if bad else None}
+def _record(value, validation, bad):
+    return {"test_accuracy": math.nan if bad else value, "validation_accuracy": math.nan if bad else validation,
+            "private": True, "epsilon": 3.0, "delta": 1e-5, "diverged_at": 7 if bad else None}
+
+
+def _records(claim, value, validation=None, diverged=(), failed=()):
+    """Synthetic records of both stages: ``value(role, lr, seed)`` the metric, ``validation(role,
+    lr, seed)`` the validation accuracy; ``(role, lr, seed)`` in ``diverged`` have diverged, in
+    ``failed`` failed."""
+    validation = validation or value
+
+    def rec(k):
+        return {"error": "RuntimeError: worker died"} if k in failed else _record(value(*k), validation(*k),
+                                                                                 k in diverged)
+    out = {k: rec(k) for k in runner.run_configs(claim)}
+    out.update({k: rec(k) for k in runner.tuned_configs(claim, runner.choose_steps(claim, out))})
     return out
 
 
@@ -78,12 +84,24 @@ def test_fixed_and_tuned_verdicts_are_read_off_the_right_records():
 
 
 def test_tuning_reads_validation_never_test():
-    """Validation prefers lr 0.5 although the test accuracy is higher at 2: the tuned step is 0.5."""
+    """Validation prefers lr 0.5 although the test accuracy is higher at 2: the tuned step is 0.5,
+    evaluated on the fresh seeds 3, 4, 5."""
     c = _claim()
     res = runner.evaluate(c, _records(c, lambda r, lr, s: 0.9 if lr == 2.0 else 0.7 + 0.01 * s,
                                       validation=lambda r, lr, s: 0.9 if lr == 0.5 else 0.5))
     assert res.arms["treatment"].tuned_lr == res.arms["control"].tuned_lr == 0.5
-    assert res.arms["treatment"].tuned == res.arms["treatment"].fixed
+    assert res.arms["treatment"].fixed == pytest.approx((0.70, 0.71, 0.72))
+    assert res.arms["treatment"].tuned == pytest.approx((0.73, 0.74, 0.75))
+
+
+def test_stage_two_runs_fresh_seeds_at_the_tuned_step_only():
+    c = _claim()
+    first = _records(c, lambda r, lr, s: 0.8 + (0.05 if lr == 2.0 and r == "treatment" else 0.0))
+    steps = runner.choose_steps(c, first)
+    assert steps["treatment"][0] == 2.0 and steps["control"][0] == 0.5
+    assert steps["treatment"][1] == pytest.approx({0.5: 0.8, 2.0: 0.85})
+    second = runner.tuned_configs(c, steps)
+    assert sorted(second) == [("control", 0.5, s) for s in (3, 4, 5)] + [("treatment", 2.0, s) for s in (3, 4, 5)]
 
 
 def test_validation_ties_go_to_the_smaller_step():
@@ -95,7 +113,7 @@ def test_validation_ties_go_to_the_smaller_step():
 def test_a_diverged_run_gives_no_verdict_and_says_why():
     c = _claim()
     res = runner.evaluate(c, _records(c, lambda r, lr, s: 0.8 + 0.01 * s, diverged={("treatment", 0.5, 1)}))
-    assert res.fixed is None and "diverged runs: treatment 1" in res.fixed_reason
+    assert res.fixed is None and "diverged or failed runs: treatment 1" in res.fixed_reason
     assert res.arms["treatment"].diverged == 1
     # the grid step where a seed diverged is not eligible for tuning; lr 2 still is
     assert res.arms["treatment"].tuned_lr == 2.0 and res.tuned is not None
@@ -108,14 +126,27 @@ def test_every_grid_step_diverged_means_no_tuned_verdict():
     assert res.tuned is None and "every step" in res.tuned_reason
 
 
-def test_arms_at_different_epsilon_are_refused_after_the_runs_too():
+@pytest.mark.parametrize("key, value, match", [("epsilon", 2.0, "its private arms spend different epsilons"),
+                                               ("delta", 2e-6, "its private arms spend different deltas")])
+def test_arms_at_different_privacy_are_refused_after_the_runs_too(key, value, match):
+    """E.g. a public split changes n, and with it the default delta min(1e-5, n^-1.1)."""
     c = _claim()
     recs = _records(c, lambda r, lr, s: 0.8 + 0.01 * s)
     for (role, _, _), rec in recs.items():
         if role == "control":
-            rec["epsilon"] = 2.0
-    with pytest.raises(ValueError, match="private arms spend different epsilons"):
+            rec[key] = value
+    with pytest.raises(ValueError, match=match):
         runner.evaluate(c, recs)
+
+
+def test_a_failed_run_is_reported_not_raised_and_a_missing_metric_is_an_error():
+    c = _claim()
+    recs = _records(c, lambda r, lr, s: 0.8 + 0.01 * s, failed={("control", 0.5, 2)})
+    res = runner.evaluate(c, recs)
+    assert res.fixed is None and "control 1" in res.fixed_reason and res.arms["control"].failed == 1
+    assert res.arms["control"].tuned_lr == 2.0  # lr 0.5 had a failed seed: not eligible
+    with pytest.raises(ValueError, match="metric 'test_acc' is not in the run record"):
+        runner.evaluate(_claim(metric="test_acc"), recs)
 
 
 def test_claim_checks_its_grid_and_labels():
@@ -162,8 +193,11 @@ def test_run_claims_trains_each_distinct_config_once(tmp_path):
     db = tmp_path / "c.db"
     res = runner.run_claims([c1, c2], store=str(db), executor="serial", progress=False)
     n_runs = sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0]
-    assert n_runs == 3 * 2 * 3  # 3 arms x 2 steps x 3 seeds: the shared dense arm once
+    # stage 1: 3 arms x 2 steps x 3 seeds (the shared dense arm once); stage 2: 3 arms x 3 fresh seeds
+    assert n_runs == 3 * 2 * 3 + 3 * 3
     assert res[0].arms["control"].fixed == res[1].arms["control"].fixed
     again = runner.run_claims([c1, c2], store=str(db), executor="serial", progress=False)
-    assert [r.fixed for r in again] == [r.fixed for r in res]  # read back, bit for bit
+    assert n_runs == sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0]
+    for a, b in zip(again, res):  # read back, bit for bit
+        assert a.fixed == b.fixed and a.tuned == b.tuned and a.arms == b.arms
     assert all(np.isfinite(a.fixed).all() for r in res for a in r.arms.values())

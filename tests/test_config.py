@@ -184,7 +184,8 @@ def test_validation_split_scaling_and_end_record():
 def test_a_diverged_run_is_a_record_with_its_step():
     rec = config.run({"data": {"validation_fraction": 0.2}, "optimizer": {"lr": 50.0}, "privacy": {"epsilon": 3.0},
                       "training": {"epochs": 20}})  # diverges at step 220
-    assert rec["diverged_at"] is not None and 0 <= rec["diverged_at"] < rec["steps"] + 1
+    assert rec["diverged_at"] is not None and 0 <= rec["diverged_at"] <= rec["steps"]
+    assert rec["diverged_at"] < 340  # before the last of the 340 steps of 20 epochs
     assert math.isnan(rec["test_accuracy"]) and math.isnan(rec["validation_accuracy"])
 
 
@@ -211,3 +212,12 @@ def test_a_switched_run_is_two_train_calls_and_not_private():
                          "privacy": {"allow_non_private": True}})
     with pytest.raises(ValueError, match="training.switch_at must be in"):
         config.validate({"training": {"switch_at": 1.0}})
+
+
+def test_a_switched_run_diverging_in_its_first_phase_is_still_not_private():
+    dp = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise", "noise_multiplier": 1.5}]
+    rec = config.run({"mechanism": dp, "switch_mechanism": [{"name": "clip", "clip_norm": None}],
+                      "privacy": {"allow_non_private": True}, "optimizer": {"lr": 1e4},
+                      "training": {"epochs": 4, "switch_at": 0.5}})
+    assert rec["diverged_at"] is not None and rec["diverged_at"] < 42  # 4 epochs of 21 steps, switch at 42
+    assert rec["private"] is False and rec["epsilon"] == math.inf

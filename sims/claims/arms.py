@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from dptheory.validation import check_choice
 
 __all__ = ["Mode", "MODES", "mode", "digits", "CLIP", "CLIP_T", "NOISE_T", "FIXED_LR", "dense", "nonprivate",
-           "noise_multiplier"]
+           "noise_multiplier", "noise_only_chain"]
 
 CLIP = 1.0
 FIXED_LR = 0.5
@@ -83,6 +83,13 @@ def dense(m: Mode, epsilon, **kw) -> dict:
 def nonprivate(m: Mode, *extra, **kw) -> dict:
     """Plain minibatch SGD (``clip(None)``), followed by the transforms ``extra`` if any."""
     return digits(m, [{"name": "clip", "clip_norm": None}, *extra], non_private=True, **kw)
+
+
+def noise_only_chain(sigma) -> list:
+    """The noise-only ablation of DP-SGD (Watson et al. 2023): no clipping, DP-SGD's noise std
+    ``sigma * CLIP`` on the sum (``clip(None, reference_norm=CLIP)`` then ``gaussian_noise(sigma)``)."""
+    return [{"name": "clip", "clip_norm": None, "reference_norm": CLIP},
+            {"name": "gaussian_noise", "noise_multiplier": float(sigma)}]
 
 
 def noise_multiplier(m: Mode, epsilon, **kw) -> float:

@@ -7,12 +7,11 @@ Student-t intervals over the seeds; intervals of effects are the claim's own
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from ..figures import OKABE_ITO as PALETTE
-from ..figures import mean_ci
+from ..figures import mean_ci, save
 
 __all__ = ["claim_figure", "forest_figure", "utility_curves", "width_scaling", "ablation_figure",
            "sparsity_curves"]
@@ -24,16 +23,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=120)
-    fig.savefig(path.with_suffix(".pdf"))
-    _plt().close(fig)
-    return str(path.with_suffix(".png"))
 
 
 def claim_figure(result, path) -> str:
@@ -58,7 +47,7 @@ def claim_figure(result, path) -> str:
     ax.set_title(f"{result.claim.name}" + (f"  (epsilon {eps:.3g})" if eps is not None else ""), fontsize=9)
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def forest_figure(results, path, title) -> str:
@@ -78,14 +67,14 @@ def forest_figure(results, path, title) -> str:
             ax.plot([-m, -m], [i - 0.4, i + 0.4], ":", color="grey")
             ax.plot([m, m], [i - 0.4, i + 0.4], ":", color="grey")
     ax.axvline(0.0, color="black", lw=0.8)
-    ax.set_yticks(range(len(results)), [r.claim.name.split(".", 1)[1] for r in results], fontsize=7)
+    ax.set_yticks(range(len(results)), [r.claim.name.partition(".")[2] or r.claim.name for r in results], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("effect (accuracy difference; relative gap reduction for gap claims)\n95 % CI; 90 % for "
                   "equivalence claims, whose margins are dotted")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _band(ax, x, runs, color, label, marker="o"):
@@ -113,7 +102,7 @@ def utility_curves(series, path, *, which="fixed", title="") -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def width_scaling(widths, gains, path, *, title="") -> str:
@@ -130,7 +119,7 @@ def width_scaling(widths, gains, path, *, title="") -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def ablation_figure(groups, path, *, title="") -> str:
@@ -154,7 +143,7 @@ def ablation_figure(groups, path, *, title="") -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def sparsity_curves(panels, path, *, title="") -> str:
@@ -173,4 +162,4 @@ def sparsity_curves(panels, path, *, title="") -> str:
     axes[0][0].set_ylabel("test accuracy (fixed step; mean, 95 % CI band)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from dptheory.validation import check_choice, check_int, check_real
 
-__all__ = ["Claim", "COMPARISONS", "CONTRASTS", "DIRECTIONS", "CI_METHODS"]
+__all__ = ["Claim", "COMPARISONS", "CONTRASTS", "DIRECTIONS", "CI_METHODS", "MIN_SEEDS"]
 
 #: The comparisons and the arm roles each one needs.
 COMPARISONS = types.MappingProxyType({
@@ -48,6 +48,8 @@ DIRECTIONS = ("greater", "less", "equivalent")
 #: ``"t"``: Student-t interval of the mean paired difference (Welch for unpaired arms);
 #: ``"bootstrap"``: BCa bootstrap (scipy.stats.bootstrap, resampling seeds jointly when paired).
 CI_METHODS = ("t", "bootstrap")
+#: The fewest seeds per arm each interval method takes.
+MIN_SEEDS = types.MappingProxyType({"t": 2, "bootstrap": 3})
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class Claim:
         if self.direction == "equivalent" and self.confidence <= 0.5:
             raise ValueError(f"confidence must be in (0.5, 1) for an equivalence claim (its interval has level "
                              f"1 - 2 (1 - confidence)), got {self.confidence}")
+        if not isinstance(self.paired, bool):
+            raise ValueError(f"Claim.paired must be True or False, got {self.paired!r}")
         roles = COMPARISONS[self.comparison]
         if not isinstance(self.arms, dict) or set(self.arms) != set(roles):
             got = sorted(self.arms) if isinstance(self.arms, dict) else type(self.arms).__name__
@@ -126,10 +130,14 @@ class Claim:
                              f"{self.comparison!r}, got {got}")
         if self.comparison == "gap_reduction" and self.ci_method != "bootstrap":
             raise ValueError("ci_method must be 'bootstrap' for comparison 'gap_reduction' (a ratio of means)")
+        bad = [r for r, v in self.arms.items() if not isinstance(v, dict)]
+        if bad:
+            raise ValueError(f"Claim.arms[{bad[0]!r}] must be a run config (a dict), got {type(self.arms[bad[0]]).__name__}")
         object.__setattr__(self, "arms", types.MappingProxyType({k: dict(v) for k, v in self.arms.items()}))
+        if isinstance(self.notes, str) or not all(isinstance(x, str) for x in self.notes):
+            raise ValueError(f"Claim.notes must be a tuple of strings, got {self.notes!r}")
         object.__setattr__(self, "notes", tuple(self.notes))
-        low = 3 if self.ci_method == "bootstrap" else 2
-        object.__setattr__(self, "n_seeds", check_int("n_seeds", self.n_seeds, low=low))
+        object.__setattr__(self, "n_seeds", check_int("n_seeds", self.n_seeds, low=MIN_SEEDS[self.ci_method]))
         object.__setattr__(self, "lr_grid", self._grids(self.lr_grid, roles))
         if not isinstance(self.labels, dict) or not set(self.labels) <= set(roles):
             raise ValueError(f"Claim.labels must map some of the roles {roles} to strings, got {self.labels!r}")

@@ -25,6 +25,20 @@ _TITLES = {"S0": "Lin: compression under DP", "S1": "Zhu & Blaschko: random free
            "S4": "Adamczewski & Park: pruning from public data"}
 
 
+def paper_of(claim) -> str:
+    """The source id (``docs/sources.md``) a claim's ``source`` starts with, e.g. ``"S1"``."""
+    return claim.source.partition(":")[0].strip()
+
+
+def _sentence(claim) -> str:
+    return claim.source.partition(":")[2].strip() or claim.source
+
+
+def _summary_of(v) -> str:
+    """A verdict's line without its leading claim name."""
+    return v.line().partition(": ")[2]
+
+
 def verdict_cell(v, reason: str) -> str:
     """``"supported"``, ``"inconclusive (~N seeds)"``, or the reason there is no verdict."""
     if v is None:
@@ -39,10 +53,10 @@ def _effect(v) -> str:
 
 def verdict_table(results) -> str:
     """The Markdown verdict table (module docstring)."""
-    rows = ["| claim | source | effect, fixed step [95 % CI] | n | verdict, fixed step | effect, tuned step "
-            "[95 % CI] | verdict, tuned step | epsilon |", "|---|---|---:|---:|---|---:|---|---:|"]
+    rows = ["| claim | source | effect, fixed step [CI] | n | verdict, fixed step | effect, tuned step "
+            "[CI] | verdict, tuned step | epsilon |", "|---|---|---:|---:|---|---:|---|---:|"]
     for r in results:
-        src = r.claim.source.split(":", 1)[0]
+        src = paper_of(r.claim)
         eps = "-" if r.epsilon is None else f"{r.epsilon:.3g}"
         rows.append(f"| `{r.claim.name}` | {src} | {_effect(r.fixed)} | {r.claim.n_seeds} | "
                     f"{verdict_cell(r.fixed, r.fixed_reason)} | {_effect(r.tuned)} | "
@@ -125,7 +139,7 @@ def paper_figures(results, figdir) -> dict:
     named = _by_name(results)
     out = {}
     for sid in PAPERS:
-        mine = [r for r in results if r.claim.source.startswith(sid)]
+        mine = [r for r in results if paper_of(r.claim) == sid]
         if not mine:
             continue
         paths = [cf.forest_figure(mine, figdir / f"{sid}_forest", f"{_TITLES[sid]}: effects (95 % CI)")]
@@ -156,11 +170,9 @@ def _arm_lines(r) -> list:
 def _paper_section(sid, mine, paths, out_dir) -> list:
     lines = [f"### {sid}: {_TITLES[sid]}", ""]
     for r in mine:
-        lines.append(f"- `{r.claim.name}`: {r.claim.source.split(': ', 1)[1]}. {r.claim.describe()}.")
-        if r.fixed is not None:
-            lines.append(f"  Fixed step: {r.fixed.line().split(': ', 1)[1]}.")
-        if r.tuned is not None:
-            lines.append(f"  Tuned step: {r.tuned.line().split(': ', 1)[1]}.")
+        lines.append(f"- `{r.claim.name}`: {_sentence(r.claim)}. {r.claim.describe()}.")
+        for which, v, why in (("Fixed", r.fixed, r.fixed_reason), ("Tuned", r.tuned, r.tuned_reason)):
+            lines.append(f"  {which} step: {_summary_of(v) if v is not None else 'no verdict: ' + why}.")
         lines += _arm_lines(r)
         lines += [f"  - note: {n}" for n in r.claim.notes]
     lines.append("")
@@ -191,21 +203,27 @@ def write_report(out_dir, results, *, mode, wall_seconds, theory=None, audit=Non
         cf.claim_figure(r, figdir / "claims" / r.claim.name.replace(".", "_"))
     per_paper = paper_figures(results, figdir)
     eps = sorted({round(r.epsilon, 6) for r in results if r.epsilon is not None})
+    deltas = sorted({r.delta for r in results if r.delta is not None})
+    fractions = sorted({a["data"].get("validation_fraction") for r in results for a in r.claim.arms.values()} - {None})
     lines = ["# Claims of the source papers: verdicts", "",
              f"- generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}` "
              f"(mode `{mode}`) in {wall_seconds / 60:.1f} min",
              f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
              f"{platform.system()} {platform.release()}",
-             f"- epsilons of the private arms: {', '.join(f'{e:g}' for e in eps)} (delta 1e-5); each private arm "
-             f"is calibrated with `dptheory.calibrate_noise`",
-             "- the tuned-step verdicts choose each arm's step size on a private validation split (20 % of the "
-             "training rows); that choice is a release the stated epsilon does not include (Papernot & Steinke "
-             "2022). The test split is never used to choose.",
+             f"- epsilons of the private arms: {', '.join(f'{e:g}' for e in eps) or '-'} (delta "
+             f"{', '.join(f'{d:g}' for d in deltas) or '-'}); each private arm is calibrated with "
+             f"`dptheory.calibrate_noise`, and the arms of a claim spend the same (epsilon, delta)",
+             f"- the tuned-step verdicts choose each arm's step size on a private validation split "
+             f"({', '.join(f'{100 * f:g} %' for f in fractions)} of the training rows) over the first n seeds and "
+             f"evaluate it on n fresh seeds; the choice is a release the stated epsilon does not include (Papernot "
+             f"& Steinke 2022). The test split is never used to choose.",
              "- a verdict follows `sims.claims.verdict` (docs/claims.md): supported / contradicted / equivalent / "
-             "inconclusive from the 95 % interval (90 % two one-sided for equivalence claims)", "",
+             "inconclusive from the 95 % interval (the 90 % interval of two one-sided tests for equivalence "
+             "claims). Each claim is decided at its own level: among claims whose effect is truly 0, about 1 in 40 "
+             "is called supported, so one or two of this many directional verdicts may be wrong by chance.", "",
              "## Verdicts", "", verdict_table(results), "## Claims by paper", ""]
     for sid, paths in per_paper.items():
-        mine = [r for r in results if r.claim.source.startswith(sid)]
+        mine = [r for r in results if paper_of(r.claim) == sid]
         lines += _paper_section(sid, mine, paths, out_dir)
     lines += ["Per-claim figures (arm means with 95 % CIs at both steps): `figures/claims/`.", ""]
     if theory is not None:

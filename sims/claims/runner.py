@@ -1,24 +1,29 @@
-"""Run claims: every arm at every seed (and every step size of its grid), through the results store.
+"""Run claims: every arm at every seed and step size, through the results store, in two stages.
 
-For a :class:`sims.claims.Claim` with ``n_seeds = n`` and arm configs ``A_r``, the runs are
-``A_r`` with ``data.seed = training.seed = s`` for ``s = 0 .. n-1`` (which pairs the arms by
-seed), at the arm's own ``optimizer.lr`` and at every step size of ``claim.lr_grid[r]``. All runs
-of all claims go to one :func:`sims.sweep.run_sweep` call over their distinct configs, so an arm
-shared by several claims is trained once, a store makes the whole set resumable, and the local
-workers (or a Dask cluster) run them in parallel.
+For a :class:`sims.claims.Claim` with ``n_seeds = n`` and arm configs ``A_r``, a run is ``A_r``
+with ``data.seed = training.seed = s`` (which pairs the arms by seed: the same split and, for
+equal shapes, the same initialisation and batches) at a step size ``lr``.
 
-Two verdicts per claim, both by :func:`sims.claims.verdict`:
+* **Stage 1**, seeds ``0 .. n-1``: each arm at its own ``optimizer.lr`` and at every step size of
+  ``claim.lr_grid[r]``.
+* **Stage 2**, fresh seeds ``n .. 2n-1``: each arm at its tuned step, the step of its grid with
+  the best mean validation accuracy over the stage-1 seeds (``data.validation_fraction`` must be
+  set; ties go to the smaller step; a step at which a stage-1 seed diverged or failed is not
+  eligible). Evaluating on fresh seeds keeps the winner's curse of the choice out of the tuned
+  verdict; the test split is never used to choose.
 
-* **fixed step**: the per-seed metric of each arm at its own ``optimizer.lr``;
-* **tuned step**: for each arm, the step size of its grid with the best mean validation accuracy
-  over the seeds (``data.validation_fraction`` must be set; steps at which a seed diverged are
-  not eligible), and the per-seed metric at that step. The test split is never used to choose.
-  Choosing on private validation data is a release that the reported epsilon does not include
-  (Papernot & Steinke 2022); the report says so.
+The runs of all claims go to one :func:`sims.sweep.run_sweep` call per stage over their distinct
+configs, so an arm shared by several claims trains once, a store makes the whole set resumable,
+and the local workers (or a Dask cluster) run them in parallel.
 
-A run that diverged has no metric; a verdict with a diverged run is not computed and says so.
-Private arms of one claim must spend the same epsilon (to 1e-6 relative): a claim that compares
-private arms at different privacy is refused before any run.
+Two verdicts per claim, by :func:`sims.claims.verdict`: **fixed step** (stage 1 at each arm's own
+step) and **tuned step** (stage 2). Choosing on private validation data is a release that the
+reported epsilon does not include (Papernot & Steinke 2022); the report says so.
+
+A run that diverged or failed has no metric: a verdict that needs it is not computed and says
+which arm. Private arms of one claim must name the same epsilon target, and their runs must
+report the same epsilon and delta (to 1e-6 relative): a claim that compares private arms at
+different privacy is refused.
 """
 from __future__ import annotations
 
@@ -31,9 +36,9 @@ import numpy as np
 from .record import Claim
 from .verdict import Verdict, verdict
 
-__all__ = ["ArmOutcome", "ClaimResult", "run_configs", "run_claims", "evaluate"]
+__all__ = ["ArmOutcome", "ClaimResult", "run_configs", "tuned_configs", "choose_steps", "run_claims", "evaluate"]
 
-_EPS_RTOL = 1e-6
+_RTOL = 1e-6
 
 
 def _with(config: dict, *, seed: int, lr: float) -> dict:
@@ -66,7 +71,7 @@ def _check_targets(claim: Claim) -> None:
 
 
 def run_configs(claim: Claim) -> dict:
-    """``{(role, lr, seed): config}``: every run ``claim`` needs (module docstring), validated."""
+    """``{(role, lr, seed): config}``: the stage-1 runs of ``claim`` (module docstring), validated."""
     from sims import config as sc
 
     if not isinstance(claim, Claim):
@@ -84,15 +89,51 @@ def run_configs(claim: Claim) -> dict:
     return out
 
 
+def _value(claim: Claim, rec: dict, key: str) -> float:
+    """The metric ``key`` of a run record; NaN for a failed or diverged run."""
+    if "error" in rec or rec.get("diverged_at") is not None:
+        return math.nan
+    if key not in rec:
+        raise ValueError(f"claim {claim.name!r}: metric {key!r} is not in the run record (its keys: "
+                         f"{', '.join(sorted(k for k in rec if not k.startswith('_')))})")
+    return math.nan if rec[key] is None else float(rec[key])
+
+
+def choose_steps(claim: Claim, records: dict) -> dict:
+    """``{role: (tuned lr or None, {lr: mean validation accuracy})}`` from the stage-1 ``records``
+    (``{(role, lr, seed): record}``): the best mean over the seeds, ties to the smaller step, NaN
+    (not eligible) where a seed diverged or failed."""
+    out = {}
+    for role in claim.roles:
+        means = {}
+        for lr in claim.lr_grid[role]:
+            vals = [_value(claim, records[(role, lr, s)], "validation_accuracy") for s in range(claim.n_seeds)]
+            means[lr] = float(np.mean(vals)) if all(math.isfinite(v) for v in vals) else math.nan
+        ok = {lr: v for lr, v in means.items() if math.isfinite(v)}
+        out[role] = (max(ok, key=lambda lr: (ok[lr], -lr)) if ok else None, means)
+    return out
+
+
+def tuned_configs(claim: Claim, steps: dict) -> dict:
+    """``{(role, lr, seed): config}``: the stage-2 runs, each arm at its tuned step ``steps[role][0]``
+    (from :func:`choose_steps`; none for an arm without one) on seeds ``n .. 2n-1``."""
+    from sims import config as sc
+
+    n = claim.n_seeds
+    return {(role, lr, seed): sc.validate(_with(claim.arms[role], seed=seed, lr=lr))
+            for role in claim.roles for lr in [steps[role][0]] if lr is not None for seed in range(n, 2 * n)}
+
+
 @dataclass(frozen=True)
 class ArmOutcome:
-    """One arm of a claim after its runs: per-seed ``metric`` at the fixed and at the tuned step.
+    """One arm of a claim after its runs.
 
-    ``fixed_lr`` / ``tuned_lr`` the step sizes (``tuned_lr`` None without a grid, or when every step
-    of the grid diverged for some seed); ``fixed`` / ``tuned`` the per-seed metric values (NaN for
-    a diverged run); ``validation`` the mean validation accuracy per grid step (``{lr: value}``,
-    NaN when a seed diverged there); ``epsilon`` the epsilon each run reports (None for a
-    non-private arm); ``diverged`` the number of diverged runs at the fixed step.
+    ``fixed_lr`` / ``fixed``: its own step and the per-seed metric there (stage 1); ``tuned_lr`` /
+    ``tuned``: the chosen step and the per-seed metric on the fresh stage-2 seeds (None without a
+    grid, or when no step was eligible); ``validation``: the mean validation accuracy per grid step
+    (``{lr: value}``, NaN where a seed diverged or failed); NaN entries of ``fixed`` / ``tuned`` are
+    diverged or failed runs (``diverged``, ``failed``: their counts over both stages); ``epsilon`` /
+    ``delta``: what each run reports (None for a non-private arm).
     """
 
     role: str
@@ -103,7 +144,9 @@ class ArmOutcome:
     tuned: tuple | None
     validation: dict
     epsilon: float | None
+    delta: float | None
     diverged: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -124,76 +167,97 @@ class ClaimResult:
         eps = [a.epsilon for a in self.arms.values() if a.epsilon is not None]
         return max(eps) if eps else None
 
+    @property
+    def delta(self) -> float | None:
+        """The delta of the claim's private arms (None when no arm is private)."""
+        d = [a.delta for a in self.arms.values() if a.delta is not None]
+        return max(d) if d else None
 
-def _metric(rec: dict, key: str) -> float:
-    if "error" in rec:
-        raise RuntimeError(f"a run of config {rec.get('id', '?')} failed: {rec['error']}")
-    v = rec.get(key)
-    return math.nan if v is None else float(v)
 
-
-def _epsilon(claim: Claim, role: str, recs) -> float | None:
-    if not all(r["private"] for r in recs):
+def _same(values, what: str, claim: Claim, where: str) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
         return None
-    eps = {float(r["epsilon"]) for r in recs}
-    if max(eps) - min(eps) > _EPS_RTOL * max(eps):
-        raise ValueError(f"claim {claim.name!r}: arm {role!r} spends different epsilons across its runs: {sorted(eps)}")
-    return max(eps)
+    if max(vals) - min(vals) > _RTOL * max(abs(v) for v in vals):
+        raise ValueError(f"claim {claim.name!r}: {where} spend different {what}s {sorted(set(vals))}; calibrate "
+                         f"every private arm to the same (epsilon, delta)")
+    return max(vals)
 
 
-def _arm(claim: Claim, role: str, recs: dict) -> ArmOutcome:
-    """``recs``: ``{(lr, seed): record}`` of one arm."""
-    seeds = range(claim.n_seeds)
+def _privacy(claim: Claim, role: str, recs) -> tuple:
+    ok = [r for r in recs if "error" not in r]
+    if not ok or not all(r["private"] for r in ok):
+        return None, None
+    where = f"the runs of arm {role!r}"
+    return (_same([r["epsilon"] for r in ok], "epsilon", claim, where),
+            _same([r["delta"] for r in ok], "delta", claim, where))
+
+
+def _arm(claim: Claim, role: str, recs: dict, step) -> ArmOutcome:
+    """``recs``: ``{(lr, seed): record}`` of one arm over both stages; ``step``: its
+    :func:`choose_steps` entry."""
+    n = claim.n_seeds
     lr0 = _fixed_lr(claim.arms[role])
-    fixed = tuple(_metric(recs[(lr0, s)], claim.metric) for s in seeds)
-    validation = {}
-    for lr in claim.lr_grid[role]:
-        vals = [_metric(recs[(lr, s)], "validation_accuracy") for s in seeds]
-        validation[lr] = float(np.mean(vals)) if all(math.isfinite(v) for v in vals) else math.nan
-    finite = {lr: v for lr, v in validation.items() if math.isfinite(v)}
-    tuned_lr = max(finite, key=lambda lr: (finite[lr], -lr)) if finite else None  # ties: the smaller step
-    tuned = None if tuned_lr is None else tuple(_metric(recs[(tuned_lr, s)], claim.metric) for s in seeds)
-    diverged = sum(recs[(lr0, s)].get("diverged_at") is not None for s in seeds)
-    return ArmOutcome(role, claim.labels[role], lr0, fixed, tuned_lr, tuned, validation,
-                      _epsilon(claim, role, list(recs.values())), diverged)
+    fixed = tuple(_value(claim, recs[(lr0, s)], claim.metric) for s in range(n))
+    tuned_lr, validation = step
+    tuned = None if tuned_lr is None else tuple(_value(claim, recs[(tuned_lr, s)], claim.metric)
+                                                for s in range(n, 2 * n))
+    failed = sum("error" in r for r in recs.values())
+    diverged = sum(r.get("diverged_at") is not None for r in recs.values() if "error" not in r)
+    eps, delta = _privacy(claim, role, list(recs.values()))
+    return ArmOutcome(role, claim.labels[role], lr0, fixed, tuned_lr, tuned, validation, eps, delta, diverged, failed)
 
 
 def _decide(claim: Claim, arms: dict, which: str, random_state: int):
-    values = {r: getattr(a, which) for r, a in arms.items()}
     if which == "tuned" and not claim.tuned:
         return None, "no step-size grid"
+    values = {r: getattr(a, which) for r, a in arms.items()}
     if any(v is None for v in values.values()):
-        return None, "every step of an arm's grid diverged for some seed"
+        return None, "no eligible step in an arm's grid (every step had a diverged or failed run)"
     bad = {r: int(np.sum(~np.isfinite(v))) for r, v in values.items()}
     if any(bad.values()):
-        return None, "diverged runs: " + ", ".join(f"{claim.labels[r]} {k}" for r, k in bad.items() if k)
+        return None, "diverged or failed runs: " + ", ".join(f"{claim.labels[r]} {k}" for r, k in bad.items() if k)
     return verdict(claim, {r: np.asarray(v) for r, v in values.items()}, random_state=random_state), ""
-
-
-def _check_privacy(claim: Claim, arms: dict) -> None:
-    eps = {r: a.epsilon for r, a in arms.items() if a.epsilon is not None}
-    if eps and max(eps.values()) - min(eps.values()) > _EPS_RTOL * max(eps.values()):
-        raise ValueError(f"claim {claim.name!r}: its private arms spend different epsilons {eps}; calibrate "
-                         f"every private arm to the same (epsilon, delta)")
 
 
 def evaluate(claim: Claim, records: dict, *, random_state: int = 0) -> ClaimResult:
     """The :class:`ClaimResult` of ``claim`` from ``records``: ``{(role, lr, seed): run record}``
-    covering :func:`run_configs` (module docstring for the two verdicts)."""
+    covering :func:`run_configs` and the :func:`tuned_configs` of :func:`choose_steps` (module
+    docstring for the two verdicts)."""
+    steps = choose_steps(claim, records)
     per_role = {r: {} for r in claim.roles}
     for (role, lr, seed), rec in records.items():
         if role in per_role:
             per_role[role][(lr, seed)] = rec
-    arms = {r: _arm(claim, r, per_role[r]) for r in claim.roles}
-    _check_privacy(claim, arms)
+    arms = {r: _arm(claim, r, per_role[r], steps[r]) for r in claim.roles}
+    _same([a.epsilon for a in arms.values()], "epsilon", claim, "its private arms")
+    _same([a.delta for a in arms.values()], "delta", claim, "its private arms")
     fixed, fixed_reason = _decide(claim, arms, "fixed", random_state)
     tuned, tuned_reason = _decide(claim, arms, "tuned", random_state)
     return ClaimResult(claim, arms, fixed, tuned, fixed_reason, tuned_reason)
 
 
+def _sweep(wanted: dict, **kw) -> dict:
+    """Run the distinct configs of ``wanted`` (``{claim name: {key: config}}``) in one sweep and
+    return ``{claim name: {key: record}}``."""
+    from sims import config as sc
+    from sims import sweep
+    from sims.store import config_hash
+
+    unique = {}
+    for runs in wanted.values():
+        for cfg in runs.values():
+            unique.setdefault(config_hash(cfg), cfg)
+    if not unique:
+        return {name: {} for name in wanted}
+    by_hash = dict(zip(unique, sweep.run_sweep(sc.sweep_run, list(unique.values()), **kw)))
+    return {name: {key: by_hash[config_hash(cfg)] for key, cfg in runs.items()} for name, runs in wanted.items()}
+
+
 def run_claims(claims, *, store=None, executor=None, n_workers=None, progress=None,
                random_state: int = 0) -> list:
-    """Run every claim of ``claims`` (module docstring) and return their :class:`ClaimResult` s.
+    """Run every claim of ``claims`` in two stages (module docstring) and return their
+    :class:`ClaimResult` s, in order.
 
     Parameters
     ----------
@@ -201,27 +265,23 @@ def run_claims(claims, *, store=None, executor=None, n_workers=None, progress=No
         Distinct names.
     store : path, optional
         The SQLite results store (:mod:`sims.store`): runs already there are read back, so an
-        interrupted call resumes. Default: a temporary store.
+        interrupted call resumes. Default: a temporary store (shared by both stages).
     executor, n_workers, progress
         As for :func:`sims.sweep.run_sweep` (default: one local worker per core).
     random_state : int
         Seed of the bootstrap intervals.
     """
-    from sims import config as sc
-    from sims import sweep
-    from sims.store import config_hash
+    import tempfile
+    from pathlib import Path
 
     claims = list(claims)
     names = [c.name for c in claims]
     if not claims or len(set(names)) != len(names):
         raise ValueError(f"claims must be a non-empty list of claims with distinct names, got {names}")
-    wanted = {c.name: run_configs(c) for c in claims}
-    unique = {}
-    for runs in wanted.values():
-        for cfg in runs.values():
-            unique.setdefault(config_hash(cfg), cfg)
-    recs = sweep.run_sweep(sc.sweep_run, list(unique.values()), store=store, executor=executor,
-                           n_workers=n_workers, progress=progress)
-    by_hash = dict(zip(unique, recs))
-    return [evaluate(c, {key: by_hash[config_hash(cfg)] for key, cfg in wanted[c.name].items()},
-                     random_state=random_state) for c in claims]
+    with tempfile.TemporaryDirectory() as tmp:
+        kw = dict(store=str(Path(tmp) / "claims.db") if store is None else store, executor=executor,
+                  n_workers=n_workers, progress=progress)
+        first = _sweep({c.name: run_configs(c) for c in claims}, **kw)
+        steps = {c.name: choose_steps(c, first[c.name]) for c in claims}
+        second = _sweep({c.name: tuned_configs(c, steps[c.name]) for c in claims}, **kw)
+    return [evaluate(c, {**first[c.name], **second[c.name]}, random_state=random_state) for c in claims]

@@ -39,7 +39,7 @@ import numpy as np
 
 from dptheory.validation import check_finite_array, check_int
 
-from .record import CONTRASTS, Claim
+from .record import CONTRASTS, MIN_SEEDS, Claim
 
 __all__ = ["Verdict", "verdict", "VERDICTS", "N_RESAMPLES"]
 
@@ -88,7 +88,7 @@ def _arrays(claim: Claim, values) -> dict:
                          f"arrays, got {got}")
     out = {r: check_finite_array(f"values[{r!r}]", values[r], ndim=1).astype(np.float64) for r in claim.roles}
     sizes = {r: a.size for r, a in out.items()}
-    low = 3 if claim.ci_method == "bootstrap" else 2
+    low = MIN_SEEDS[claim.ci_method]
     for r, k in sizes.items():
         if k < low:
             raise ValueError(f"values[{r!r}] needs at least {low} seeds for ci_method={claim.ci_method!r}, got {k}")
@@ -147,6 +147,31 @@ def _bootstrap_interval(claim: Claim, a: dict, level: float, random_state):
     s = float(res.standard_error) * math.sqrt(n)
     pairing = "paired" if claim.paired else "unpaired"
     return eff, lo, hi, n, s, f"BCa bootstrap, {pairing}, {N_RESAMPLES} resamples"
+
+
+def _gap_not_shown(claim: Claim, a: dict, level: float) -> str:
+    """For ``gap_reduction``: why the ratio is not interpretable, or ``""``. The relative reduction
+    ``1 - gap_t / gap_c`` means something only when the control's own gap is positive; unless the
+    t interval of ``gap_c`` (paired: of ``control_ref - control``; else Welch) lies above 0, no
+    verdict is drawn (a widened gap over a negative ``gap_c`` would read as "supported")."""
+    if claim.comparison != "gap_reduction":
+        return ""
+    from scipy import stats
+
+    c, cr = a["control"], a["control_ref"]
+    if claim.paired:
+        d = cr - c
+        se, df = float(np.std(d, ddof=1)) / math.sqrt(d.size), d.size - 1
+    else:
+        vc, vr = np.var(c, ddof=1) / c.size, np.var(cr, ddof=1) / cr.size
+        se = math.sqrt(vc + vr)
+        df = (vc + vr) ** 2 / (vc ** 2 / (c.size - 1) + vr ** 2 / (cr.size - 1)) if se > 0 else c.size + cr.size - 2
+    gap = float(np.mean(cr) - np.mean(c))
+    low = gap - float(stats.t.ppf(0.5 + level / 2, df)) * se
+    if low > 0:
+        return ""
+    return (f"undefined: the control's gap {gap:.4g} is not shown > 0 (its {100 * level:g} % t interval starts "
+            f"at {low:.4g})")
 
 
 def _rule(claim: Claim, lo: float, hi: float) -> str:
@@ -218,6 +243,10 @@ def verdict(claim: Claim, values, *, random_state: int = 0) -> Verdict:
         eff, lo, hi, n, s, method = _t_interval(claim, a, level)
     else:
         eff, lo, hi, n, s, method = _bootstrap_interval(claim, a, level, random_state)
+    undefined = _gap_not_shown(claim, a, level)
+    if undefined:
+        return Verdict(claim.name, "inconclusive", eff, math.nan, math.nan, level, n, f"{method}; {undefined}",
+                       s, None, None)
     v = _rule(claim, lo, hi)
     need, size = _seeds_needed(claim, eff, s, n, level) if v == "inconclusive" else (None, None)
     return Verdict(claim.name, v, eff, lo, hi, level, n, method, s, need, size)

@@ -31,8 +31,7 @@ PRUNE_SOURCES = {"init": {}, "public": {}, "current": {"every": 50}}
 
 
 def _noise_only(m, sigma, **kw):
-    return A.digits(m, [{"name": "clip", "clip_norm": None, "reference_norm": A.CLIP},
-                        {"name": "gaussian_noise", "noise_multiplier": sigma}], non_private=True, **kw)
+    return A.digits(m, A.noise_only_chain(sigma), non_private=True, **kw)
 
 
 def _ablation(m):

@@ -73,8 +73,7 @@ def _ablations(m):
     sigma = A.noise_multiplier(m, EPSILON)
     variants = {
         "clip_only": ([A.CLIP_T], "clipping only"),
-        "noise_only": ([{"name": "clip", "clip_norm": None, "reference_norm": A.CLIP},
-                        {"name": "gaussian_noise", "noise_multiplier": sigma}], "noise only"),
+        "noise_only": (A.noise_only_chain(sigma), "noise only"),
     }
     return [Claim(
         name=f"zhu.freeze_no_gain_{key}",

@@ -65,9 +65,11 @@ def _record(r) -> dict:
         return None if x is None else {k: getattr(x, k) for k in ("verdict", "effect", "ci_low", "ci_high", "level",
                                                                    "n", "method", "seeds_needed")}
     return {"claim": r.claim.name, "source": r.claim.source, "describe": r.claim.describe(), "epsilon": r.epsilon,
+            "delta": r.delta,
             "fixed": v(r.fixed), "fixed_reason": r.fixed_reason, "tuned": v(r.tuned), "tuned_reason": r.tuned_reason,
             "arms": {role: {"label": a.label, "fixed_lr": a.fixed_lr, "fixed": list(a.fixed), "tuned_lr": a.tuned_lr,
-                            "tuned": None if a.tuned is None else list(a.tuned), "epsilon": a.epsilon}
+                            "tuned": None if a.tuned is None else list(a.tuned), "validation": a.validation,
+                            "epsilon": a.epsilon, "delta": a.delta, "diverged": a.diverged, "failed": a.failed}
                      for role, a in r.arms.items()}}
 
 

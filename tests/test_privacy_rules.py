@@ -518,3 +518,12 @@ def test_undeclared_transforms_cannot_see_or_change_the_examples():
     ch = mech.chain(mech.clip(C), Transform("peek", Effect("post_clip"), _noop_init, peek), mech.gaussian_noise(1.0))
     with pytest.raises(RuntimeError, match="peek.*clipped_sum"):
         _release(ch, np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("compressor", [lambda: mech.top_k(5), lambda: mech.low_rank(1)])
+def test_a_post_noise_step_needs_a_noise_step(compressor):
+    """Without a noise stage there is no released noisy update to compress: refused when the chain is
+    built (it used to fail inside the step with an AttributeError), allow_non_private or not."""
+    with pytest.raises(ValueError, match=r"stage 'post_noise'\) acts on the released noisy update, but the chain "
+                                         r"has no noise"):
+        mech.chain(mech.clip(None), compressor(), allow_non_private=True)

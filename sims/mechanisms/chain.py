@@ -68,6 +68,11 @@ def _check_order(transforms) -> None:
         raise ValueError(f"a chain needs exactly one clip step, got {n_clip}")
     if n_noise > 1:
         raise ValueError(f"a chain takes at most one noise step, got {n_noise}")
+    if not (n_noise or n_agg) and "post_noise" in stages:
+        i = stages.index("post_noise")
+        raise ValueError(f"step {i} ({transforms[i].name!r}, stage 'post_noise') acts on the released noisy update, "
+                         f"but the chain has no noise (or aggregate) step; without noise use a post_clip "
+                         f"compressor instead (e.g. top_k(mode='clean'), low_rank(order='compress_then_noise'))")
 
 
 def _info(transforms, i, key):

@@ -15,9 +15,14 @@ public quantity).
 Privacy (docs/theory.md §1.6, derived): with one example per teacher, adding/removing an example adds
 or removes one vote vector, L2 sensitivity ``sqrt(k)``; the noise std ``sigma sqrt(k)`` gives
 noise multiplier ``sigma`` -- the RDP of dense DP-SGD at ``sigma``. Under replace-one adjacency the
-sensitivity is ``2 sqrt(k)``. With micro-batch teachers one example changes one teacher's vote:
-sensitivity ``2 sqrt(k)`` under add/remove, so the effective noise multiplier is ``sigma / 2``.
-(The DataLens code charges ``2 k alpha / sigma^2`` per step, i.e. the replace-one bound.)
+sensitivity is ``2 sqrt(k)``. Micro-batch teachers (``teacher_size > 1``) are consecutive slices of
+the sampled batch: removing one example moves every later example into another teacher, so the
+vote sum's sensitivity has no bound (``proofs/topagg.py`` gives a batch whose vote sum moves by
+``B`` at ``d = k = 1``), and the chain is refused. Its description still carries the
+``2 sqrt(k)`` (multiplier ``sigma / 2``) that teachers fixed by a data-independent partition of
+the dataset would have: the claim an audit of the refused chain holds it against, not a bound.
+(The DataLens code charges ``2 k alpha / sigma^2`` per step, i.e. the replace-one bound;
+``dptheory.topagg`` has the closed forms.)
 """
 from __future__ import annotations
 

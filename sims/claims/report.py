@@ -189,11 +189,12 @@ def _theory_section(checks, figures, out_dir) -> list:
     return lines + [""]
 
 
-def write_report(out_dir, results, *, mode, wall_seconds, theory=None, audit=None, command="") -> Path:
+def write_report(out_dir, results, *, mode, wall_seconds, theory=None, audit=None, command="", runs="") -> Path:
     """Write ``out_dir/report.md`` and the figures under ``out_dir/figures``; returns the report's path.
 
     ``theory``: ``(checks, figure paths)`` from :mod:`sims.claims.theory_checks`, or None;
-    ``audit``: the Markdown of ``sims.audit.audit_section``, or None.
+    ``audit``: the Markdown of ``sims.audit.audit_section``, or None; ``runs``: a line on where the
+    runs came from (trained now or read back from the store).
     """
     import os
 
@@ -210,6 +211,7 @@ def write_report(out_dir, results, *, mode, wall_seconds, theory=None, audit=Non
              f"(mode `{mode}`) in {wall_seconds / 60:.1f} min",
              f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
              f"{platform.system()} {platform.release()}",
+             *([f"- {runs}"] if runs else []),
              f"- epsilons of the private arms: {', '.join(f'{e:g}' for e in eps) or '-'} (delta "
              f"{', '.join(f'{d:g}' for d in deltas) or '-'}); each private arm is calibrated with "
              f"`dptheory.calibrate_noise`, and the arms of a claim spend the same (epsilon, delta)",

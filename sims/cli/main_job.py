@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from .paths import output_dir
 
@@ -73,6 +74,17 @@ def _record(r) -> dict:
                      for role, a in r.arms.items()}}
 
 
+def _store_line(db, t_start) -> str:
+    """``"N runs in the store: X trained by this call, Y read back; S min of run time in all"``."""
+    from .. import store
+
+    rows = store.load(db, where={"_status": "done"})
+    now = sum(r["_finished"] >= t_start for r in rows)
+    total = sum(r["_wall_time"] or 0.0 for r in rows) / 60
+    return (f"{len(rows)} runs in the store `{Path(db).name}`: {now} trained by this call, {len(rows) - now} read "
+            f"back; {total:.1f} min of run time in all (the sum over runs, on one core each)")
+
+
 def _summary(results) -> list:
     lines = []
     for r in results:
@@ -94,7 +106,7 @@ def main(argv) -> int:
     claims = catalog.claims(mode, names)  # a bad name: ValueError, one line, exit 2
     out = output_dir(args.out)
     db = args.db or str(out / "claims.db")
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     print(f"{len(claims)} claims, mode {mode}; results store {db}", flush=True)
     results = runner.run_claims(claims, store=db, n_workers=args.workers, progress=None)
     print(f"claims: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -103,7 +115,7 @@ def main(argv) -> int:
     (out / "verdicts.json").write_text(json.dumps([_record(r) for r in results], indent=1, allow_nan=True))
     command = "python -m sims reproduce" + (f" --{mode}" if mode != "default" else "")
     report = write_report(out, results, mode=mode, wall_seconds=time.perf_counter() - t0, theory=theory,
-                          audit=audit, command=command)
+                          audit=audit, command=command, runs=_store_line(db, started))
     summary = _summary(results) + [f"[theory] {c}: {v} ({d})" for c, v, d in (theory[0] if theory else [])]
     (out / "summary.txt").write_text("\n".join(summary) + "\n")
     print("\nVerdicts (effect at the fixed step, 95 % CI):")

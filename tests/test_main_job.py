@@ -93,13 +93,32 @@ def test_readme_python_example_runs(capsys):
     assert scope["res"].history["test_accuracy"][-1] > 0.5  # 10 classes: chance is 0.1
 
 
+_PAPERS = ("lin.", "zhu.", "watson.", "datalens.", "adamczewski.")
+
+
+def _verdict_rows(text):
+    """The rows of a verdict table: those whose first cell is a claim name."""
+    return [line for line in text.splitlines() if line.startswith("| `") and line[3:].startswith(_PAPERS)]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_readme_verdict_table_is_the_committed_reports():
+    """README shows the verdict table of docs/results/report.md (a default-mode run), row for row."""
+    readme = _verdict_rows((ROOT / "README.md").read_text())
+    assert len(readme) == 47 and readme == _verdict_rows((ROOT / "docs" / "results" / "report.md").read_text())
+
+
 @pytest.mark.slow
 def test_default_mode_runs_every_claim_with_a_verdict(tmp_path):
-    """The main job as README runs it (about 15 minutes on 2 cores): every claim gets a fixed-step
-    and a tuned-step verdict (no diverged fixed-step run), and every private arm spends its epsilon."""
+    """The main job as README runs it (about 10 minutes on 2 cores): every claim gets a fixed-step
+    and a tuned-step verdict, every private arm spends its epsilon, and the verdict table is README's,
+    row for row."""
     from sims.claims import VERDICTS, catalog
 
     assert main(["reproduce", "--out", str(tmp_path), "--no-audit"]) == 0
+    assert _verdict_rows((tmp_path / "report.md").read_text()) == _verdict_rows((ROOT / "README.md").read_text())
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
     assert [v["claim"] for v in verdicts] == [c.name for c in catalog.claims("default")]
     for v in verdicts:

@@ -89,7 +89,7 @@ def utility_curves(series, path, *, which="fixed", title="") -> str:
     per-seed values), ...]``; a non-private reference may be given as ``{label: values}`` under the
     key ``"_nonprivate"``."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     ref = series.get("_nonprivate")
     for i, (label, pts) in enumerate((k, v) for k, v in series.items() if k != "_nonprivate"):
         pts = sorted(pts)
@@ -97,10 +97,13 @@ def utility_curves(series, path, *, which="fixed", title="") -> str:
     if ref is not None:
         ax.axhline(mean_ci(ref)[0], color="black", ls="--", lw=1, label="dense SGD, no DP")
     ax.set_xscale("log")
+    eps = sorted({p[0] for k, pts in series.items() if k != "_nonprivate" for p in pts})
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
     ax.set_xlabel("epsilon (delta = 1e-5), log scale")
     ax.set_ylabel(f"test accuracy ({which} step; mean, 95 % CI band)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     return save(fig, path)
 
@@ -114,8 +117,10 @@ def width_scaling(widths, gains, path, *, title="") -> str:
         _band(ax, widths, runs, PALETTE[i], label, marker="os"[i % 2])
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(list(widths), [str(w) for w in widths])
+    ax.minorticks_off()
     ax.set_xlabel("hidden units (log scale)")
-    ax.set_ylabel("accuracy gain over dense DP-SGD (mean, 95 % CI band)")
+    ax.set_ylabel("accuracy gain over dense\n(mean, 95 % CI band)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -156,6 +161,9 @@ def sparsity_curves(panels, path, *, title="") -> str:
             pts = sorted(pts)
             _band(ax, [p[0] for p in pts], [p[1] for p in pts], PALETTE[i % len(PALETTE)], f"epsilon {eps:g}")
         ax.set_xscale("log")
+        xs = sorted({p[0] for pts in lines.values() for p in pts})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
         ax.set_xlabel("kept fraction of the coordinates (log scale)")
         ax.set_title(mech, fontsize=9)
         ax.grid(alpha=0.3)

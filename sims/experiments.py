@@ -15,8 +15,6 @@ Each function runs one experiment in seconds to a minute on a laptop CPU and ret
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from scipy.optimize import minimize
 
@@ -69,21 +67,15 @@ def digits_mlp_setup(hidden=64, random_state=0, public_fraction=0.1, validation_
 
     The public split (``public_fraction`` of the training rows) is carved off first and the features
     are standardised with ITS statistics only, so pre-processing reads no private row. A further
-    ``validation_fraction`` of the private training rows is held out (``meta["X_val"]``,
-    ``meta["y_val"]``) to choose step sizes; it is never trained on and the reported accuracies are
+    ``validation_fraction`` of the private training rows is held out (``ds.X_val``, ``ds.y_val``;
+    :func:`sims.data.split_validation`) to choose step sizes; it is never trained on and the reported accuracies are
     on the test split. (Choosing hyper-parameters on private validation data has its own privacy
     cost, not included in the reported epsilon; Papernot & Steinke 2022.)
     """
     ds = sdata.split_public(sdata.load_digits(random_state=random_state), public_fraction,
                             random_state=random_state)
     ds = sdata.standardize(ds, fit_on="public")
-    rng = np.random.default_rng([random_state, 1])
-    n = ds.X_train.shape[0]
-    perm = rng.permutation(n)
-    m = int(round(validation_fraction * n))
-    val, tr = np.sort(perm[:m]), np.sort(perm[m:])
-    meta = dict(ds.meta, X_val=ds.X_train[val], y_val=ds.y_train[val])
-    ds = replace(ds, X_train=ds.X_train[tr], y_train=ds.y_train[tr], meta=meta)
+    ds = sdata.split_validation(ds, validation_fraction, random_state=np.random.default_rng([random_state, 1]))
     model = M.mlp((ds.X_train.shape[1], hidden, ds.n_classes), activation="relu")
     return ds, model
 
@@ -214,7 +206,7 @@ def _accuracy_runs(make_chain, ds, model, *, epochs, batch_size, lr, seeds, **tr
     for seed in seeds:
         res = train(model, ds, epochs=epochs, batch_size=batch_size, mechanism=make_chain(), lr=lr,
                     random_state=seed, **train_kw)
-        val.append(float(M.accuracy(model, res.params, ds.meta["X_val"], ds.meta["y_val"])))
+        val.append(float(M.accuracy(model, res.params, ds.X_val, ds.y_val)))
         test.append(float(M.accuracy(model, res.params, ds.X_test, ds.y_test)))
     return val, test, res
 

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _floor import NpFloor  # benchmarks/ is on sys.path when run as a script
 
 B, LR = 256, 0.1
 
@@ -40,49 +41,6 @@ def _import_tree(tree):
         sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-class NpFloor:
-    """Non-private SGD step of a dense ReLU stack in bare NumPy (no project code)."""
-
-    def __init__(self, sizes, head, X, y, dt):
-        rng = np.random.default_rng(5)
-        self.W = [(rng.standard_normal((o, i)) * np.sqrt(2.0 / i)).astype(dt) for i, o in zip(sizes[:-1], sizes[1:])]
-        self.b = [np.zeros(o, dt) for o in sizes[1:]]
-        self.X, self.y, self.head, self.dt = X, y, head, dt
-        self.yf = y.astype(dt)[:, None]
-        self.rows = np.arange(X.shape[0])
-
-    def __call__(self):
-        acts, a, L, dt = [self.X], self.X, len(self.W), self.dt
-        for l in range(L):
-            z = a @ self.W[l].T
-            z += self.b[l]
-            if l < L - 1:
-                np.maximum(z, 0, out=z)
-                acts.append(z)
-                a = z
-        if self.head == "logistic":
-            np.negative(z, out=z)
-            np.exp(z, out=z)
-            z += 1
-            np.reciprocal(z, out=z)
-            z -= self.yf
-        else:
-            z -= z.max(axis=1, keepdims=True)
-            np.exp(z, out=z)
-            z /= z.sum(axis=1, keepdims=True)
-            z[self.rows, self.y] -= 1
-        delta = z
-        delta *= dt(1.0 / self.X.shape[0])
-        for l in range(L - 1, -1, -1):
-            gW = delta.T @ acts[l]
-            gb = delta.sum(axis=0)
-            if l > 0:
-                delta = delta @ self.W[l]
-                delta *= acts[l] > 0
-            self.W[l] -= dt(LR) * gW
-            self.b[l] -= dt(LR) * gb
 
 
 def _chain_step(model, X, y, transforms=()):
@@ -131,7 +89,7 @@ def workloads(only):
         model = logistic_regression(784, dtype=dt)
         ds = make_logistic(2500, 784, test_size=0.2, random_state=0, dtype=dt)
         X, y = np.ascontiguousarray(ds.X_train[:B]), ds.y_train[:B].astype(np.int64)
-        out.append((name, [("np floor", NpFloor((784, 1), "logistic", X, y, dt)),
+        out.append((name, [("np floor", NpFloor((784, 1), "logistic", X, y, 5, dtype=dt, lr=LR)),
                            ("chain", _chain_step(model, X, y)),
                            ("train 1rec", _train_per_step(model, ds, 200, 200)),
                            ("train hist", _train_per_step(model, ds, 200, None))], 40))
@@ -142,7 +100,7 @@ def workloads(only):
         model = mlp(sizes, dtype=np.float32)
         X = rng.standard_normal((B, 784)).astype(np.float32)
         y = rng.integers(0, 10, size=B)
-        fns = [("np floor", NpFloor(sizes, "softmax", X, y, np.float32)), ("chain", _chain_step(model, X, y))]
+        fns = [("np floor", NpFloor(sizes, "softmax", X, y, 5, dtype=np.float32, lr=LR)), ("chain", _chain_step(model, X, y))]
         if key == "W3":
             fns.append(("freeze90", _chain_step(model, X, y, (random_freeze(0.9, "constant"),))))
         out.append((f"{key} MLP {'-'.join(map(str, sizes))} float32", fns, k))

@@ -60,7 +60,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _floor import NpFloor  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import machine  # noqa: E402
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -135,50 +136,6 @@ def _worker(tree: str, label: str) -> None:
             out["blas"] = "threadpoolctl not installed"
         return out
 
-    class NpFloor:
-        """Non-private SGD step of a dense ReLU stack in bare NumPy (no project code)."""
-
-        def __init__(self, sizes, head, X, y, seed):
-            rng = np.random.default_rng(seed)
-            self.W = [(rng.standard_normal((o, i)) * np.sqrt(2.0 / i)).astype(DT)
-                      for i, o in zip(sizes[:-1], sizes[1:])]
-            self.b = [np.zeros(o, DT) for o in sizes[1:]]
-            self.X, self.y, self.head = X, y, head
-            self.yf = y.astype(DT)[:, None]
-            self.rows = np.arange(X.shape[0])
-            self.lr = DT(LR)
-
-        def __call__(self):
-            acts, a, L = [self.X], self.X, len(self.W)
-            for l in range(L):
-                z = a @ self.W[l].T
-                z += self.b[l]
-                if l < L - 1:
-                    np.maximum(z, 0, out=z)
-                    acts.append(z)
-                    a = z
-            if self.head == "logistic":
-                np.negative(z, out=z)
-                np.exp(z, out=z)
-                z += 1
-                np.reciprocal(z, out=z)
-                z -= self.yf
-            else:
-                z -= z.max(axis=1, keepdims=True)
-                np.exp(z, out=z)
-                z /= z.sum(axis=1, keepdims=True)
-                z[self.rows, self.y] -= 1
-            delta = z
-            delta *= DT(1.0 / self.X.shape[0])
-            for l in range(L - 1, -1, -1):
-                gW = delta.T @ acts[l]
-                gb = delta.sum(axis=0)
-                if l > 0:
-                    delta = delta @ self.W[l]
-                    delta *= acts[l] > 0
-                self.W[l] -= self.lr * gW
-                self.b[l] -= self.lr * gb
-
     def digest(a):
         return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
@@ -221,7 +178,7 @@ def _worker(tree: str, label: str) -> None:
             run_chain(ch, ch_state, fixed)
 
         head = "logistic" if model.head == "logistic" else "softmax"
-        return [NpFloor(lay.sizes, head, X, y, 5), floor, mechanism if mech_only else dp_chain], check, model.n_params
+        return [NpFloor(lay.sizes, head, X, y, 5, dtype=DT, lr=LR), floor, mechanism if mech_only else dp_chain], check, model.n_params
 
     def train_workload(name):
         steps, record_every = TRAIN_RUNS[name]
@@ -244,7 +201,7 @@ def _worker(tree: str, label: str) -> None:
 
         def per_step():  # the round timer divides its time by the number of steps
             run()
-        return [NpFloor(model.layout.sizes, head, Xb, yb, 5), per_step], check, model.n_params
+        return [NpFloor(model.layout.sizes, head, Xb, yb, 5, dtype=DT, lr=LR), per_step], check, model.n_params
 
     fns, checks, dims = {}, {}, {}
     send = lambda obj: proto.write(json.dumps(obj) + "\n")  # noqa: E731

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import math
 
-from scipy import optimize, special
-from scipy.stats import norm
+from scipy import special
 
 from .validation import check_choice, check_int, check_real
 
@@ -59,7 +58,7 @@ def gdp_mu(sampling_rate, noise_multiplier, steps, sampling="poisson") -> float:
         return math.inf
     if sampling == "poisson":
         return q * math.sqrt(t * math.expm1(inv))
-    inner = math.exp(inv) * norm.cdf(1.5 / s) + 3.0 * norm.cdf(-0.5 / s) - 2.0
+    inner = math.exp(inv) * special.ndtr(1.5 / s) + 3.0 * special.ndtr(-0.5 / s) - 2.0
     return math.sqrt(2.0) * q * math.sqrt(t) * math.sqrt(max(inner, 0.0))
 
 
@@ -110,6 +109,8 @@ def epsilon_for_mu(mu, delta) -> float:
 
     if f(0.0) <= 0:
         return 0.0
+    from scipy import optimize   # lazily: scipy.optimize costs ~0.4 s to import (the CLI)
+
     hi = 500.0
     while f(hi) > 0:
         hi *= 2.0

@@ -121,8 +121,8 @@ def _table(as_json: bool) -> str:
                                        "pld_gap": "eps(coarser grid) - pld: the PLD accuracy reached"},
                            "rows": [dict(zip(keys, r)) for r in rows]})
     lines = [f"epsilon at delta={TABLE_DELTA:g}, q={TABLE_BATCH}/{TABLE_N} (Poisson sampling)",
-             f"{'sigma':>6} {'epochs':>6} {'steps':>6} {'RDP-classic':>12} {'RDP-Balle':>10} "
-             f"{'GDP-CLT*':>9} {'PLD':>8} {'PLD-gap':>8}"]
+             (f"{'sigma':>6} {'epochs':>6} {'steps':>6} {'RDP-classic':>12} {'RDP-Balle':>10} "
+              f"{'GDP-CLT*':>9} {'PLD':>8} {'PLD-gap':>8}")]
     for sigma, epochs, steps, classic, balle, clt, tight, gap in rows:
         pld = f"{tight:8.3f} {gap:8.1e}" if tight is not None else f"{'n/a':>8} {'':>8}"
         lines.append(f"{sigma:6.2f} {epochs:6d} {steps:6d} {classic:12.3f} {balle:10.3f} {clt:9.3f} {pld}")

@@ -44,6 +44,8 @@ __all__ = [
     "epsilon_from_rdp",
     "epsilon_from_rdp_classic",
     "epsilon",
+    "epsilon_pld",
+    "pld_loss_scale",
     "PLD_ACCURACY",
     "calibrate_noise",
     "calibrate_noise_gaussian_closed_form",
@@ -855,8 +857,7 @@ def epsilon_pld(sampling_rate, noise_multiplier, steps, delta, *, accuracy=PLD_A
     Manurangsi 2022, "Connect the dots", pessimistic: an upper bound up to floating point and its
     10^-50 tail truncations) at two discretisation intervals h and h/2 with
 
-    .. math:: h = 2 \sqrt{
-ho / 0.3}\; s_1,\qquad s_1 = \min(q\sqrt{e^{1/\sigma^2}-1},\, 1/\sigma)
+    .. math:: h = 2 \sqrt{\rho / 0.3}\; s_1,\qquad s_1 = \min(q\sqrt{e^{1/\sigma^2}-1},\, 1/\sigma)
 
     (:func:`pld_loss_scale`; rho = ``accuracy``). The connect-the-dots error is second order: over
     the box q in [1e-6, 1], sigma in [0.5, 100], T in [1, 1e6], delta in [1e-10, 1e-3] it measured

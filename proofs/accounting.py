@@ -402,3 +402,35 @@ def q1_closed_form(show):
              for tv, ev, dv in ((1, 1.0, 1e-5), (100, 3.0, 1e-6), (10000, 0.5, 1e-3))]
     ok &= check_points(show, "calibrate_noise_gaussian_closed_form", pairs, rtol=1e-13)
     return bool(ok)
+
+
+@derivation("Per-step privacy-loss scale of the sampled Gaussian: chi-square divergence q^2 (e^{1/s^2} - 1)",
+            covers=("accounting.pld_loss_scale",))
+def pld_loss_scale_entry(show):
+    r"""With mu_0 = N(0, s^2) and mu = (1 - q) mu_0 + q N(1, s^2), the likelihood ratio is
+    mu/mu_0 = 1 + q (L - 1), L = exp((2z - 1)/(2 s^2)); its variance under mu_0 is
+    q^2 (E[L^2] - 1) = q^2 (e^{1/s^2} - 1) (the chi-square divergence), from the Gaussian integral
+    E_{mu_0}[L^2]. At q = 1 the loss (2z - 1)/(2 s^2) has standard deviation 1/s. ``pld_loss_scale``
+    is the smaller of the two standard deviations (rtol 1e-13)."""
+    from dptheory.accounting import pld_loss_scale
+
+    z = sp.Symbol("z", real=True)
+    q = sp.Symbol("q", positive=True)
+    L = sp.exp((2 * z - 1) / (2 * s ** 2))
+    def tidy(e):  # sympy leaves erf(x) + erfc(x) unsimplified
+        return sp.simplify(sp.expand(e.rewrite(sp.erf)))
+
+    second = tidy(sp.integrate(L ** 2 * normal_pdf(z, 0, s), (z, -sp.oo, sp.oo)))
+    show("E_{mu_0}[L^2]", second)
+    var = sp.simplify(q ** 2 * (second - 1))
+    show("Var_{mu_0}[mu/mu_0]", var)
+    loss_q1 = (2 * z - 1) / (2 * s ** 2)
+    sd_q1 = sp.sqrt(tidy(sp.integrate(loss_q1 ** 2 * normal_pdf(z, 0, s), (z, -sp.oo, sp.oo))
+                         - sp.integrate(loss_q1 * normal_pdf(z, 0, s), (z, -sp.oo, sp.oo)) ** 2))
+    show("sd of the q = 1 loss", sd_q1)
+    ok = sp.simplify(var - q ** 2 * (sp.exp(1 / s ** 2) - 1)) == 0 and sp.simplify(sd_q1 - 1 / s) == 0
+    pts = [(qv, sv) for qv in (1e-4, 0.01, 0.3, 1.0) for sv in (0.7, 1.5, 10.0)]
+    want = [min(sp.sqrt(var.subs({q: qv, s: sv})), 1 / sp.Float(sv)) for qv, sv in pts]
+    ok &= check_points(show, "pld_loss_scale", [(pld_loss_scale(qv, sv), w) for (qv, sv), w in zip(pts, want)],
+                       rtol=1e-13)
+    return bool(ok)

@@ -1,0 +1,92 @@
+"""Many DP-SGD runs at once: :func:`train_stacked` (issue 11, item 1).
+
+For small models a :func:`sims.train.train` call spends its time in Python per-step overhead.
+:func:`train_stacked` advances R independent runs that share the model shapes and the chain
+structure together, their parameters stacked on a leading axis, with one batched GEMM per layer
+for all runs and Numba kernels (one thread per run) for the sampling, noise and selection.
+
+Run ``r`` uses exactly the random numbers of
+``train(model, data, mechanism=chain_for(...), lr=lr_r, random_state=seeds[r], ...)``: the same
+initial parameters, Poisson masks (variable batch sizes, padded with zero rows, never resampled),
+noise seeds and random-freeze masks (:mod:`sims.stacked.streams` replays NumPy's PCG64 streams),
+so its final parameters and history agree with that call up to floating-point summation order.
+
+Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.models`; the chains
+``"dense"`` (``chain(clip(C), gaussian_noise(sigma))``, Abadi et al. 2016), ``"random_freeze"``
+(``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``) and ``"top_k_noisy"``
+(``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``); Poisson sampling; plain SGD at
+a constant step. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k.
+Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
+:func:`sims.train.train`.
+"""
+from __future__ import annotations
+
+from sims.train import DIVERGENCE_FACTOR
+
+from .loop import STEP_METRICS, StackedLoop
+from .run import MECHANISMS, StackedRunResult, chain_for, resolve
+
+__all__ = ["train_stacked", "chain_for", "StackedRunResult", "MECHANISMS", "STEP_METRICS"]
+
+
+def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise_multiplier=1.0, lr=0.1,
+                  r_final=None, k=None, ramp="linear", steps=None, epochs=None, sampling_rate=None,
+                  batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
+                  sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
+                  weight_decay=0.0, params0=None) -> list:
+    """Train R = ``len(seeds)`` independent DP-SGD runs of ``model`` on ``data`` at once.
+
+    Every run is ``w_{t+1} = w_t - lr u_t`` with the DP-SGD release (Abadi et al. 2016, Alg. 1)
+    ``u_t = (sum_{i in batch_t} clip_C(m_t * g_i) + N(0, sigma^2 C^2 I_{kept})) / (q n)``,
+    ``clip_C(g) = g min(1, C / ||g||)``, batches Poisson-sampled at rate ``q`` (``B_t ~ Bin(n, q)``),
+    ``m_t`` the random-freeze keep mask (all ones otherwise), then the top-k of ``u_t`` for
+    ``"top_k_noisy"``. Privacy per run: the ``Gaussian(sigma)`` event Poisson-sampled and composed
+    over the steps, accounted by RDP (Mironov, Talwar & Zhang 2019), as ``train()`` reports it.
+
+    Parameters
+    ----------
+    model : sims.models.Model
+        float64; an MLP or a single-layer (linear / logistic / softmax) model.
+    data : sims.data.Dataset
+        Training split, optional test split; no public split.
+    seeds : sequence of int >= 0 (or SeedSequence with integer entropy)
+        One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
+    mechanism : {"dense", "random_freeze", "top_k_noisy"}
+        The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
+        freeze ramp or a layer-wise top-k, cannot be read back).
+    clip_norm, noise_multiplier, lr : float or sequence of R floats
+        ``C > 0``, ``sigma > 0``, constant ``lr >= 0``; a scalar is shared by all runs.
+    r_final : float in [0, 1) or sequence
+        Final frozen fraction (``"random_freeze"`` only), frozen set redrawn at each epoch start.
+    k : int in [1, d] or sequence
+        Kept coordinates (``"top_k_noisy"`` only).
+    ramp : {"linear", "step", "cosine", "constant"}
+        Random-freeze ramp, shared by all runs.
+    steps, epochs, sampling_rate, batch_size, delta, record_every, divergence_factor
+        As :func:`sims.train.train` (shared by all runs).
+    sampling, optimizer, schedule, mode, momentum, weight_decay, params0
+        Accepted for a drop-in call, but only their defaults (``"poisson"``, ``"sgd"``, None or
+        ``"constant"``, ``"dp"``, 0, 0, None): anything else raises ``ValueError``.
+
+    Returns
+    -------
+    list of StackedRunResult
+        One per seed, in order: a :class:`sims.train.TrainResult` (params, history, privacy,
+        config, steps_done) plus ``diverged_step`` (None, or the 0-based step at which the run
+        stopped alone, as :class:`sims.train.TrainingDiverged` would have said) and ``divergence``
+        (the message). History keys: ``step, epoch, lr, train_loss, train_accuracy, test_loss,
+        test_accuracy, epsilon`` and the means of :data:`STEP_METRICS` since the previous record,
+        recorded at the steps ``train()`` records.
+
+    Raises
+    ------
+    ValueError
+        A bad argument (named), or one outside the stacked engine's scope (named, with "use
+        sims.train.train").
+    """
+    args = dict(seeds=seeds, mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier, lr=lr,
+                r_final=r_final, k=k, ramp=ramp, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
+                batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
+                sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
+                weight_decay=weight_decay, params0=params0)
+    return StackedLoop(resolve(model, data, args)).run()

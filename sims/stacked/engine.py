@@ -1,0 +1,225 @@
+"""Dense models of R runs at once: parameters ``(R, d)``, batches ``(R, B_max, d_in)``, batched GEMMs.
+
+Layer ``l`` of run ``r`` is ``z = W_{r,l} a + b_{r,l}``; all runs' layers are multiplied by ONE
+``np.matmul`` call on stacked arrays (BLAS per run inside NumPy's loop, no Python per run).
+Padding rows of a batch (``valid = 0``) get ``delta = 0``, so they add nothing to norms or sums.
+
+Per-example clipping without a ``B x d`` tensor (Abadi et al. 2016, Alg. 1; Goodfellow 2015, the
+norm trick of :mod:`sims.models.pergrad`): for a dense layer the per-example gradient is
+``delta_i a_i^T`` (and ``delta_i`` for the bias), so
+
+* ``||g_i^l||^2 = ||delta_i||^2 (||a_i||^2 + [bias])``;
+* with a 0/1 mask ``M`` (random freeze, mask-then-clip):
+  ``||M * g_i^l||^2 = [(delta^2) M (a^2)^T]_ii + (delta^2) m_b``, one batched GEMM;
+* ``sum_i w_i g_i^l = (w delta)^T a`` (and ``sum_i w_i delta_i``), one batched GEMM.
+
+The memory is ``O(R (B_max + d))`` per step, never ``R x B x d``. Evaluation (the records) runs
+the shared inputs through layer 0 of all runs in ONE GEMM ``X [W_{1,0}; ...; W_{R,0}]^T``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import expit
+
+__all__ = ["layer_views", "backprop_stacked", "sq_norms_stacked", "masked_sq_norms_stacked", "clip_factors_stacked",
+           "weighted_sum_stacked", "evaluate_stacked"]
+
+
+def layer_views(layout, P: np.ndarray) -> list:
+    """Per layer ``(W (R, out, in), b (R, out) or None)`` views into the stacked parameters ``P (R, d)``."""
+    return layout.views(P)
+
+
+def _activate(z, activation):
+    if activation == "relu":
+        np.maximum(z, 0, out=z)
+    else:
+        np.tanh(z, out=z)
+
+
+def _forward(model, P, xb):
+    """Layer inputs ``acts`` (``acts[0] = xb``) and output pre-activation ``z``, stacked."""
+    views = layer_views(model.layout, P)
+    acts = [xb]
+    a = xb
+    for l, (W, b) in enumerate(views):
+        z = np.matmul(a, W.transpose(0, 2, 1))
+        if b is not None:
+            z += b[:, None, :]
+        if l == len(views) - 1:
+            return acts, z
+        _activate(z, model.activation)
+        acts.append(z)
+        a = z
+
+
+def _head(model, z, y):
+    """Per-example losses ``(R, B)`` and ``dl/dz`` (overwrites ``z``); the heads of ``sims.models.dense``."""
+    if model.head == "squared":
+        z1 = z[..., 0]
+        np.subtract(z1, y, out=z1)
+        return 0.5 * z1 * z1, z
+    if model.head == "logistic":
+        z1 = z[..., 0]
+        losses = np.logaddexp(0, z1)
+        losses -= y * z1
+        expit(z1, out=z1)
+        z1 -= y
+        return losses, z
+    zy = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    m = z.max(axis=-1, keepdims=True) if z.shape[-2] else np.zeros(z.shape[:-1] + (1,), z.dtype)
+    z -= m
+    np.exp(z, out=z)
+    s = z.sum(axis=-1)
+    losses = m[..., 0] - zy
+    losses += np.log(s)
+    z /= s[..., None]
+    onehot = np.take_along_axis(z, y[..., None], axis=-1)
+    np.put_along_axis(z, y[..., None], onehot - 1, axis=-1)
+    return losses, z
+
+
+def backprop_stacked(model, P, xb, yb, valid):
+    """One forward/backward pass of R runs on their padded batches.
+
+    Returns ``(acts, deltas)``: ``acts[l] (R, B, in_l)`` the layer inputs, ``deltas[l] (R, B, out_l)``
+    the per-example output gradients ``d loss_i / d z_l`` (0 on padding rows), the recursion
+    ``delta_{l-1} = (delta_l W_l) * act'(z_{l-1})`` of :func:`sims.models.backprop`.
+    """
+    acts, z = _forward(model, P, xb)
+    _, delta = _head(model, z, yb.astype(np.int64) if model.head == "softmax" else yb)
+    delta *= valid[..., None]
+    deltas = [delta]
+    views = layer_views(model.layout, P)
+    for l in range(model.layout.n_layers - 1, 0, -1):
+        delta = np.matmul(delta, views[l][0])
+        a = acts[l]
+        if model.activation == "relu":
+            delta *= a > 0
+        else:
+            delta *= 1 - a * a
+        deltas.append(delta)
+    deltas.reverse()
+    return acts, deltas
+
+
+def sq_norms_stacked(layout, acts, deltas) -> np.ndarray:
+    """``(R, B, L)`` per-layer squared per-example gradient norms ``||delta||^2 (||a||^2 + [bias])``."""
+    one = 1.0 if layout.bias else 0.0
+    out = np.empty(deltas[0].shape[:2] + (layout.n_layers,))
+    for l, (a, d) in enumerate(zip(acts, deltas)):
+        sa = np.einsum("rbi,rbi->rb", a, a)
+        sd = np.einsum("rbo,rbo->rb", d, d)
+        out[..., l] = sd * sa + sd * one
+    return out
+
+
+def masked_sq_norms_stacked(layout, acts, deltas, keep_views) -> np.ndarray:
+    """``(R, B, L)`` squared norms of ``M * g_i`` (mask-then-clip): ``[(d^2) M_W (a^2)^T]_ii + (d^2) m_b``.
+
+    ``keep_views``: :meth:`Layout.views` of the float 0/1 keep masks ``(R, d)``.
+    """
+    out = np.empty(deltas[0].shape[:2] + (layout.n_layers,))
+    for l, ((MW, mb), a, d) in enumerate(zip(keep_views, acts, deltas)):
+        d2 = d * d
+        t = np.matmul(d2, MW)
+        col = np.einsum("rbi,rbi->rb", t * a, a)
+        if mb is not None:
+            col += np.einsum("rbo,ro->rb", d2, mb)
+        out[..., l] = col
+    return out
+
+
+def clip_factors_stacked(nsq: np.ndarray, clip_norm: np.ndarray):
+    """Flat clip factors ``w = C_r / max(n, C_r)`` with ``n = sqrt(sum_l nsq_l)`` (summed in layer
+    order); returns ``(w (R, B), n (R, B))`` (Abadi et al. 2016, Alg. 1)."""
+    t = nsq[..., 0].copy()
+    for l in range(1, nsq.shape[-1]):
+        t += nsq[..., l]
+    n = np.sqrt(t)
+    c = clip_norm[:, None]
+    return c / np.maximum(n, c), n
+
+
+def weighted_sum_stacked(layout, acts, deltas, w) -> np.ndarray:
+    """``S[r] = sum_i w[r, i] g_{r,i}`` flat ``(R, d)``, the weighted factor chosen as in
+    :func:`sims.models.pergrad.weighted_sum` (the smaller of ``delta`` and ``a``)."""
+    R = w.shape[0]
+    S = np.empty((R, layout.n_params))
+    for (W, b), a, d in zip(layout.views(S), acts, deltas):
+        wl = w[..., None]
+        if d.shape[-1] <= a.shape[-1]:
+            dw = d * wl
+            W[...] = np.matmul(dw.transpose(0, 2, 1), a)
+            if b is not None:
+                b[...] = dw.sum(axis=1)
+        else:
+            W[...] = np.matmul(d.transpose(0, 2, 1), a * wl)
+            if b is not None:
+                b[...] = np.matmul(w[:, None, :], d)[:, 0]
+    return S
+
+
+def _eval_output(model, P, X):
+    """Output pre-activations ``(R, m, d_out)`` of every run on the shared rows ``X (m, d_in)``."""
+    views = layer_views(model.layout, P)
+    R = P.shape[0]
+    W0, b0 = views[0]
+    out0 = W0.shape[1]
+    z = (X @ W0.reshape(R * out0, -1).T).reshape(X.shape[0], R, out0).transpose(1, 0, 2)
+    z = np.ascontiguousarray(z)
+    if b0 is not None:
+        z += b0[:, None, :]
+    for W, b in views[1:]:
+        _activate(z, model.activation)
+        z = np.matmul(z, W.transpose(0, 2, 1))
+        if b is not None:
+            z += b[:, None, :]
+    return z
+
+
+def _correct(model, z, y) -> np.ndarray:
+    """Per run: the number of correct predictions (classification), or the residual sum of squares
+    ``sum (y - z)^2`` (the squared head), on one chunk of rows."""
+    if model.head == "squared":
+        return np.sum((y - z[..., 0]) ** 2, axis=-1, dtype=np.float64)
+    if model.head == "logistic":
+        return np.count_nonzero((z[..., 0] > 0) == (y > 0.5), axis=-1).astype(np.float64)
+    return np.count_nonzero(np.argmax(z, axis=-1) == y, axis=-1).astype(np.float64)
+
+
+def _accuracy(model, total, y) -> np.ndarray:
+    """Accuracy from :func:`_correct` summed over the chunks; R^2 for the squared head (1.0 / 0.0
+    for a constant ``y``, as :func:`sims.models.accuracy`)."""
+    if model.head != "squared":
+        return total / y.shape[0]
+    tot = float(np.sum((y - y.mean(dtype=np.float64)) ** 2, dtype=np.float64))
+    if tot == 0.0:
+        return np.where(total == 0.0, 1.0, 0.0)
+    return 1.0 - total / tot
+
+
+def evaluate_stacked(model, P, X, y, *, max_elements: int = 1 << 24):
+    """``(loss (R,), accuracy (R,))`` of every run on ``(X, y)``: :func:`sims.models.evaluate` stacked.
+
+    Rows are processed in chunks so that one chunk's activations hold at most ``max_elements``
+    numbers; a run whose outputs are not all finite gets ``loss = inf``, ``accuracy = nan``.
+    """
+    R, m = P.shape[0], X.shape[0]
+    step = max(1, max_elements // max(1, R * max(model.layout.sizes[1:])))
+    losses = np.empty((R, m))
+    total = np.zeros(R)
+    finite = np.ones(R, dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, m, step):
+            z = _eval_output(model, P, X[start:start + step])
+            yy = y[start:start + step]
+            finite &= np.isfinite(z).all(axis=(1, 2))
+            total += _correct(model, z, yy)
+            yy = np.broadcast_to(yy.astype(np.int64) if model.head == "softmax" else yy, z.shape[:2])
+            losses[:, start:start + step], _ = _head(model, z, yy)
+        loss = losses.mean(axis=1)
+        acc = _accuracy(model, total, y)
+    return np.where(finite, loss, math.inf), np.where(finite, acc, math.nan)

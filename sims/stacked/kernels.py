@@ -1,0 +1,219 @@
+"""Numba kernels of the stacked DP-SGD step (one thread per run), each with a plain-NumPy twin.
+
+* :func:`gather_batches`: the Poisson batches of R runs as zero-padded ``(R, B_max, d_in)`` inputs
+  with a 0/1 row-validity mask (variable batch sizes, never resampled to a fixed size);
+* :func:`noisy_releases`: the Gaussian release of DP-SGD (Abadi et al. 2016, Alg. 1) for R runs,
+  ``u_c = (s_c + std_r z_j) f_r`` on the noised coordinates ``c`` (the ``j``-th noised coordinate
+  gets the ``j``-th normal of the run's stream), 0 elsewhere, with
+  ``z = sims.noise.standard_normal(k, seed_r)`` (key ``key_from_seed(seed_r, DOMAIN_NORMAL)``,
+  counter-based ziggurat of :mod:`sims.rng`): the numbers of
+  :func:`sims.mechanisms.gaussian_noise`'s fused pass;
+* :func:`top_k_rows`: top-k (by magnitude) of each run's released update, the rest zeroed, and the
+  captured energy ``phi = ||top_k(u)||^2 / ||u||^2`` (Stich, Cordonnier & Jaggi 2018).
+
+float64 only (the stacked engine refuses float32 models).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from sims import rng as _r
+from sims.noise import standard_normal
+
+__all__ = ["gather_batches", "gather_batches_reference", "noisy_releases", "noisy_releases_reference",
+           "top_k_rows", "top_k_rows_reference", "norm_quantiles", "norm_quantiles_reference"]
+
+
+@numba.njit(parallel=True, cache=True)
+def _gather_kernel(X, y, idx, counts, xb, yb, valid):
+    for r in prange(idx.shape[0]):
+        k = counts[r]
+        for i in range(xb.shape[1]):
+            if i < k:
+                xb[r, i, :] = X[idx[r, i], :]
+                yb[r, i] = y[idx[r, i]]
+                valid[r, i] = 1.0
+            else:
+                xb[r, i, :] = 0.0
+                yb[r, i] = 0
+                valid[r, i] = 0.0
+
+
+def gather_batches(X: np.ndarray, y: np.ndarray, idx: np.ndarray, counts: np.ndarray):
+    """``(xb, yb, valid)``: ``xb[r, i] = X[idx[r, i]]`` for ``i < counts[r]``, zero rows after, up to
+    ``B_max = max(counts)``; ``yb`` likewise (0 in the padding); ``valid[r, i] = 1.0`` iff ``i < counts[r]``.
+
+    ``X`` C-contiguous float64 ``(n, d_in)``, ``y`` float64 or int64 ``(n,)``, ``idx`` ``(R, >= B_max)`` int64.
+    Reference: :func:`gather_batches_reference`.
+    """
+    R = idx.shape[0]
+    bmax = int(counts.max()) if R else 0
+    xb = np.empty((R, bmax, X.shape[1]), dtype=X.dtype)
+    yb = np.empty((R, bmax), dtype=y.dtype)
+    valid = np.empty((R, bmax), dtype=X.dtype)
+    _gather_kernel(X, y, idx, counts, xb, yb, valid)
+    return xb, yb, valid
+
+
+def gather_batches_reference(X, y, idx, counts):
+    """Plain-NumPy twin of :func:`gather_batches`."""
+    R = idx.shape[0]
+    bmax = int(counts.max()) if R else 0
+    xb = np.zeros((R, bmax, X.shape[1]), dtype=X.dtype)
+    yb = np.zeros((R, bmax), dtype=y.dtype)
+    valid = np.zeros((R, bmax), dtype=X.dtype)
+    for r in range(R):
+        k = int(counts[r])
+        xb[r, :k] = X[idx[r, :k]]
+        yb[r, :k] = y[idx[r, :k]]
+        valid[r, :k] = 1.0
+    return xb, yb, valid
+
+
+@numba.njit(parallel=True, cache=True)
+def _release_kernel(s, keep, masked, seeds, std, fac, out, sums, zx, zr):
+    d = s.shape[1]
+    for r in prange(s.shape[0]):
+        key = _r.key_from_seed(seeds[r], _r.DOMAIN_NORMAL)
+        sig = 0.0
+        nz = 0.0
+        j = 0
+        for c in range(d):
+            if masked and not keep[r, c]:
+                out[r, c] = 0.0
+                continue
+            z = _r.normal64(key, j, zx, zr)
+            v = s[r, c]
+            out[r, c] = (v + std[r] * z) * fac[r]
+            sig += v * v
+            nz += z * z
+            j += 1
+        sums[r, 0] = sig
+        sums[r, 1] = nz
+
+
+_NO_MASK = np.ones((1, 1), dtype=np.bool_)
+
+
+def noisy_releases(s: np.ndarray, keep, seeds: np.ndarray, std: np.ndarray, fac: np.ndarray):
+    """Gaussian releases of R runs: ``(u (R, d), signal_sq (R,), z_sq (R,))``.
+
+    ``u[r, c] = (s[r, c] + std[r] z_{r, j(c)}) fac[r]`` where ``j(c)`` is the rank of ``c`` among
+    the kept coordinates of run ``r`` (``keep`` a bool ``(R, d)`` array, or None for all ``d``) and
+    ``z_r = sims.noise.standard_normal(k_r, seeds[r])``; ``u = 0`` off ``keep``.
+    ``signal_sq[r] = sum_kept s^2`` and ``z_sq[r] = sum_j z^2`` (float64, in coordinate order).
+    Reference: :func:`noisy_releases_reference`.
+    """
+    R, d = s.shape
+    out = np.empty((R, d), dtype=np.float64)
+    sums = np.empty((R, 2), dtype=np.float64)
+    masked = keep is not None
+    _release_kernel(np.ascontiguousarray(s), _NO_MASK if keep is None else np.ascontiguousarray(keep), masked,
+                    np.ascontiguousarray(seeds, dtype=np.uint64), np.ascontiguousarray(std, dtype=np.float64),
+                    np.ascontiguousarray(fac, dtype=np.float64), out, sums, _r.ZIG_X, _r.ZIG_R)
+    return out, sums[:, 0], sums[:, 1]
+
+
+def noisy_releases_reference(s, keep, seeds, std, fac):
+    """Plain-NumPy twin of :func:`noisy_releases` (``sims.noise.standard_normal`` per run)."""
+    R, d = s.shape
+    out = np.zeros((R, d))
+    sig, nz = np.empty(R), np.empty(R)
+    for r in range(R):
+        ix = np.arange(d) if keep is None else np.flatnonzero(keep[r])
+        z = standard_normal(ix.shape[0], int(seeds[r]))
+        out[r, ix] = (s[r, ix] + std[r] * z) * fac[r]
+        sig[r], nz[r] = float(np.dot(s[r, ix], s[r, ix])), float(np.dot(z, z))
+    return out, sig, nz
+
+
+@numba.njit(parallel=True, cache=True)
+def _top_k_kernel(u, k, phi):
+    d = u.shape[1]
+    for r in prange(u.shape[0]):
+        a = np.abs(u[r])
+        kr = k[r]
+        total = 0.0
+        for c in range(d):
+            total += u[r, c] * u[r, c]
+        if kr >= d:
+            phi[r] = 1.0
+            continue
+        thr = np.partition(a, d - kr)[d - kr]
+        kept = 0.0
+        for c in range(d):
+            if a[c] >= thr:
+                kept += u[r, c] * u[r, c]
+            else:
+                u[r, c] = 0.0
+        phi[r] = kept / total if total > 0 else 1.0
+
+
+def top_k_rows(u: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Keep the ``k[r]`` largest ``|u[r, c]|`` of each row IN PLACE (the rest set to 0); returns ``phi``.
+
+    ``phi[r] = ||top_k(u_r)||^2 / ||u_r||^2`` (1.0 when ``u_r = 0``), the metric of
+    :func:`sims.mechanisms.top_k`. The kept set is ``{c : |u_c| >= t_r}`` with ``t_r`` the
+    ``k``-th largest magnitude: exactly ``k`` coordinates unless magnitudes tie at ``t_r``
+    (probability 0 for a noisy update), where ``np.argpartition``'s choice cannot be replayed.
+    Reference: :func:`top_k_rows_reference`.
+    """
+    phi = np.empty(u.shape[0], dtype=np.float64)
+    _top_k_kernel(u, np.ascontiguousarray(k, dtype=np.int64), phi)
+    return phi
+
+
+def top_k_rows_reference(u, k):
+    """Plain-NumPy twin of :func:`top_k_rows` (``np.argpartition`` per row, as ``top_k_mask``)."""
+    phi = np.empty(u.shape[0])
+    d = u.shape[1]
+    for r in range(u.shape[0]):
+        total = float(np.dot(u[r], u[r]))
+        keep = np.zeros(d, dtype=bool)
+        keep[np.argpartition(np.abs(u[r]), d - int(k[r]))[d - int(k[r]):]] = True
+        phi[r] = float(np.dot(u[r, keep], u[r, keep])) / total if total > 0 else 1.0
+        u[r, ~keep] = 0.0
+    return phi
+
+
+_QS = (0.1, 0.5, 0.9)
+
+
+@numba.njit(parallel=True, cache=True)
+def _quantile_kernel(norms, counts, qs, out):
+    for r in prange(norms.shape[0]):
+        n = counts[r]
+        if n == 0:
+            for j in range(qs.shape[0]):
+                out[r, j] = 0.0
+            continue
+        x = np.sort(norms[r, :n])
+        for j in range(qs.shape[0]):
+            v = (n - 1) * qs[j]
+            lo = int(np.floor(v))
+            if v >= n - 1:
+                out[r, j] = x[n - 1]
+                continue
+            a, b = x[lo], x[lo + 1]
+            g = v - lo
+            diff = b - a
+            out[r, j] = b - diff * (1 - g) if g >= 0.5 else a + diff * g
+
+
+def norm_quantiles(norms: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``(R, 3)`` quantiles 0.1, 0.5, 0.9 of each run's per-example norms ``norms[r, :counts[r]]``
+    (NumPy's default linear method, Hyndman & Fan 1996 def. 7, as
+    :func:`sims.mechanisms._util`'s metric; 0.0 for an empty batch).
+    Reference: :func:`norm_quantiles_reference`."""
+    out = np.empty((norms.shape[0], len(_QS)))
+    _quantile_kernel(np.ascontiguousarray(norms), np.ascontiguousarray(counts, dtype=np.int64),
+                     np.array(_QS), out)
+    return out
+
+
+def norm_quantiles_reference(norms, counts):
+    """Plain-NumPy twin of :func:`norm_quantiles`: ``np.quantile`` per run."""
+    return np.array([np.quantile(norms[r, :int(c)], _QS) if c else np.zeros(len(_QS))
+                     for r, c in enumerate(counts)])

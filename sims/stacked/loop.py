@@ -1,0 +1,226 @@
+"""The stacked training loop: R DP-SGD runs advanced together, each on its own random streams.
+
+Step ``t`` of every active run ``r`` (Abadi et al. 2016, Alg. 1, as :func:`sims.train.train`):
+Poisson batch from the run's sampling stream, stacked backprop, flat clipping by the norm trick,
+``u_r = (sum_i clip_C(m_r * g_i) + sigma_r C_r z_r) / B`` with ``z_r`` from the run's noise seed,
+optional top-k of ``u_r``, then ``w_r <- w_r - lr_r u_r``. A run whose update, parameters or
+recorded loss is not finite, or whose training loss exceeds ``divergence_factor`` times its
+initial loss at a record, is finished alone (its result says at which step) and removed from the
+stack; the others go on.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dptheory.noise_signal import n_frozen
+from sims.mechanisms.freeze import frozen_fraction
+from sims.models.dense import init_params
+from sims.rng import derive_seed
+from sims.train import init_generators
+
+from . import engine as E
+from .kernels import gather_batches, noisy_releases, norm_quantiles, top_k_rows
+from .run import Resolved, epsilon_at, result_of
+from .streams import generator_at, noise_seeds, poisson_draws, run_states
+
+__all__ = ["StackedLoop", "STEP_METRICS"]
+
+#: Per-step metrics recorded (means since the previous record), as in ``train()``'s history.
+STEP_METRICS = ("kept_fraction", "clipped_fraction", "signal_sq_before_mask", "signal_sq_after_mask", "noise_sq",
+                "nsr", "phi", "grad_norm_q10", "grad_norm_q50", "grad_norm_q90", "signal_norm", "noise_norm",
+                "update_norm", "batch_size")
+_BLOCK = 512  # steps whose PCG64 states are computed at once per run
+
+
+def _draw_frozen(rng, d, rate) -> np.ndarray:
+    """Random-freeze's draw: ``floor(rate d)`` coordinates without replacement (``rng.choice``)."""
+    frozen = np.zeros(d, dtype=bool)
+    n = int(n_frozen(rate, d))
+    if n:
+        frozen[rng.choice(d, size=n, replace=False)] = True
+    return frozen
+
+
+class StackedLoop:
+    """State of the active runs (per-run arrays on a leading axis) and their histories."""
+
+    def __init__(self, res: Resolved):
+        self.res = res
+        R, d = len(res.roots), res.model.n_params
+        self.results = [None] * R
+        self.hist = [dict() for _ in range(R)]
+        self.count = 0
+        self.n_epochs = -(-res.total // res.spe)
+        P = np.empty((R, d))
+        keep = np.ones((R, d), dtype=bool) if res.mechanism == "random_freeze" else None
+        for r, root in enumerate(res.roots):
+            params_rng, mech_init_rng = init_generators(root)
+            P[r] = init_params(res.model, derive_seed(params_rng))
+            if keep is not None:
+                rate = frozen_fraction(float(res.r_final[r]), 0, self.n_epochs, res.ramp)
+                keep[r] = ~_draw_frozen(mech_init_rng, d, rate)
+        self.a = {"ids": np.arange(R), "P": P, "lr": res.lr.copy(), "C": res.clip_norm.copy(),
+                  "std": res.noise_multiplier * res.clip_norm, "acc": np.zeros((R, len(STEP_METRICS))),
+                  "fkey": np.zeros(R, dtype=np.int64)}
+        if keep is not None:
+            self.a["keep"] = keep
+        if res.k is not None:
+            self.a["k"] = res.k.copy()
+        self.a["loss0"] = (E.evaluate_stacked(res.model, P, res.X, res.y)[0] if res.factor is not None
+                           else np.zeros(R))
+        self.block = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def n_active(self) -> int:
+        return self.a["ids"].shape[0]
+
+    def drop(self, gone: np.ndarray) -> None:
+        """Remove the runs at positions ``gone`` (bool over the active runs) from every stacked array."""
+        stay = ~gone
+        self.a = {k: v[stay] for k, v in self.a.items()}
+        if self.block is not None:
+            self.block = (self.block[0], self.block[1][stay])
+
+    def states(self, t: int) -> np.ndarray:
+        """``(R_active, 2, 4)`` PCG64 words of the step generators of step ``t`` of every active run."""
+        start = t - t % _BLOCK
+        if self.block is None or self.block[0] != start:
+            stop = min(start + _BLOCK, self.res.total)
+            self.block = (start, np.stack([run_states(self.res.roots[i], stop, start) for i in self.a["ids"]]))
+        return self.block[1][:, t - start]
+
+    def finish(self, pos, params, steps_done, diverged_step=None, message="", factor_stop=False) -> None:
+        i = int(self.a["ids"][pos])
+        hist = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64) for k, v in self.hist[i].items()}
+        self.results[i] = result_of(self.res, i, np.array(params, copy=True), hist, steps_done, diverged_step,
+                                    message, factor_stop)
+
+    # ------------------------------------------------------------------ one step
+    def redraw(self, t: int, ST: np.ndarray, seeds: np.ndarray) -> None:
+        """Random freeze: at an epoch start, redraw the frozen sets from the mechanism streams (through
+        NumPy's own Generator), and take the noise seed from the same stream after the draw."""
+        res, a = self.res, self.a
+        epoch = t // res.spe
+        d = res.model.n_params
+        for pos in np.flatnonzero(a["fkey"] != epoch):
+            i = int(a["ids"][pos])
+            g = generator_at(ST[pos, 1])
+            rate = frozen_fraction(float(res.r_final[i]), epoch, self.n_epochs, res.ramp)
+            a["keep"][pos] = ~_draw_frozen(g, d, rate)
+            seeds[pos] = derive_seed(g)
+            a["fkey"][pos] = epoch
+
+    def clipped_sums(self, xb, yb, valid, counts):
+        """``(S (R, d), n_clipped (R,), norms (R, B))``: masked, clipped per-example sums of the batch."""
+        res, a = self.res, self.a
+        layout = res.model.layout
+        acts, deltas = E.backprop_stacked(res.model, a["P"], xb, yb, valid)
+        keepf = a["keep"].astype(np.float64) if "keep" in a else None
+        if keepf is None:
+            nsq = E.sq_norms_stacked(layout, acts, deltas)
+        else:
+            nsq = E.masked_sq_norms_stacked(layout, acts, deltas, layout.views(keepf))
+        f, norms = E.clip_factors_stacked(nsq, a["C"])
+        n_clipped = np.count_nonzero((norms > a["C"][:, None]) & (valid > 0), axis=1)
+        S = E.weighted_sum_stacked(layout, acts, deltas, f)
+        if keepf is not None:
+            S *= keepf
+        return S, n_clipped, norms
+
+    def step(self, t: int) -> None:
+        """Step ``t`` of every active run (see the module docstring)."""
+        res, a = self.res, self.a
+        ST = self.states(t)
+        idx, counts = poisson_draws(ST[:, 0], np.full(self.n_active, res.q), res.X.shape[0])
+        xb, yb, valid = gather_batches(res.X, res.y, idx, counts)
+        seeds = noise_seeds(ST[:, 1])
+        if "keep" in a:
+            self.redraw(t, ST, seeds)
+        S, n_clipped, norms = self.clipped_sums(xb, yb, valid, counts)
+        u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
+        phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
+        with np.errstate(over="ignore", invalid="ignore"):
+            usq = np.einsum("rd,rd->r", u, u)
+            newP = a["P"] - a["lr"][:, None] * u
+        bad_u = ~np.isfinite(usq)
+        bad_p = ~bad_u & ~np.isfinite(newP).all(axis=1)
+        for pos in np.flatnonzero(bad_u | bad_p):
+            what = "the released update" if bad_u[pos] else "the parameter vector"
+            self.finish(pos, a["P"][pos], t, t, f"training diverged at step {t} (0-based): {what} is not finite "
+                        f"(lr={float(a['lr'][pos])!r}); history kept up to the last finite record")
+        a["P"] = newP
+        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq)
+        if (bad_u | bad_p).any():
+            self.drop(bad_u | bad_p)
+        done = t + 1
+        if self.n_active and (done % res.rec == 0 or done == res.total):
+            self.record(done, t)
+
+    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq) -> None:
+        """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators."""
+        res, a = self.res, self.a
+        B, d, R = res.B, res.model.n_params, self.n_active
+        signal = sig / B ** 2
+        noise = (a["std"] / B) ** 2 * nz
+        if "keep" in a:
+            kept = np.count_nonzero(a["keep"], axis=1) / d
+        elif "k" in a:
+            kept = a["k"] / d
+        else:
+            kept = np.ones(R)
+        safe = np.maximum(counts, 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols = [kept, np.where(counts > 0, n_clipped / safe, 0.0), signal, signal, noise,
+                    np.where(signal > 0, noise / np.where(signal > 0, signal, 1.0), 0.0), phi]
+            cols += list(norm_quantiles(norms, counts).T)
+            cols += [np.sqrt(np.maximum(signal, 0.0)), np.sqrt(np.maximum(noise, 0.0)), np.sqrt(usq),
+                     counts.astype(np.float64)]
+        vals = np.stack(cols, axis=1)
+        a["acc"] += np.where(np.isfinite(vals), vals, 0.0)
+        self.count += 1
+
+    # ------------------------------------------------------------------ records
+    def record(self, done: int, t: int) -> None:
+        """Evaluate every active run; finish the runs whose record diverged; append the others' rows."""
+        res, a = self.res, self.a
+        rows = {}
+        rows["train_loss"], rows["train_accuracy"] = E.evaluate_stacked(res.model, a["P"], res.X, res.y)
+        if res.X_test is not None:
+            rows["test_loss"], rows["test_accuracy"] = E.evaluate_stacked(res.model, a["P"], res.X_test, res.y_test)
+        bad = ~np.all([np.isfinite(v) for v in rows.values()], axis=0)
+        f = res.factor
+        stop = np.zeros_like(bad) if f is None else ~bad & (a["loss0"] > 0) & (rows["train_loss"] > f * a["loss0"])
+        for pos in np.flatnonzero(bad):
+            self.finish(pos, a["P"][pos], t, t, f"training diverged at step {t} (0-based): the recorded loss is not "
+                        f"finite (lr={float(a['lr'][pos])!r}); history kept up to the last finite record")
+        for pos in np.flatnonzero(stop):
+            self.finish(pos, a["P"][pos], t + 1, t, (
+                f"training diverged by step {t} (0-based; checked at the records): the training loss "
+                f"{rows['train_loss'][pos]:.4g} exceeds divergence_factor = {f:g} times the initial loss "
+                f"{a['loss0'][pos]:.4g} (lr={float(a['lr'][pos])!r}); .result holds the parameters after it and the "
+                f"history before it"), factor_stop=True)
+        means = a["acc"] / self.count
+        for pos in np.flatnonzero(~(bad | stop)):
+            i = int(a["ids"][pos])
+            row = {k: float(means[pos, j]) for j, k in enumerate(STEP_METRICS)}
+            row.update({k: float(v[pos]) for k, v in rows.items()})
+            row.update(step=done, epoch=done / res.spe, lr=float(a["lr"][pos]), epsilon=epsilon_at(res, i, done))
+            for k, v in row.items():
+                self.hist[i].setdefault(k, []).append(v)
+        a["acc"][:] = 0.0
+        self.count = 0
+        if (bad | stop).any():
+            self.drop(bad | stop)
+
+    def run(self) -> list:
+        """Run every step; returns the per-run results in seed order."""
+        for t in range(self.res.total):
+            if not self.n_active:
+                break
+            self.step(t)
+        for pos in range(self.n_active):
+            self.finish(pos, self.a["P"][pos], self.res.total)
+        return list(self.results)

@@ -1,0 +1,265 @@
+"""Argument resolution, privacy reports and results of :func:`sims.stacked.train_stacked`."""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dptheory.events import epsilon_of
+from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_finite_array, check_int, check_real
+
+from sims.data import private_preprocessing_notes
+from sims.models.dense import Model, check_targets
+from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, run_length
+
+from .streams import pcg_words_supported
+
+__all__ = ["MECHANISMS", "StackedRunResult", "chain_for", "resolve", "privacy_report", "epsilon_at", "Resolved"]
+
+#: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
+MECHANISMS = ("dense", "random_freeze", "top_k_noisy")
+
+
+@dataclass(frozen=True)
+class StackedRunResult(TrainResult):
+    """A :class:`sims.train.TrainResult` of one stacked run, with its divergence flag.
+
+    ``diverged_step`` is None for a run that completed, else the 0-based step at which it stopped
+    (the ``step`` of :class:`sims.train.TrainingDiverged`); ``divergence`` is then the message
+    ``train()`` would have raised, and ``params``/``history``/``steps_done`` are those of the
+    exception's ``.result``.
+    """
+
+    diverged_step: int | None = None
+    divergence: str = ""
+
+
+def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=None, ramp: str = "linear"):
+    """The :func:`sims.mechanisms.chain` that :func:`sims.train.train` runs for one stacked run.
+
+    ``"dense"``: ``chain(clip(C), gaussian_noise(sigma))`` (Abadi et al. 2016);
+    ``"random_freeze"``: ``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``
+    (Zhu & Blaschko, arXiv 2112.00845); ``"top_k_noisy"``:
+    ``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``.
+    """
+    from sims.mechanisms import chain, clip, gaussian_noise, random_freeze, top_k
+
+    check_choice("mechanism", mechanism, MECHANISMS)
+    core = (clip(clip_norm), gaussian_noise(noise_multiplier))
+    if mechanism == "dense":
+        return chain(*core)
+    if mechanism == "random_freeze":
+        return chain(random_freeze(r_final, ramp), *core)
+    return chain(*core, top_k(k, mode="noisy"))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Everything resolved before the first step (per-run arrays have length R)."""
+
+    model: Model
+    X: np.ndarray
+    y: np.ndarray
+    X_test: object
+    y_test: object
+    notes: tuple
+    mechanism: str
+    ramp: str
+    roots: tuple
+    lr: np.ndarray
+    clip_norm: np.ndarray
+    noise_multiplier: np.ndarray
+    r_final: np.ndarray | None
+    k: np.ndarray | None
+    chains: tuple
+    q: float
+    B: float
+    spe: int
+    total: int
+    delta: float
+    rec: int
+    factor: float | None
+
+
+def _per_run(name, value, R, **bounds) -> np.ndarray:
+    """A scalar or a length-R sequence as a float64 ``(R,)`` array, each entry checked (``name[r]``)."""
+    if np.ndim(value) == 0:
+        return np.full(R, check_real(name, value, **bounds))
+    vals = list(value)
+    if len(vals) != R:
+        raise ValueError(f"{name} must be one number or a sequence of {R} (one per seed), got length {len(vals)}")
+    return np.array([check_real(f"{name}[{r}]", v, **bounds) for r, v in enumerate(vals)])
+
+
+def _refuse(name, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"train_stacked does not support {name}={value!r} (supported: {allowed}); "
+                         f"use sims.train.train for this run")
+
+
+def _check_scope(opts: dict) -> None:
+    """Refuse what the stacked engine does not run, naming the parameter (callers fall back to train())."""
+    _refuse("sampling", opts["sampling"], ("poisson",))
+    _refuse("optimizer", opts["optimizer"], ("sgd",))
+    _refuse("schedule", opts["schedule"], (None, "constant"))
+    _refuse("mode", opts["mode"], ("dp",))
+    for name in ("momentum", "weight_decay"):
+        if opts[name] != 0:
+            raise ValueError(f"train_stacked does not support {name}={opts[name]!r} (plain SGD only); "
+                             f"use sims.train.train for this run")
+    if opts["params0"] is not None:
+        raise ValueError("train_stacked does not support params0 (the runs start at init_params of their seed); "
+                         "use sims.train.train for this run")
+
+
+def _unpack(model, data):
+    """``(X, y, X_test, y_test, notes)`` of a ``sims.data.Dataset`` checked for ``model``."""
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a sims.models.Model, got {type(model).__name__}")
+    if model.dtype != np.float64:
+        raise ValueError(f"train_stacked supports float64 models only, got model.dtype={model.dtype.name}; "
+                         f"use sims.train.train for this run")
+    X = getattr(data, "X_train", None)
+    if X is None or getattr(data, "y_train", None) is None:
+        raise ValueError(f"data must be a sims.data.Dataset with training arrays, got {type(data).__name__}")
+    if getattr(data, "X_public", None) is not None:
+        raise ValueError("train_stacked does not support a public split (data.X_public); use sims.train.train")
+    X = np.ascontiguousarray(check_finite_array("data.X_train", X, ndim=2), dtype=np.float64)
+    if X.shape[1] != model.n_features:
+        raise ValueError(f"data.X_train must have {model.n_features} columns (model input size), got {X.shape[1]}")
+    y = check_targets(model, check_finite_array("data.y_train", data.y_train, ndim=1), X.shape[0])
+    Xt, yt = getattr(data, "X_test", None), getattr(data, "y_test", None)
+    if Xt is not None and yt is not None and np.asarray(Xt).shape[0] > 0:
+        Xt = np.ascontiguousarray(check_finite_array("data.X_test", Xt, ndim=2), dtype=np.float64)
+        yt = check_targets(model, check_finite_array("data.y_test", yt, ndim=1), Xt.shape[0])
+    else:
+        Xt = yt = None
+    return X, y, Xt, yt, tuple(private_preprocessing_notes(data))
+
+
+def _roots(seeds) -> tuple:
+    try:
+        seeds = list(seeds)
+    except TypeError:
+        raise ValueError(f"seeds must be a sequence of ints >= 0 (one per run), got {seeds!r}") from None
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    roots = tuple(as_seed_sequence(s) if s is not None else None for s in seeds)
+    for r, root in enumerate(roots):
+        if root is None or not pcg_words_supported(root):
+            raise ValueError(f"seeds[{r}] must be an int >= 0 or a SeedSequence with integer entropy, "
+                             f"got {seeds[r]!r}")
+    return roots
+
+
+def _mechanism_arrays(mechanism, r_final, k, R, d):
+    if not isinstance(mechanism, str) or mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {MECHANISMS} (the chains of sims.stacked.chain_for), got "
+                         f"{mechanism!r}; other chains, or a Chain object, run with sims.train.train")
+    rf = kk = None
+    if mechanism == "random_freeze":
+        if r_final is None:
+            raise ValueError("r_final is required for mechanism='random_freeze'")
+        rf = _per_run("r_final", r_final, R, low=0.0, high=1.0, high_open=True)
+    if mechanism == "top_k_noisy":
+        if k is None:
+            raise ValueError("k is required for mechanism='top_k_noisy'")
+        kk = _per_run("k", k, R, low=1.0, high=float(d))
+        if not np.all(kk == np.round(kk)):
+            raise ValueError(f"k must hold integers in [1, {d}], got {k!r}")
+        kk = kk.astype(np.int64)
+    return rf, kk
+
+
+def resolve(model, data, a: dict) -> Resolved:
+    """Validate and resolve the arguments ``a`` of :func:`sims.stacked.train_stacked`."""
+    _check_scope(a)
+    X, y, Xt, yt, notes = _unpack(model, data)
+    roots = _roots(a["seeds"])
+    R, n, d = len(roots), X.shape[0], model.n_params
+    q, B, spe, total = run_length(n, sampling="poisson", sampling_rate=a["sampling_rate"], batch_size=a["batch_size"],
+                                  steps=a["steps"], epochs=a["epochs"])
+    delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
+    rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
+    factor = a["divergence_factor"]
+    if factor is not None:
+        factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
+    lr = _per_run("lr", a["lr"], R, low=0.0)
+    C = _per_run("clip_norm", a["clip_norm"], R, low=0.0, low_open=True)
+    sigma = _per_run("noise_multiplier", a["noise_multiplier"], R, low=0.0, low_open=True)
+    rf, kk = _mechanism_arrays(a["mechanism"], a["r_final"], a["k"], R, d)
+    ramp = a["ramp"]
+    if a["mechanism"] == "random_freeze":
+        from sims.mechanisms.freeze import RAMPS
+        ramp = check_choice("ramp", ramp, RAMPS)
+    chains = tuple(chain_for(a["mechanism"], float(C[r]), float(sigma[r]),
+                             r_final=None if rf is None else float(rf[r]),
+                             k=None if kk is None else int(kk[r]), ramp=ramp) for r in range(R))
+    return Resolved(model, X, y, Xt, yt, notes, a["mechanism"], ramp, roots, lr, C, sigma, rf, kk, chains,
+                    q, B, spe, total, delta, rec, factor)
+
+
+# ----------------------------------------------------------------------------- privacy and config
+@functools.lru_cache(maxsize=4096)
+def _poisson_epsilon(event, q: float, steps: int, delta: float) -> tuple:
+    """``epsilon_of(event.poisson_sampled(q, steps), delta)`` as ``(float, order)``, cached (the
+    records of many runs with one noise multiplier ask for the same ``(q, T)``)."""
+    eps, order = epsilon_of(event.poisson_sampled(q, steps), delta)
+    return float(eps), order
+
+
+def epsilon_at(res: Resolved, r: int, steps: int) -> float:
+    """The history's ``epsilon`` of run ``r`` after ``steps`` steps (as :func:`sims.train.train`)."""
+    desc = res.chains[r].privacy
+    if steps <= 0:
+        return 0.0
+    return _poisson_epsilon(desc.event, res.q, int(steps), res.delta)[0]
+
+
+def privacy_report(res: Resolved, r: int, steps: int, extra_notes=()) -> dict:
+    """The ``privacy`` dict of :class:`sims.train.TrainResult` for run ``r`` after ``steps`` steps:
+    the chain's ``Gaussian(sigma)`` event Poisson-sampled at ``q`` and self-composed ``steps``
+    times, accounted by RDP (Mironov, Talwar & Zhang 2019) via :func:`dptheory.epsilon_of`."""
+    desc = res.chains[r].privacy
+    if steps > 0:
+        event = desc.event.poisson_sampled(res.q, steps)
+        eps, order = _poisson_epsilon(desc.event, res.q, int(steps), res.delta)
+    else:
+        event, eps, order = desc.event, 0.0, None
+    notes = list(desc.notes) + [f"pre-processing not covered by epsilon: {n}" for n in res.notes]
+    return {
+        "private": True, "epsilon": eps, "delta": res.delta, "order": order,
+        "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
+        "sampling_rate": res.q, "steps": int(steps), "sampling": "poisson",
+        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
+        "accounting_valid": True, "event": event, "reason": desc.reason,
+        "private_preprocessing": tuple(res.notes), "notes": tuple(notes) + tuple(extra_notes),
+    }
+
+
+def config_of(res: Resolved, r: int) -> dict:
+    """The ``config`` dict of run ``r``: that of ``train(..., mechanism=chain_for(...))``, plus ``stacked``."""
+    root = res.roots[r]
+    return {
+        "n": res.X.shape[0], "d": res.model.n_params, "steps": res.total, "steps_per_epoch": res.spe,
+        "sampling": "poisson", "sampling_rate": res.q, "expected_batch_size": res.B, "mode": "custom",
+        "clip_norm": None, "noise_multiplier": res.chains[r].privacy.noise_multiplier, "optimizer": "sgd",
+        "optimizer_hyperparams": (("weight_decay", 0.0),), "lr": float(res.lr[r]), "schedule": None,
+        "delta": res.delta, "record_every": res.rec, "divergence_factor": res.factor, "entropy": root.entropy,
+        "spawn_key": tuple(root.spawn_key), "dtype": "float64",
+        "stacked": {"mechanism": res.mechanism, "clip_norm": float(res.clip_norm[r]),
+                    "r_final": None if res.r_final is None else float(res.r_final[r]),
+                    "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp},
+    }
+
+
+def result_of(res: Resolved, r: int, params, history, steps_done, diverged_step=None, divergence="",
+              factor_stop=False) -> StackedRunResult:
+    """The :class:`StackedRunResult` of run ``r``."""
+    notes = (DIVERGENCE_NOTE,) if factor_stop else ()
+    return StackedRunResult(params=params, history=history, privacy=privacy_report(res, r, steps_done, notes),
+                            config=config_of(res, r), steps_done=int(steps_done), diverged_step=diverged_step,
+                            divergence=divergence)
+

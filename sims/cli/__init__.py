@@ -27,7 +27,7 @@ VERBS = {
 def _usage() -> str:
     lines = ["usage: python -m sims [--quick|--full] [--out DIR]   the main job: the papers' claims, verdicts, report.md",
              "       python -m sims VERB [--help] ...", "", "verbs:"]
-    lines += [f"  {v:<8} {doc}" for v, (_, _, doc) in VERBS.items()]
+    lines += [f"  {v:<10} {doc}" for v, (_, _, doc) in VERBS.items()]
     return "\n".join(lines)
 
 

@@ -152,26 +152,31 @@ def weighted_sum_stacked(layout, acts, deltas, w) -> np.ndarray:
         wl = w[..., None]
         if d.shape[-1] <= a.shape[-1]:
             dw = d * wl
-            W[...] = np.matmul(dw.transpose(0, 2, 1), a)
+            np.matmul(dw.transpose(0, 2, 1), a, out=W)
             if b is not None:
-                b[...] = dw.sum(axis=1)
+                np.sum(dw, axis=1, out=b)
         else:
-            W[...] = np.matmul(d.transpose(0, 2, 1), a * wl)
+            np.matmul(d.transpose(0, 2, 1), a * wl, out=W)
             if b is not None:
                 b[...] = np.matmul(w[:, None, :], d)[:, 0]
     return S
 
 
 def _eval_output(model, P, X):
-    """Output pre-activations ``(R, m, d_out)`` of every run on the shared rows ``X (m, d_in)``."""
+    """Output pre-activations ``(R, m, d_out)`` of every run on the shared rows ``X (m, d_in)``.
+
+    Layer 0 of all runs is one GEMM ``X [W_{1,0}; ...; W_{R,0}]^T`` into an ``(m, R out_0)`` array
+    (bias and activation applied to it in place); the next layers read it as the strided
+    ``(R, m, out_0)`` view, with no transposed copy.
+    """
     views = layer_views(model.layout, P)
-    R = P.shape[0]
+    R, m = P.shape[0], X.shape[0]
     W0, b0 = views[0]
     out0 = W0.shape[1]
-    z = (X @ W0.reshape(R * out0, -1).T).reshape(X.shape[0], R, out0).transpose(1, 0, 2)
-    z = np.ascontiguousarray(z)
+    z = X @ W0.reshape(R * out0, -1).T
     if b0 is not None:
-        z += b0[:, None, :]
+        z += b0.reshape(-1)
+    z = z.reshape(m, R, out0).transpose(1, 0, 2)
     for W, b in views[1:]:
         _activate(z, model.activation)
         z = np.matmul(z, W.transpose(0, 2, 1))

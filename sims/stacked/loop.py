@@ -217,10 +217,11 @@ class StackedLoop:
 
     def run(self) -> list:
         """Run every step; returns the per-run results in seed order."""
-        for t in range(self.res.total):
-            if not self.n_active:
-                break
-            self.step(t)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging run is flagged, not warned
+            for t in range(self.res.total):
+                if not self.n_active:
+                    break
+                self.step(t)
         for pos in range(self.n_active):
             self.finish(pos, self.a["P"][pos], self.res.total)
         return list(self.results)

@@ -146,11 +146,17 @@ def _roots(seeds) -> tuple:
         raise ValueError(f"seeds must be a sequence of ints >= 0 (one per run), got {seeds!r}") from None
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
-    roots = tuple(as_seed_sequence(s) if s is not None else None for s in seeds)
-    for r, root in enumerate(roots):
-        if root is None or not pcg_words_supported(root):
-            raise ValueError(f"seeds[{r}] must be an int >= 0 or a SeedSequence with integer entropy, "
-                             f"got {seeds[r]!r}")
+    roots = []
+    for r, seed in enumerate(seeds):
+        try:
+            root = as_seed_sequence(seed)
+        except ValueError:
+            root = None
+        if isinstance(seed, np.random.Generator) or root is None or not pcg_words_supported(root):
+            raise ValueError(f"seeds[{r}] must be an int >= 0, None or a SeedSequence with integer entropy, "
+                             f"got {seed!r}")
+        roots.append(root)
+    roots = tuple(roots)
     return roots
 
 

@@ -1,0 +1,290 @@
+"""sims.stacked: stacked DP-SGD runs equal the single train() runs of the same seeds (issue 11 item 1).
+
+Every Numba kernel of the package is compared with its plain-NumPy reference; the stacked model
+functions with ``sims.models``; whole runs with ``sims.train.train`` (1e-10 relative, float64).
+Fixed seeds throughout; no timing is asserted.
+"""
+import numpy as np
+import pytest
+
+from sims.data import load_digits, make_linear, make_logistic, make_mixture, scale_features
+from sims.models import backprop, evaluate, init_params, linear_regression, logistic_regression, mlp, softmax_regression
+from sims.models.pergrad import sq_norms, weighted_sum
+from sims.rng import derive_seed
+from sims.stacked import STEP_METRICS, StackedRunResult, chain_for, train_stacked
+from sims.stacked import engine as E
+from sims.stacked import kernels as K
+from sims.stacked import streams as S
+from sims.train import TrainingDiverged, step_generators, train
+
+RTOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = scale_features(load_digits(random_state=0), 1 / 16)
+    return ds
+
+
+# ----------------------------------------------------------------------------- streams
+@pytest.mark.parametrize("seed", [0, 7, 2 ** 40 + 3])
+def test_run_states_equal_numpy_pcg64(seed):
+    root = np.random.SeedSequence(seed)
+    assert np.array_equal(S.run_states(root, 12), S.run_states_reference(root, 12))
+    assert np.array_equal(S.run_states(root, 12, start=5), S.run_states_reference(root, 12)[5:])
+
+
+def _states(step, R=6):
+    return np.stack([S.run_states(np.random.SeedSequence(s), step + 1, step)[0] for s in range(R)])
+
+
+def test_poisson_draws_equal_numpy_generator():
+    st = _states(3)
+    q = np.linspace(0.01, 0.5, st.shape[0])
+    idx, counts = S.poisson_draws(st[:, 0], q, 500)
+    ridx, rcounts = S.poisson_draws_reference(st[:, 0], q, 500)
+    assert np.array_equal(counts, rcounts)
+    for r, c in enumerate(counts):
+        assert np.array_equal(idx[r, :c], ridx[r, :c])
+
+
+def test_noise_seeds_equal_derive_seed_of_train_streams():
+    st = _states(4)
+    seeds = S.noise_seeds(st[:, 1])
+    assert np.array_equal(seeds, S.noise_seeds_reference(st[:, 1]))
+    for s in range(st.shape[0]):
+        assert int(seeds[s]) == derive_seed(step_generators(np.random.SeedSequence(s), 4)[1])
+
+
+# ----------------------------------------------------------------------------- kernels vs references
+def test_gather_batches_matches_reference():
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((40, 3)), rng.integers(0, 4, 40).astype(np.int64)
+    counts = np.array([5, 0, 9])
+    idx = np.zeros((3, 40), dtype=np.int64)
+    for r, c in enumerate(counts):
+        idx[r, :c] = np.sort(rng.choice(40, c, replace=False))
+    for a, b in zip(K.gather_batches(X, y, idx, counts), K.gather_batches_reference(X, y, idx, counts)):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_noisy_releases_match_reference(masked):
+    rng = np.random.default_rng(2)
+    s = rng.standard_normal((4, 300))
+    keep = rng.random((4, 300)) < 0.3 if masked else None
+    seeds = np.array([1, 2, 3, 2 ** 62], dtype=np.uint64)
+    std, fac = np.array([1.0, 0.5, 2.0, 3.0]), np.full(4, 1 / 64)
+    u, sig, nz = K.noisy_releases(s, keep, seeds, std, fac)
+    ru, rsig, rnz = K.noisy_releases_reference(s, keep, seeds, std, fac)
+    assert np.array_equal(u, ru)
+    np.testing.assert_allclose(sig, rsig, rtol=1e-13)
+    np.testing.assert_allclose(nz, rnz, rtol=1e-13)
+
+
+def test_top_k_rows_match_reference():
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal((5, 200))
+    k = np.array([1, 10, 100, 199, 200])
+    a, b = u.copy(), u.copy()
+    phi = K.top_k_rows(a, k)
+    rphi = K.top_k_rows_reference(b, k)
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(phi, rphi, rtol=1e-13)
+
+
+def test_norm_quantiles_match_reference():
+    rng = np.random.default_rng(4)
+    norms = rng.random((4, 30))
+    counts = np.array([30, 1, 0, 7])
+    np.testing.assert_allclose(K.norm_quantiles(norms, counts), K.norm_quantiles_reference(norms, counts),
+                               rtol=1e-15, atol=0)
+
+
+# ----------------------------------------------------------------------------- engine vs sims.models
+MODELS = {
+    "mlp_relu": (lambda: mlp((6, 5, 4, 3)), "mixture"),
+    "mlp_tanh": (lambda: mlp((6, 5, 3), activation="tanh"), "mixture"),
+    "softmax": (lambda: softmax_regression(6, 3), "mixture"),
+    "logistic": (lambda: logistic_regression(6), "logistic"),
+    "linear": (lambda: linear_regression(6), "linear"),
+}
+
+
+def _data(kind, n=240):
+    if kind == "mixture":
+        return make_mixture(n, 6, 3, random_state=5)
+    if kind == "logistic":
+        return make_logistic(n, 6, random_state=5)
+    return make_linear(n, 6, random_state=5)
+
+
+def _stacked_params(model, R):
+    rng = np.random.default_rng(6)
+    P = np.stack([init_params(model, s) for s in range(R)])
+    return P + 0.3 * rng.standard_normal(P.shape)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stacked_backprop_norms_and_sums_match_models(name):
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    R, B = 3, 9
+    P = _stacked_params(model, R)
+    counts = np.array([9, 4, 0])
+    idx = np.zeros((R, B), dtype=np.int64)
+    for r in range(R):
+        idx[r, :counts[r]] = np.arange(counts[r]) * 3 + r
+    xb, yb, valid = K.gather_batches(ds.X_train, ds.y_train, idx, counts)
+    acts, deltas = E.backprop_stacked(model, P, xb, yb, valid)
+    nsq = E.sq_norms_stacked(model.layout, acts, deltas)
+    keep = np.random.default_rng(7).random((R, model.n_params)) < 0.5
+    mnsq = E.masked_sq_norms_stacked(model.layout, acts, deltas, model.layout.views(keep.astype(float)))
+    w = np.random.default_rng(8).random((R, B)) * valid
+    Ssum = E.weighted_sum_stacked(model.layout, acts, deltas, w)
+    for r in range(R):
+        c = counts[r]
+        bp = backprop(model, P[r], xb[r, :c], yb[r, :c])
+        for l in range(model.layout.n_layers):
+            np.testing.assert_allclose(deltas[l][r, :c], bp.deltas[l], rtol=1e-13, atol=1e-15)
+            assert not deltas[l][r, c:].any()
+        np.testing.assert_allclose(nsq[r, :c], sq_norms(bp), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(mnsq[r, :c], sq_norms(bp, keep[r]), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(Ssum[r], weighted_sum(bp, w[r, :c]), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_evaluate_stacked_matches_models(name):
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    P = _stacked_params(model, 3)
+    loss, acc = E.evaluate_stacked(model, P, ds.X_train, ds.y_train, max_elements=200)  # several row chunks
+    for r in range(3):
+        ref = evaluate(model, P[r], ds.X_train, ds.y_train)
+        np.testing.assert_allclose([loss[r], acc[r]], [ref["loss"], ref["accuracy"]], rtol=1e-12)
+
+
+def test_evaluate_stacked_flags_overflow():
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    P = _stacked_params(model, 2)
+    P[1] *= 1e200
+    loss, acc = E.evaluate_stacked(model, P, ds.X_train, ds.y_train)
+    assert np.isfinite(loss[0]) and loss[1] == np.inf and np.isnan(acc[1])
+
+
+# ----------------------------------------------------------------------------- whole runs vs train()
+def _assert_run_equal(res, ref):
+    assert isinstance(res, StackedRunResult) and res.diverged_step is None
+    assert res.steps_done == ref.steps_done
+    scale = max(np.max(np.abs(ref.params)), 1e-300)
+    assert np.max(np.abs(res.params - ref.params)) <= RTOL * scale
+    missing = set(res.history) ^ set(ref.history)
+    assert not missing, missing
+    for key, col in ref.history.items():
+        np.testing.assert_allclose(res.history[key], col, rtol=RTOL, atol=1e-300, err_msg=key)
+    assert res.privacy["epsilon"] == ref.privacy["epsilon"]
+    assert res.privacy["noise_multiplier"] == ref.privacy["noise_multiplier"]
+
+
+CHAINS = [("dense", {}), ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}), ("top_k_noisy", {"k": "by_d"})]
+
+
+def _per_run(kw, r):
+    return {k: (v[r] if isinstance(v, list) else v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("mechanism,kw", CHAINS, ids=[c[0] for c in CHAINS])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stacked_runs_equal_train(name, mechanism, kw):
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    d = model.n_params
+    if kw.get("k") == "by_d":
+        kw = {"k": [max(1, d // 4), 1, d - 1]}
+    seeds, lrs, C, sigma = [0, 11, 5], [0.5, 0.2, 1.0], [1.0, 0.5, 2.0], [1.0, 2.0, 0.7]
+    common = dict(epochs=3, batch_size=24, record_every=4)
+    out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=C, noise_multiplier=sigma, mechanism=mechanism,
+                        **kw, **common)
+    for r, seed in enumerate(seeds):
+        kr = _per_run(kw, r)
+        ch = chain_for(mechanism, C[r], sigma[r], r_final=kr.get("r_final"), k=kr.get("k"))
+        ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
+        _assert_run_equal(out[r], ref)
+
+
+@pytest.mark.parametrize("ramp", ["constant", "step"])
+def test_random_freeze_ramps_equal_train(digits, ramp):
+    model = mlp((64, 16, 10))
+    out = train_stacked(model, digits, seeds=[3, 4], lr=0.5, mechanism="random_freeze", r_final=0.85, ramp=ramp,
+                        epochs=3, batch_size=64)
+    for r, seed in enumerate([3, 4]):
+        ref = train(model, digits, mechanism=chain_for("random_freeze", 1.0, 1.0, r_final=0.85, ramp=ramp), lr=0.5,
+                    random_state=seed, epochs=3, batch_size=64)
+        _assert_run_equal(out[r], ref)
+
+
+def test_digits_mlp_final_accuracy_equals_train(digits):
+    model = mlp((64, 32, 10))
+    out = train_stacked(model, digits, seeds=[0, 1], lr=0.5, epochs=4, batch_size=64)
+    for r in range(2):
+        ref = train(model, digits, mechanism=chain_for("dense", 1.0, 1.0), lr=0.5, random_state=r, epochs=4,
+                    batch_size=64)
+        _assert_run_equal(out[r], ref)
+        assert out[r].history["test_accuracy"][-1] == ref.history["test_accuracy"][-1]
+    assert set(STEP_METRICS) <= set(out[0].history)
+
+
+# ----------------------------------------------------------------------------- divergence
+def _train_or_diverged(model, ds, **kw):
+    try:
+        return train(model, ds, **kw), None
+    except TrainingDiverged as e:
+        return e.result, e.step
+
+
+@pytest.mark.parametrize("lr_bad,factor", [(1e308, None), (300.0, 100.0)])
+def test_one_diverging_run_stops_alone(lr_bad, factor):
+    model, ds = linear_regression(6), _data("linear")
+    lrs = [0.1, lr_bad, 0.3]
+    common = dict(epochs=4, batch_size=24, record_every=2, divergence_factor=factor, clip_norm=5.0,
+                  noise_multiplier=1.0)
+    out = train_stacked(model, ds, seeds=[1, 2, 3], lr=lrs, **common)
+    for r, seed in enumerate([1, 2, 3]):
+        kw = dict(common)
+        C, sigma = kw.pop("clip_norm"), kw.pop("noise_multiplier")
+        ref, step = _train_or_diverged(model, ds, mechanism=chain_for("dense", C, sigma), lr=lrs[r],
+                                       random_state=seed, **kw)
+        assert out[r].diverged_step == step
+        assert out[r].steps_done == ref.steps_done
+        np.testing.assert_allclose(out[r].params, ref.params, rtol=RTOL)
+        for key, col in ref.history.items():
+            np.testing.assert_allclose(out[r].history[key], col, rtol=RTOL, atol=1e-300, err_msg=key)
+        assert out[r].privacy["notes"] == ref.privacy["notes"]
+    assert out[1].diverged_step is not None and "diverged" in out[1].divergence
+    assert out[0].diverged_step is None and out[2].diverged_step is None
+
+
+# ----------------------------------------------------------------------------- scope and arguments
+def test_refuses_what_it_does_not_run():
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    base = dict(seeds=[0, 1], epochs=1, batch_size=24)
+    bad = [
+        (dict(mechanism=chain_for("dense", 1.0, 1.0)), "mechanism"),
+        (dict(mechanism="top_k_clean"), "mechanism"),
+        (dict(sampling="shuffle"), "sampling"),
+        (dict(optimizer="adam"), "optimizer"),
+        (dict(momentum=0.9), "momentum"),
+        (dict(schedule="cosine"), "schedule"),
+        (dict(params0=np.zeros(model.n_params)), "params0"),
+        (dict(lr=[0.1, 0.2, 0.3]), "lr"),
+        (dict(lr=[0.1, -1.0]), r"lr\[1\]"),
+        (dict(mechanism="random_freeze"), "r_final"),
+        (dict(mechanism="top_k_noisy", k=10 ** 6), "k"),
+        (dict(seeds=[]), "seeds"),
+        (dict(seeds=[-1]), r"seeds\[0\]"),
+    ]
+    for extra, match in bad:
+        with pytest.raises(ValueError, match=match):
+            train_stacked(model, ds, **{**base, **extra})
+    with pytest.raises(ValueError, match="float64"):
+        train_stacked(mlp((6, 5, 3), dtype=np.float32), ds, **base)

@@ -158,7 +158,7 @@ def test_evaluate_stacked_matches_models(name):
     make, kind = MODELS[name]
     model, ds = make(), _data(kind)
     P = _stacked_params(model, 3)
-    loss, acc = E.evaluate_stacked(model, P, ds.X_train, ds.y_train, max_elements=200)  # several row chunks
+    loss, acc = E.evaluate_stacked(model, P, ds.X_train, ds.y_train, rows=50, max_elements=200)  # row chunks and run groups
     for r in range(3):
         ref = evaluate(model, P[r], ds.X_train, ds.y_train)
         np.testing.assert_allclose([loss[r], acc[r]], [ref["loss"], ref["accuracy"]], rtol=1e-12)
@@ -288,3 +288,52 @@ def test_refuses_what_it_does_not_run():
             train_stacked(model, ds, **{**base, **extra})
     with pytest.raises(ValueError, match="float64"):
         train_stacked(mlp((6, 5, 3), dtype=np.float32), ds, **base)
+
+
+# ----------------------------------------------------------------------------- a run does not depend on its group
+def _bitwise_equal(a, b):
+    return (np.array_equal(a.params, b.params) and set(a.history) == set(b.history)
+            and all(np.array_equal(a.history[k], b.history[k], equal_nan=True) for k in a.history))
+
+
+@pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40})],
+                         ids=["dense", "random_freeze", "top_k_noisy"])
+def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
+    model = mlp((64, 12, 10))
+    seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]
+    common = dict(mechanism=mechanism, epochs=2, batch_size=48, **kw)
+    group = train_stacked(model, digits, seeds=seeds, lr=lrs, **common)
+    pair = train_stacked(model, digits, seeds=seeds[2:0:-1], lr=lrs[2:0:-1], **common)
+    for r, (s, lr) in enumerate(zip(seeds, lrs)):
+        alone = train_stacked(model, digits, seeds=[s], lr=lr, **common)[0]
+        assert _bitwise_equal(group[r], alone), (mechanism, s)
+    assert _bitwise_equal(pair[0], group[2]) and _bitwise_equal(pair[1], group[1])
+
+
+def test_batches_beyond_the_chunk_rows_are_summed_in_further_chunks(monkeypatch):
+    """With chunks of 8 rows, every Poisson batch (about 24) spans several chunks, and runs reach
+    different numbers of them: each run still equals train() and its own run alone."""
+    import sims.stacked.run as run_mod
+
+    monkeypatch.setattr(run_mod, "batch_rows", lambda n, q: 8)
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    seeds, lrs = [0, 4, 9], [0.5, 0.1, 1.0]
+    out = train_stacked(model, ds, seeds=seeds, lr=lrs, epochs=2, batch_size=24, mechanism="random_freeze", r_final=0.5)
+    assert max(out[0].history["batch_size"]) > 8
+    for r, (s, lr) in enumerate(zip(seeds, lrs)):
+        ref = train(model, ds, mechanism=chain_for("random_freeze", 1.0, 1.0, r_final=0.5), lr=lr, random_state=s,
+                    epochs=2, batch_size=24)
+        _assert_run_equal(out[r], ref)
+        alone = train_stacked(model, ds, seeds=[s], lr=lr, epochs=2, batch_size=24, mechanism="random_freeze",
+                              r_final=0.5)[0]
+        assert _bitwise_equal(out[r], alone)
+
+
+def test_batch_rows_cover_the_poisson_batch():
+    from sims.stacked.run import batch_rows
+
+    assert batch_rows(1437, 64 / 1437) == 104 and batch_rows(10, 0.9) == 10
+    for n, q in [(100, 0.01), (2000, 0.032), (60000, 256 / 60000)]:
+        r = batch_rows(n, q)
+        assert r % 8 == 0 or r == n
+        assert r >= n * q + 4 * np.sqrt(n * q * (1 - q))

@@ -13,8 +13,9 @@ norm trick of :mod:`sims.models.pergrad`): for a dense layer the per-example gra
   ``||M * g_i^l||^2 = [(delta^2) M (a^2)^T]_ii + (delta^2) m_b``, one batched GEMM;
 * ``sum_i w_i g_i^l = (w delta)^T a`` (and ``sum_i w_i delta_i``), one batched GEMM.
 
-The memory is ``O(R (B_max + d))`` per step, never ``R x B x d``. Evaluation (the records) runs
-the shared inputs through layer 0 of all runs in ONE GEMM ``X [W_{1,0}; ...; W_{R,0}]^T``.
+The memory is ``O(R (B_rows + d))`` per step, never ``R x B x d``. Every GEMM of a run has a shape
+that depends on that run's model and ``(n, q)`` only, so a run's arithmetic, hence its result bit
+for bit, does not depend on which runs it is stacked with.
 """
 from __future__ import annotations
 
@@ -163,22 +164,14 @@ def weighted_sum_stacked(layout, acts, deltas, w) -> np.ndarray:
 
 
 def _eval_output(model, P, X):
-    """Output pre-activations ``(R, m, d_out)`` of every run on the shared rows ``X (m, d_in)``.
-
-    Layer 0 of all runs is one GEMM ``X [W_{1,0}; ...; W_{R,0}]^T`` into an ``(m, R out_0)`` array
-    (bias and activation applied to it in place); the next layers read it as the strided
-    ``(R, m, out_0)`` view, with no transposed copy.
-    """
+    """Output pre-activations ``(R, m, d_out)`` of every run on the shared rows ``X (m, d_in)``:
+    one batched GEMM per layer, ``X`` broadcast over the runs (the same ``(m, .)`` GEMM per run,
+    whatever R)."""
+    z = X
     views = layer_views(model.layout, P)
-    R, m = P.shape[0], X.shape[0]
-    W0, b0 = views[0]
-    out0 = W0.shape[1]
-    z = X @ W0.reshape(R * out0, -1).T
-    if b0 is not None:
-        z += b0.reshape(-1)
-    z = z.reshape(m, R, out0).transpose(1, 0, 2)
-    for W, b in views[1:]:
-        _activate(z, model.activation)
+    for l, (W, b) in enumerate(views):
+        if l:
+            _activate(z, model.activation)
         z = np.matmul(z, W.transpose(0, 2, 1))
         if b is not None:
             z += b[:, None, :]
@@ -206,14 +199,26 @@ def _accuracy(model, total, y) -> np.ndarray:
     return 1.0 - total / tot
 
 
-def evaluate_stacked(model, P, X, y, *, max_elements: int = 1 << 24):
+def evaluate_stacked(model, P, X, y, *, rows: int | None = None, max_elements: int = 1 << 22):
     """``(loss (R,), accuracy (R,))`` of every run on ``(X, y)``: :func:`sims.models.evaluate` stacked.
 
-    Rows are processed in chunks so that one chunk's activations hold at most ``max_elements``
-    numbers; a run whose outputs are not all finite gets ``loss = inf``, ``accuracy = nan``.
+    Rows are processed in chunks of ``rows`` rows, by default ``max(1, 2^18 // widest layer)`` (a
+    function of the model only, so a run's loss is summed in the same order whatever it is stacked with), and runs
+    in groups small enough that one chunk's activations hold about ``max_elements`` numbers. A run
+    whose outputs are not all finite gets ``loss = inf``, ``accuracy = nan``.
     """
     R, m = P.shape[0], X.shape[0]
-    step = max(1, max_elements // max(1, R * max(model.layout.sizes[1:])))
+    width = max(model.layout.sizes[1:])
+    step = max(1, (1 << 18) // width) if rows is None else int(rows)
+    group = max(1, max_elements // (min(step, max(m, 1)) * width))
+    loss, acc = np.empty(R), np.empty(R)
+    for g in range(0, R, group):
+        loss[g:g + group], acc[g:g + group] = _evaluate_group(model, P[g:g + group], X, y, step)
+    return loss, acc
+
+
+def _evaluate_group(model, P, X, y, step):
+    R, m = P.shape[0], X.shape[0]
     losses = np.empty((R, m))
     total = np.zeros(R)
     finite = np.ones(R, dtype=bool)

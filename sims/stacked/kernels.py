@@ -41,15 +41,16 @@ def _gather_kernel(X, y, idx, counts, xb, yb, valid):
                 valid[r, i] = 0.0
 
 
-def gather_batches(X: np.ndarray, y: np.ndarray, idx: np.ndarray, counts: np.ndarray):
+def gather_batches(X: np.ndarray, y: np.ndarray, idx: np.ndarray, counts: np.ndarray, rows: int | None = None):
     """``(xb, yb, valid)``: ``xb[r, i] = X[idx[r, i]]`` for ``i < counts[r]``, zero rows after, up to
-    ``B_max = max(counts)``; ``yb`` likewise (0 in the padding); ``valid[r, i] = 1.0`` iff ``i < counts[r]``.
+    ``rows`` (default ``B_max = max(counts)``); ``yb`` likewise (0 in the padding); ``valid[r, i] = 1.0``
+    iff ``i < counts[r]``.
 
-    ``X`` C-contiguous float64 ``(n, d_in)``, ``y`` float64 or int64 ``(n,)``, ``idx`` ``(R, >= B_max)`` int64.
-    Reference: :func:`gather_batches_reference`.
+    ``X`` C-contiguous float64 ``(n, d_in)``, ``y`` float64 or int64 ``(n,)``, ``idx`` ``(R, >= max(counts))``
+    int64, ``rows >= max(counts)``. Reference: :func:`gather_batches_reference`.
     """
     R = idx.shape[0]
-    bmax = int(counts.max()) if R else 0
+    bmax = _rows(counts, rows)
     xb = np.empty((R, bmax, X.shape[1]), dtype=X.dtype)
     yb = np.empty((R, bmax), dtype=y.dtype)
     valid = np.empty((R, bmax), dtype=X.dtype)
@@ -57,10 +58,19 @@ def gather_batches(X: np.ndarray, y: np.ndarray, idx: np.ndarray, counts: np.nda
     return xb, yb, valid
 
 
-def gather_batches_reference(X, y, idx, counts):
+def _rows(counts, rows) -> int:
+    top = int(counts.max()) if counts.shape[0] else 0
+    if rows is None:
+        return top
+    if rows < top:
+        raise ValueError(f"rows must be >= max(counts) = {top}, got {rows}")
+    return int(rows)
+
+
+def gather_batches_reference(X, y, idx, counts, rows=None):
     """Plain-NumPy twin of :func:`gather_batches`."""
     R = idx.shape[0]
-    bmax = int(counts.max()) if R else 0
+    bmax = _rows(counts, rows)
     xb = np.zeros((R, bmax, X.shape[1]), dtype=X.dtype)
     yb = np.zeros((R, bmax), dtype=y.dtype)
     valid = np.zeros((R, bmax), dtype=X.dtype)

@@ -113,21 +113,50 @@ class StackedLoop:
             seeds[pos] = derive_seed(g)
             a["fkey"][pos] = epoch
 
-    def clipped_sums(self, xb, yb, valid, counts):
-        """``(S (R, d), n_clipped (R,), norms (R, B))``: masked, clipped per-example sums of the batch."""
+    def clipped_sums(self, xb, yb, valid, sel=None):
+        """``(S (R', d), n_clipped (R',), norms (R', rows))``: masked, clipped per-example sums of one
+        chunk of rows of the runs at positions ``sel`` (all active runs when None)."""
         res, a = self.res, self.a
         layout = res.model.layout
-        acts, deltas = E.backprop_stacked(res.model, a["P"], xb, yb, valid)
-        keepf = a["keep"].astype(np.float64) if "keep" in a else None
+        pick = (lambda v: v) if sel is None else (lambda v: v[sel])
+        acts, deltas = E.backprop_stacked(res.model, pick(a["P"]), xb, yb, valid)
+        keepf = pick(a["keep"]).astype(np.float64) if "keep" in a else None
         if keepf is None:
             nsq = E.sq_norms_stacked(layout, acts, deltas)
         else:
             nsq = E.masked_sq_norms_stacked(layout, acts, deltas, layout.views(keepf))
-        f, norms = E.clip_factors_stacked(nsq, a["C"])
-        n_clipped = np.count_nonzero((norms > a["C"][:, None]) & (valid > 0), axis=1)
+        C = pick(a["C"])
+        f, norms = E.clip_factors_stacked(nsq, C)
+        n_clipped = np.count_nonzero((norms > C[:, None]) & (valid > 0), axis=1)
         S = E.weighted_sum_stacked(layout, acts, deltas, f)
         if keepf is not None:
             S *= keepf
+        return S, n_clipped, norms
+
+    def batch_sums(self, idx, counts):
+        """``(S, n_clipped, norms)`` of the step's Poisson batches, in chunks of ``res.rows`` rows.
+
+        Chunk ``c`` holds rows ``[c rows, (c + 1) rows)`` of the runs whose batch reaches it; a run's
+        sum is the sum of its chunks' sums, so every GEMM has the shape ``(rows, .)`` and a run's
+        arithmetic does not depend on the runs stacked with it (nor on their batch sizes).
+        """
+        res, rows = self.res, self.res.rows
+        n_chunks = max(1, -(-int(counts.max()) // rows))
+        norms = np.zeros((self.n_active, n_chunks * rows))
+        for c in range(n_chunks):
+            lo = c * rows
+            sel = None if c == 0 else np.flatnonzero(counts > lo)
+            part = counts if sel is None else counts[sel]
+            sub = np.ascontiguousarray(idx[:, :rows] if sel is None else idx[sel, lo:lo + rows])
+            xb, yb, valid = gather_batches(res.X, res.y, sub, np.minimum(part - lo, rows), rows)
+            Sc, nc, nrm = self.clipped_sums(xb, yb, valid, sel)
+            if sel is None:
+                S, n_clipped = Sc, nc
+                norms[:, :rows] = nrm
+            else:
+                S[sel] += Sc
+                n_clipped[sel] += nc
+                norms[sel, lo:lo + rows] = nrm
         return S, n_clipped, norms
 
     def step(self, t: int) -> None:
@@ -135,11 +164,10 @@ class StackedLoop:
         res, a = self.res, self.a
         ST = self.states(t)
         idx, counts = poisson_draws(ST[:, 0], np.full(self.n_active, res.q), res.X.shape[0])
-        xb, yb, valid = gather_batches(res.X, res.y, idx, counts)
         seeds = noise_seeds(ST[:, 1])
         if "keep" in a:
             self.redraw(t, ST, seeds)
-        S, n_clipped, norms = self.clipped_sums(xb, yb, valid, counts)
+        S, n_clipped, norms = self.batch_sums(idx, counts)
         u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
         phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
         with np.errstate(over="ignore", invalid="ignore"):

@@ -16,7 +16,8 @@ from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, run_length
 
 from .streams import pcg_words_supported
 
-__all__ = ["MECHANISMS", "StackedRunResult", "chain_for", "resolve", "privacy_report", "epsilon_at", "Resolved"]
+__all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve", "privacy_report", "epsilon_at",
+           "Resolved"]
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
 MECHANISMS = ("dense", "random_freeze", "top_k_noisy")
@@ -81,6 +82,19 @@ class Resolved:
     delta: float
     rec: int
     factor: float | None
+    rows: int
+
+
+def batch_rows(n: int, q: float) -> int:
+    """Rows of one padded batch chunk: ``min(n, 8 ceil((n q + 4 sqrt(n q (1 - q)) + 1) / 8))``.
+
+    A function of ``(n, q)`` only, never of the other runs: every run's GEMMs have the same shapes
+    whatever it is stacked with, so its result does not depend on its group (BLAS kernels are
+    chosen by shape). A Poisson batch larger than this (probability about 3e-5 per step) is
+    processed in further chunks of the same rows (``sims.stacked.loop``).
+    """
+    m = n * q
+    return int(min(n, 8 * math.ceil((m + 4.0 * math.sqrt(m * (1.0 - q)) + 1.0) / 8.0)))
 
 
 def _per_run(name, value, R, **bounds) -> np.ndarray:
@@ -204,7 +218,7 @@ def resolve(model, data, a: dict) -> Resolved:
                              r_final=None if rf is None else float(rf[r]),
                              k=None if kk is None else int(kk[r]), ramp=ramp) for r in range(R))
     return Resolved(model, X, y, Xt, yt, notes, a["mechanism"], ramp, roots, lr, C, sigma, rf, kk, chains,
-                    q, B, spe, total, delta, rec, factor)
+                    q, B, spe, total, delta, rec, factor, batch_rows(n, q))
 
 
 # ----------------------------------------------------------------------------- privacy and config

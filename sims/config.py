@@ -49,7 +49,7 @@ import numpy as np
 
 from dptheory.validation import check_choice, check_int, check_real
 
-__all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "DATASETS", "TRANSFORMS", "SECTIONS"]
+__all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "sweep_run_stack", "DATASETS", "TRANSFORMS", "SECTIONS"]
 
 SECTIONS = ("data", "model", "mechanism", "switch_mechanism", "optimizer", "privacy", "training")
 MODEL_KINDS = ("mlp", "softmax", "logistic", "linear")
@@ -472,6 +472,31 @@ def sweep_run(**config) -> dict:
     return rec
 
 
+def sweep_run_stack(configs) -> list[dict]:
+    """:func:`sweep_run` of configs that share one :func:`sims.stacking.stack_key`, trained in one
+    stacked call (:func:`sims.stacking.run_stacked`); output ``j`` is ``sweep_run(**configs[j])``
+    bit for bit."""
+    from sims.stacking import run_stacked
+
+    out = []
+    for rec in run_stacked(configs):
+        rec.pop("wall_time")
+        rec["_history"] = rec.pop("history")
+        out.append(rec)
+    return out
+
+
+def _stack_key(config) -> str | None:
+    from sims.stacking import stack_key
+
+    return stack_key(config)
+
+
+# sims.sweep.run_sweep runs the configs of one stack key as one task (its module docstring)
+sweep_run.stack_key = _stack_key
+sweep_run.run_stack = sweep_run_stack
+
+
 def _second_phase(cfg, ds, kw):
     """``(T1, chain_after)`` of a run with ``training.switch_at`` (``T1 = round(switch_at T)``, at
     least 1 and at most ``T - 1``), else None."""
@@ -541,10 +566,19 @@ def run(config: dict) -> dict:
     "history"}`` (``history``: the arrays of :func:`sims.train.train`'s history; ``validation_accuracy``:
     of the final parameters on ``data.validation_fraction``'s split, NaN without one).
 
+    A stackable config (:func:`sims.stacking.stack_key`: dense, random-freeze or noisy top-k DP-SGD
+    with plain SGD) runs on the stacked engine, alone or in a group (:func:`sims.stacking.run_stacked`),
+    with the same record bit for bit either way; it agrees with ``sims.train.train`` to about 1e-10
+    relative. Other configs run ``sims.train.train``.
+
     A run that diverges (:class:`sims.train.TrainingDiverged`) is a result, not an error: its
     ``diverged_at`` is the 0-based step, its ``test_accuracy`` and ``validation_accuracy`` are NaN
     and its history runs up to the last finite record (``diverged_at`` is None otherwise).
     """
+    from sims.stacking import run_stacked, stack_key
+
+    if stack_key(config) is not None:  # the stacked engine runs every stackable config (sims.stacking)
+        return run_stacked([config])[0]
     t0 = time.perf_counter()
     model, ds, ch, kw = build(config)
     res, diverged_at = _train(model, ds, kw, _second_phase(validate(config), ds, kw))

@@ -21,6 +21,13 @@ to ``sims.train.train(random_state=seed)``). Every executor runs ``fn`` with the
 config gives the same stored record bit for bit whatever the executor and the parent's thread
 settings, on machines with the same CPU type and library builds (``docs/store.md``).
 
+Stacking: when ``fn`` has the attributes ``stack_key(config) -> hashable or None`` and
+``run_stack(configs) -> list of outputs`` (as :func:`sims.config.sweep_run` has), the claimable
+configs with one key run as ONE task of up to :data:`MAX_STACK` configs (``run_stack``), split over
+the executor's free slots; a config whose key is None runs alone. ``run_stack(configs)[j]`` must be
+what ``fn(**configs[j])`` returns, whatever the group, so the store's records do not depend on the
+grouping. If ``run_stack`` raises, each config of the group is run alone, so that an error is its own.
+
 Several sweeps may share one store: each claims a config in a transaction and holds a lease on it
 that a heartbeat renews, so no config is run twice at once, and a config whose sweep died is taken
 over once its lease expires. ``kill -9`` loses only the runs in flight; rerun the sweep to finish.
@@ -56,6 +63,7 @@ from .store import HISTORY_KEY, config_hash, config_key
 
 __all__ = [
     "HISTORY_KEY",
+    "MAX_STACK",
     "RESERVED_KEYS",
     "THREAD_ENV_VARS",
     "config_hash",
@@ -73,6 +81,11 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 #: Keys that neither a config nor an ``fn`` output may use; names starting with ``"_"`` are reserved
 #: too (the store's columns, :data:`HISTORY_KEY`).
 RESERVED_KEYS = ("error",)
+
+#: Most configs in one stacked task (``fn.run_stack``); fewer when that keeps executor slots idle.
+MAX_STACK = 64
+#: Fewest configs per stacked task when a group is split to fill the executor's free slots.
+MIN_STACK = 4
 
 _EXECUTORS = ("serial",)
 _PLUGIN_NAME = "dpsparse-thread-limits"
@@ -226,10 +239,71 @@ def _run_one(fn, config, fail_fast=False) -> dict:
             "wall_time": time.perf_counter() - t0, "cpu_time": time.process_time() - c0}
 
 
-def _run_pinned(fn, config, fail_fast, n_threads):
-    """:func:`_run_one` under the thread cap (a Dask task; the worker plugin has set the environment)."""
+def _run_task(fn, configs, fail_fast=False) -> list:
+    """The outcomes of one task: one config (:func:`_run_one`), or a group run by ``fn.run_stack``.
+
+    A group's wall and CPU times are shared equally among its configs. If ``run_stack`` raises,
+    every config of the group runs alone (its error, if any, is then its own).
+    """
+    if len(configs) == 1:
+        return [_run_one(fn, configs[0], fail_fast)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        outs = list(fn.run_stack(list(configs)))
+        if len(outs) != len(configs):
+            raise RuntimeError(f"fn.run_stack returned {len(outs)} outputs for {len(configs)} configs")
+    except Exception:
+        return [_run_one(fn, c, fail_fast) for c in configs]
+    wall, cpu = (time.perf_counter() - t0) / len(configs), (time.process_time() - c0) / len(configs)
+    done = []
+    for config, out in zip(configs, outs):
+        record = history = error = exc = None
+        try:
+            record, history = _split_output(out, config)
+        except Exception as e:
+            error, exc = _error_text(e), (e if fail_fast else None)
+        done.append({"record": record, "history": history, "error": error, "exc": exc, "wall_time": wall,
+                     "cpu_time": cpu})
+    return done
+
+
+def _run_pinned(fn, configs, fail_fast, n_threads):
+    """:func:`_run_task` under the thread cap (a Dask task; the worker plugin has set the environment)."""
     _pin_threads(n_threads)
-    return _run_one(fn, config, fail_fast)
+    return _run_task(fn, configs, fail_fast)
+
+
+def _stack_keys(fn, configs) -> list:
+    """``fn.stack_key(config)`` per config when ``fn`` stacks (module docstring), else all None."""
+    key, run_stack = getattr(fn, "stack_key", None), getattr(fn, "run_stack", None)
+    if not (callable(key) and callable(run_stack)):
+        return [None] * len(configs)
+    return [key(c) for c in configs]
+
+
+def _groups(candidates, keys, free) -> list:
+    """Tasks for at most ``free`` slots: the candidates with one stack key together (at most
+    :data:`MAX_STACK` per task), the largest task halved while slots stay free and it holds at
+    least ``2 MIN_STACK``; a config without a key is a task of its own."""
+    if free <= 0:
+        return []
+    tasks, where = [], {}
+    for i in candidates:
+        k = keys[i]
+        if k is None:
+            tasks.append([i])
+        elif k in where and len(tasks[where[k]]) < MAX_STACK:
+            tasks[where[k]].append(i)
+        else:
+            where[k] = len(tasks)
+            tasks.append([i])
+    while len(tasks) < free:
+        big = max(range(len(tasks)), key=lambda j: len(tasks[j]), default=None)
+        if big is None or len(tasks[big]) < 2 * MIN_STACK:
+            break
+        t = tasks[big]
+        tasks[big:big + 1] = [t[:len(t) // 2], t[len(t) // 2:]]
+    return [tuple(t) for t in tasks[:free]]
 
 
 def _failure(exc, fail_fast) -> dict:
@@ -352,13 +426,14 @@ def _refuse_inside_worker_import():
 class _Sweep:
     """The configs of one :func:`run_sweep` call and what this call knows of them."""
 
-    def __init__(self, configs, hashes, st, plan):
-        self.configs, self.hashes, self.store, self.plan = configs, hashes, st, plan
+    def __init__(self, configs, hashes, st, plan, keys):
+        self.configs, self.hashes, self.store, self.plan, self.keys = configs, hashes, st, plan, keys
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.results = [None] * len(configs)
         self.tries = [0] * len(configs)        # attempts made by this call
         self.errors = [None] * len(configs)
         self.in_flight = {}                    # index -> attempt number
+        self.tasks = 0                         # tasks in flight (a stacked task holds several indices)
         self.n_done = self.n_failed = 0
 
     def complete(self) -> bool:
@@ -388,12 +463,16 @@ class _Sweep:
         return claimable
 
     def claim(self, candidates, free) -> list:
-        picks = candidates[:max(free, 0)]
+        """Claim tasks (tuples of indices, :func:`_groups`) for ``free`` executor slots."""
+        groups = _groups(candidates, self.keys, free)
+        picks = [i for g in groups for i in g]
         got = self.store.claim([self.hashes[i] for i in picks], self.owner, self.plan.lease_seconds) if picks else {}
-        out = [i for i in picks if self.hashes[i] in got]
-        for i in out:
-            self.in_flight[i] = got[self.hashes[i]]
-            self.tries[i] += 1
+        out = [t for t in (tuple(i for i in g if self.hashes[i] in got) for g in groups) if t]
+        for t in out:
+            for i in t:
+                self.in_flight[i] = got[self.hashes[i]]
+                self.tries[i] += 1
+        self.tasks += len(out)
         return out
 
     def record(self, i, outcome):
@@ -407,6 +486,7 @@ class _Sweep:
         if self.in_flight:
             self.store.release({self.hashes[i]: a for i, a in self.in_flight.items()}, self.owner, reason)
             self.in_flight.clear()
+            self.tasks = 0
 
 
 class _Heartbeat:
@@ -471,9 +551,9 @@ class _SerialBackend:
     def __init__(self, fn, threads, fail_fast):
         self._fn, self._threads, self._fail_fast, self._done = fn, threads, fail_fast, []
 
-    def submit(self, tag, config):
+    def submit(self, tag, configs):
         with _serial_threads(self._threads):
-            self._done.append((tag, _run_one(self._fn, config, self._fail_fast)))
+            self._done.append((tag, _run_task(self._fn, configs, self._fail_fast)))
 
     def wait(self, timeout):
         out, self._done = self._done, []
@@ -491,8 +571,8 @@ class _FuturesBackend:
         self.capacity, self._fail_fast = capacity, fail_fast
         self._futures = {}
 
-    def submit(self, tag, config):
-        self._futures[self._ex.submit(self._task, self._fn, config, *self._extra)] = tag
+    def submit(self, tag, configs):
+        self._futures[self._ex.submit(self._task, self._fn, configs, *self._extra)] = tag
 
     def wait(self, timeout):
         if not self._futures:
@@ -508,7 +588,7 @@ class _FuturesBackend:
             try:
                 outcome = fut.result()
             except Exception as exc:  # raised by the executor (pickling, a dead worker, KilledWorker)
-                outcome = _failure(exc, self._fail_fast)
+                outcome = [_failure(exc, self._fail_fast)] * len(tag)
             out.append((tag, outcome))
         return out
 
@@ -599,8 +679,8 @@ class _LocalWorkers:
         _send(w, self._hello)
         self._workers.append(w)
 
-    def submit(self, tag, config):
-        self._backlog.append((tag, config))
+    def submit(self, tag, configs):
+        self._backlog.append((tag, configs))
         self._dispatch()
 
     def _dispatch(self):
@@ -636,9 +716,9 @@ class _LocalWorkers:
         elif kind == "exit":
             self._workers.remove(w)
             if w.task is not None:
-                out.append((w.task[0], _failure(RuntimeError(
-                    f"the worker process (pid {w.proc.pid}) died with {_exit_text(payload)} while running this "
-                    "config"), False)))
+                dead = _failure(RuntimeError(f"the worker process (pid {w.proc.pid}) died with "
+                                             f"{_exit_text(payload)} while running this config"), False)
+                out.append((w.task[0], [dead] * len(w.task[0])))
             elif not w.ready:
                 self._start_failures += 1
                 if self._start_failures >= self._MAX_START_FAILURES:
@@ -679,8 +759,8 @@ def _worker_main(parent_pid):
         return
     _reply(out, "ready", os.getpid())
     while True:
-        tag, config = tasks.get()
-        _reply(out, "result", (tag, _picklable(_run_one(fn, config, hello["fail_fast"]))))
+        tag, configs = tasks.get()
+        _reply(out, "result", (tag, [_picklable(o) for o in _run_task(fn, configs, hello["fail_fast"])]))
 
 
 def _read_parent(stream, tasks):
@@ -825,7 +905,7 @@ def _backend(plan, fn, n_todo):
     if plan.kind == "dask":
         return _dask_backend(plan.executor, fn, plan.threads, plan.fail_fast)
     capacity = getattr(plan.executor, "_max_workers", None) or (os.cpu_count() or 1)
-    return _FuturesBackend(plan.executor, _run_one, fn, capacity, plan.fail_fast)
+    return _FuturesBackend(plan.executor, _run_task, fn, capacity, plan.fail_fast)
 
 
 def _drive(sweep, backend, bar):
@@ -836,15 +916,18 @@ def _drive(sweep, backend, bar):
         bar.update()
         if sweep.complete():
             return
-        for i in sweep.claim(claimable, backend.capacity - len(sweep.in_flight)):
-            backend.submit(i, sweep.configs[i])
+        for tag in sweep.claim(claimable, backend.capacity - sweep.tasks):
+            backend.submit(tag, [sweep.configs[i] for i in tag])
         if not sweep.in_flight:  # everything left is leased by other sweeps: wait for them
             time.sleep(poll)
             continue
-        for i, outcome in backend.wait(poll):
-            sweep.record(i, outcome)
-            if sweep.plan.fail_fast and outcome["error"] is not None:
-                raise outcome["exc"] if outcome["exc"] is not None else RuntimeError(outcome["error"])
+        for tag, outcomes in backend.wait(poll):
+            sweep.tasks -= 1
+            for i, outcome in zip(tag, outcomes):
+                sweep.record(i, outcome)
+            for outcome in outcomes:
+                if sweep.plan.fail_fast and outcome["error"] is not None:
+                    raise outcome["exc"] if outcome["exc"] is not None else RuntimeError(outcome["error"])
 
 
 @contextlib.contextmanager
@@ -939,7 +1022,7 @@ def run_sweep(fn, configs, *, executor=None, store=None, n_workers=None, threads
     plan = _plan(fn, executor, n_workers, threads_per_worker, fail_fast, max_attempts, lease_seconds, progress)
     configs = _check_configs(configs)
     with _opened_store(_check_store(store)) as st:
-        sweep = _Sweep(configs, st.register(configs), st, plan)
+        sweep = _Sweep(configs, st.register(configs), st, plan, _stack_keys(fn, configs))
         sweep.refresh()
         if not sweep.complete():
             _execute(sweep, plan, fn)

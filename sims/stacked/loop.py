@@ -17,6 +17,7 @@ import numpy as np
 from dptheory.noise_signal import n_frozen
 from sims.mechanisms.freeze import frozen_fraction
 from sims.models.dense import init_params
+from sims.noise import step_kernel_threads
 from sims.rng import derive_seed
 from sims.train import init_generators
 
@@ -245,7 +246,9 @@ class StackedLoop:
 
     def run(self) -> list:
         """Run every step; returns the per-run results in seed order."""
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a diverging run is flagged, not warned
+        work = self.n_active * self.res.model.n_params
+        # one Numba thread when the work is small or OpenBLAS threads spin between the GEMMs (sims.noise)
+        with step_kernel_threads(work), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for t in range(self.res.total):
                 if not self.n_active:
                     break

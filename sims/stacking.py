@@ -1,0 +1,145 @@
+"""Which run configs the stacked engine runs, and running a group of them at once (issue 11, item 2).
+
+A config is *stackable* when :func:`sims.stacked.train_stacked` runs exactly what
+:func:`sims.train.train` would run for it: a float64 model without a public split or a chain
+switch, Poisson sampling, plain SGD at a constant step, and one of the chains
+
+* ``[clip, gaussian_noise]`` (dense DP-SGD),
+* ``[random_freeze, clip, gaussian_noise]``,
+* ``[clip, gaussian_noise, top_k]`` with ``top_k``'s ``mode = "noisy"``,
+
+every other transform argument at its default. Configs that differ only in the per-run axes
+(:data:`PER_RUN`: the seed, the step size, the noise multiplier or epsilon target, the clip norm,
+``r_final`` and ``k``) share a :func:`stack_key` and can run as one stacked call.
+
+Reproducibility: the stacked engine runs every stackable config, alone or in a group (a group of
+one for :func:`sims.config.run`), and a run's result does not depend on its group, bit for bit
+(:mod:`sims.stacked.engine`), so a config's record is the same from ``python -m sims run``, a
+serial sweep, local workers or Dask. It agrees with ``sims.train.train`` of the same config to
+about 1e-10 relative (float64 summation order), not bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+
+__all__ = ["PER_RUN", "stack_key", "run_stacked"]
+
+#: Config entries that may differ between the runs of one stacked call.
+PER_RUN = ("training.seed", "optimizer.lr", "privacy.noise_multiplier", "privacy.epsilon", "clip.clip_norm",
+           "random_freeze.r_final", "top_k.k")
+
+_PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gaussian_noise"): "random_freeze",
+             ("clip", "gaussian_noise", "top_k"): "top_k_noisy"}
+_OWN = {"clip": ("clip_norm",), "gaussian_noise": ("noise_multiplier",), "random_freeze": ("r_final", "ramp"),
+        "top_k": ("k", "mode")}
+
+
+def _defaults_only(t: dict) -> bool:
+    """Every argument of transform ``t`` other than its stackable ones is at the constructor's default."""
+    from sims.config import _params, _transforms
+
+    params = _params(_transforms()[t["name"]])
+    return all(v == params[k] for k, v in t.items() if k != "name" and k not in _OWN[t["name"]])
+
+
+def _mechanism_of(cfg) -> str | None:
+    names = tuple(t["name"] for t in cfg["mechanism"])
+    mech = _PATTERNS.get(names)
+    if mech is None or not all(_defaults_only(t) for t in cfg["mechanism"]):
+        return None
+    if mech == "top_k_noisy" and cfg["mechanism"][2].get("mode", "noisy") != "noisy":
+        return None
+    return mech
+
+
+def _stackable(cfg) -> str | None:
+    """The stacked mechanism name of a validated config, or None."""
+    d, m, o, tr, p = cfg["data"], cfg["model"], cfg["optimizer"], cfg["training"], cfg["privacy"]
+    if (d["public_fraction"] is not None or m["dtype"] != "float64" or cfg["switch_mechanism"] is not None
+            or tr["switch_at"] is not None or tr["sampling"] != "poisson" or o["name"] != "sgd"
+            or o["schedule"] != "constant" or o["momentum"] != 0 or o["weight_decay"] != 0 or p["allow_non_private"]):
+        return None
+    return _mechanism_of(cfg)
+
+
+def stack_key(config: dict) -> str | None:
+    """The key shared by the configs that can run stacked with ``config``, or None if it cannot.
+
+    The validated config (:func:`sims.config.validate`) without its :data:`PER_RUN` entries, as
+    canonical JSON. An invalid config gets None (it fails in :func:`sims.config.run` with its own error).
+    """
+    from sims.config import validate
+
+    try:
+        cfg = validate(config)
+    except ValueError:
+        return None
+    mech = _stackable(cfg)
+    if mech is None:
+        return None
+    cfg["training"] = {k: v for k, v in cfg["training"].items() if k != "seed"}
+    cfg["optimizer"] = {k: v for k, v in cfg["optimizer"].items() if k != "lr"}
+    cfg["privacy"] = {k: v for k, v in cfg["privacy"].items() if k not in ("noise_multiplier", "epsilon")}
+    cfg["mechanism"] = [{k: v for k, v in t.items() if k not in ("clip_norm", "noise_multiplier", "r_final", "k")}
+                        for t in cfg["mechanism"]]
+    return json.dumps({"stacked": mech, **cfg}, sort_keys=True, default=str)
+
+
+def _per_run(cfg, ch) -> dict:
+    """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config and its chain."""
+    stage = {t["name"]: t for t in cfg["mechanism"]}
+    return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]),
+            "clip_norm": float(stage["clip"]["clip_norm"]), "noise_multiplier": float(ch.privacy.noise_multiplier),
+            "r_final": stage.get("random_freeze", {}).get("r_final"), "k": stage.get("top_k", {}).get("k"),
+            "ramp": stage.get("random_freeze", {}).get("ramp", "linear")}
+
+
+def run_stacked(configs) -> list[dict]:
+    """Train configs that share one :func:`stack_key` in one :func:`sims.stacked.train_stacked` call.
+
+    Returns one dict per config, in order, with the keys of :func:`sims.config.run` (its
+    ``wall_time`` is the group's wall time divided equally among its runs).
+
+    Raises
+    ------
+    ValueError
+        ``configs`` empty, or not all stackable with one key.
+    """
+    from sims.config import _validation_accuracy, build, config_id, validate
+    from sims.stacked import train_stacked
+
+    configs = list(configs)
+    keys = {stack_key(c) for c in configs}
+    if not configs or len(keys) != 1 or None in keys:
+        raise ValueError("configs must be a non-empty list of stackable configs with one stack_key")
+    t0 = time.perf_counter()
+    built = [build(c) for c in configs]
+    model, ds, _, kw = built[0]
+    mech = _stackable(validate(configs[0]))
+    runs = [_per_run(validate(c), b[2]) for c, b in zip(configs, built)]
+    col = (lambda name: [r[name] for r in runs])
+    out = train_stacked(model, ds, seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=col("clip_norm"),
+                        noise_multiplier=col("noise_multiplier"),
+                        r_final=col("r_final") if mech == "random_freeze" else None,
+                        k=col("k") if mech == "top_k_noisy" else None, ramp=runs[0]["ramp"], steps=kw["steps"],
+                        epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
+                        delta=kw["delta"], record_every=kw["record_every"])
+    share = (time.perf_counter() - t0) / len(configs)
+    return [_record(c, model, ds, res, share, config_id, _validation_accuracy) for c, res in zip(configs, out)]
+
+
+def _record(config, model, ds, res, wall, config_id, validation_accuracy) -> dict:
+    h, diverged = res.history, res.diverged_step
+    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged is None else math.nan)
+    pr = res.privacy
+    return {"id": config_id(config), "test_accuracy": last("test_accuracy"),
+            "validation_accuracy": math.nan if diverged is not None else validation_accuracy(model, res.params, ds),
+            "train_loss": last("train_loss"), "private": bool(pr["private"]),
+            "accounting_valid": bool(pr["accounting_valid"]), "epsilon": float(pr["epsilon"]),
+            "delta": float(pr["delta"]), "noise_multiplier": pr["noise_multiplier"], "steps": int(res.steps_done),
+            "diverged_at": None if diverged is None else int(diverged), "wall_time": wall,
+            "history": {k: np.asarray(v) for k, v in h.items()}}

@@ -1,0 +1,158 @@
+"""sims.stacking and the sweep's stacked tasks (issue 11, item 2): configs that differ only in
+per-run axes run as one stacked call, automatically, with the records of the configs run alone."""
+import math
+
+import numpy as np
+import pytest
+
+from sims import config as C
+from sims import stacking, sweep
+from sims.train import train
+
+BASE = {"data": {"name": "digits", "feature_scale": 1 / 16, "validation_fraction": 0.2},
+        "model": {"hidden": [16]}, "training": {"epochs": 2, "batch_size": 64},
+        "privacy": {"noise_multiplier": 1.0}}
+FREEZE = [{"name": "random_freeze", "r_final": 0.8}, {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
+TOPK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "top_k", "k": 200}]
+
+
+def _with(cfg=BASE, **sections):
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for sec, val in sections.items():
+        out[sec] = {**out.get(sec, {}), **val} if isinstance(val, dict) else val
+    return out
+
+
+def _grid():
+    """12 configs: 3 chains x (2 seeds x 2 step sizes), with clip norms and k / r_final varied too."""
+    out = []
+    for mech in (None, FREEZE, TOPK):
+        for seed in (0, 1):
+            for lr in (0.5, 2.0):
+                c = _with(training={"seed": seed}, optimizer={"lr": lr})
+                if mech is not None:
+                    m = [dict(t) for t in mech]
+                    m[0 if mech is FREEZE else 2].update({"r_final": 0.6 + 0.1 * seed} if mech is FREEZE
+                                                          else {"k": 150 + 50 * seed})
+                    c["mechanism"] = m
+                out.append(c)
+    return out
+
+
+def test_stack_key_groups_per_run_axes_only():
+    a = stacking.stack_key(BASE)
+    assert a is not None
+    assert stacking.stack_key(_with(training={"seed": 5}, optimizer={"lr": 0.3})) == a
+    assert stacking.stack_key(_with(privacy={"noise_multiplier": None, "epsilon": 2.0})) == a
+    assert stacking.stack_key(_with(mechanism=[{"name": "clip", "clip_norm": 3.0}, {"name": "gaussian_noise"}])) == a
+    assert stacking.stack_key(_with(training={"batch_size": 32})) != a
+    assert stacking.stack_key(_with(mechanism=FREEZE)) not in (None, a)
+    f2 = [dict(FREEZE[0], r_final=0.3), *FREEZE[1:]]
+    assert stacking.stack_key(_with(mechanism=f2)) == stacking.stack_key(_with(mechanism=FREEZE))
+    not_stackable = [
+        _with(optimizer={"name": "adam"}), _with(optimizer={"momentum": 0.9, "name": "momentum"}),
+        _with(optimizer={"schedule": "cosine"}), _with(model={"dtype": "float32"}),
+        _with(data={"public_fraction": 0.1}), _with(training={"sampling": "shuffle"}),
+        _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10}, {"name": "gaussian_noise"}]),
+        _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "per_layer": True}, {"name": "gaussian_noise"}]),
+        _with(mechanism=[dict(FREEZE[0], rescale=True), *FREEZE[1:]]),
+        _with(mechanism=[*TOPK[:2], dict(TOPK[2], layerwise=True)]),
+        {"bogus": 1},
+    ]
+    for c in not_stackable:
+        assert stacking.stack_key(c) is None, c
+
+
+@pytest.mark.parametrize("mech", [None, FREEZE, TOPK], ids=["dense", "random_freeze", "top_k_noisy"])
+def test_a_stackable_run_agrees_with_train(mech):
+    cfg = BASE if mech is None else _with(mechanism=mech)
+    rec = C.run(cfg)
+    model, ds, ch, kw = C.build(cfg)
+    ref = train(model, ds, **kw)
+    for key, col in ref.history.items():
+        np.testing.assert_allclose(rec["history"][key], col, rtol=1e-10, atol=1e-300, err_msg=key)
+    assert rec["epsilon"] == ref.privacy["epsilon"] and rec["steps"] == ref.steps_done
+    assert rec["test_accuracy"] == pytest.approx(float(ref.history["test_accuracy"][-1]), abs=1e-12)
+
+
+def test_run_stacked_equals_each_run_alone_bit_for_bit():
+    cfgs = [c for c in _grid() if stacking.stack_key(c) == stacking.stack_key(BASE)]
+    assert len(cfgs) == 4
+    together = stacking.run_stacked(cfgs)
+    for c, rec in zip(cfgs, together):
+        alone = C.run(c)
+        for k in ("id", "test_accuracy", "validation_accuracy", "train_loss", "epsilon", "steps", "diverged_at"):
+            assert rec[k] == alone[k] or (isinstance(rec[k], float) and math.isnan(rec[k]) and math.isnan(alone[k])), k
+        for k, col in alone["history"].items():
+            assert np.array_equal(rec["history"][k], col, equal_nan=True), k
+    with pytest.raises(ValueError, match="stack_key"):
+        stacking.run_stacked([BASE, _with(mechanism=FREEZE)])
+    with pytest.raises(ValueError, match="stack_key"):
+        stacking.run_stacked([])
+
+
+def test_groups_fill_free_slots_and_respect_the_caps():
+    keys = ["a"] * 20 + [None, None] + ["b"] * 3
+    tasks = sweep._groups(list(range(25)), keys, free=1)
+    assert tasks == [tuple(range(20))]
+    assert sorted(len(t) for t in sweep._groups(list(range(25)), keys, free=4)) == [1, 1, 3, 20]
+    tasks = sweep._groups(list(range(25)), keys, free=5)
+    assert sorted(len(t) for t in tasks) == [1, 1, 3, 10, 10] and all(len(set(keys[i] for i in t)) == 1 for t in tasks)
+    tasks = sweep._groups(list(range(25)), keys, free=10)
+    assert sum(len(t) for t in tasks) == 25 and min(len(t) for t in tasks if keys[t[0]] == "a") >= sweep.MIN_STACK
+    many = sweep._groups(list(range(150)), ["k"] * 150, free=1)
+    assert len(many) == 1 and len(many[0]) == sweep.MAX_STACK
+    assert sweep._groups([0, 1], ["k", "k"], free=0) == []
+
+
+def _stack_calls(monkeypatch):
+    calls = []
+    real = stacking.run_stacked
+
+    def counted(configs):
+        calls.append(len(configs))
+        return real(configs)
+
+    monkeypatch.setattr(stacking, "run_stacked", counted)
+    return calls
+
+
+def test_a_sweep_stacks_automatically_and_stores_the_records_of_runs_alone(tmp_path, monkeypatch):
+    cfgs = _grid()
+    calls = _stack_calls(monkeypatch)
+    recs = sweep.run_sweep(C.sweep_run, cfgs, executor="serial", store=str(tmp_path / "s.db"))
+    assert sorted(calls) == [4, 4, 4]  # one stacked call per chain, no config run alone
+    calls.clear()
+    alone = [sweep.run_sweep(C.sweep_run, [c], executor="serial")[0] for c in cfgs]
+    assert calls == [1] * len(cfgs)
+    assert recs == alone  # the records (JSON, read back from the store) are equal bit for bit
+
+
+def test_local_workers_split_groups_and_store_the_same_records(tmp_path):
+    cfgs = _grid()
+    serial = sweep.run_sweep(C.sweep_run, cfgs, executor="serial")
+    pooled = sweep.run_sweep(C.sweep_run, cfgs, n_workers=2, store=str(tmp_path / "p.db"))
+    assert pooled == serial
+
+
+def test_a_failing_stack_falls_back_to_each_config_alone(monkeypatch):
+    def boom(configs):
+        raise RuntimeError("stacked engine failed")
+
+    monkeypatch.setattr(stacking, "run_stacked", boom)
+    cfgs = [_with(training={"seed": s}) for s in range(3)]
+    # run() itself uses run_stacked for a stackable config: each config then fails alone, with its own error
+    recs = sweep.run_sweep(C.sweep_run, cfgs, executor="serial", max_attempts=1)
+    assert all("stacked engine failed" in r["error"] for r in recs)
+    monkeypatch.undo()
+    calls = _stack_calls(monkeypatch)
+    orig = C.sweep_run.run_stack
+
+    def first_fails(configs):
+        if len(configs) > 1:
+            raise RuntimeError("group failed")
+        return orig(configs)
+
+    monkeypatch.setattr(C.sweep_run, "run_stack", first_fails)
+    recs = sweep.run_sweep(C.sweep_run, cfgs, executor="serial")
+    assert all("error" not in r for r in recs) and calls == [1, 1, 1]

@@ -7,6 +7,8 @@ switch, Poisson sampling, plain SGD at a constant step, and one of the chains
 * ``[clip, gaussian_noise]`` (dense DP-SGD),
 * ``[random_freeze, clip, gaussian_noise]``,
 * ``[clip, gaussian_noise, top_k]`` with ``top_k``'s ``mode = "noisy"``,
+* ``[clip, random_k, gaussian_noise]`` (clip then mask) or ``[random_k, clip, gaussian_noise]``
+  (``order = "mask_then_clip"``),
 
 every other transform argument at its default. Configs that differ only in the per-run axes
 (:data:`PER_RUN`: the seed, the step size, the noise multiplier or epsilon target, the clip norm,
@@ -33,9 +35,12 @@ PER_RUN = ("training.seed", "optimizer.lr", "privacy.noise_multiplier", "privacy
            "random_freeze.r_final", "top_k.k")
 
 _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gaussian_noise"): "random_freeze",
-             ("clip", "gaussian_noise", "top_k"): "top_k_noisy"}
+             ("clip", "gaussian_noise", "top_k"): "top_k_noisy", ("clip", "random_k", "gaussian_noise"): "random_k",
+             ("random_k", "clip", "gaussian_noise"): "random_k"}
+#: the order random_k must have at its place in the chain
+_RANDOM_K_ORDER = {0: "mask_then_clip", 1: "clip_then_mask"}
 _OWN = {"clip": ("clip_norm",), "gaussian_noise": ("noise_multiplier",), "random_freeze": ("r_final", "ramp"),
-        "top_k": ("k", "mode")}
+        "top_k": ("k", "mode"), "random_k": ("k", "order")}
 
 
 def _defaults_only(t: dict) -> bool:
@@ -53,6 +58,10 @@ def _mechanism_of(cfg) -> str | None:
         return None
     if mech == "top_k_noisy" and cfg["mechanism"][2].get("mode", "noisy") != "noisy":
         return None
+    if mech == "random_k":
+        at = names.index("random_k")
+        if cfg["mechanism"][at].get("order", "clip_then_mask") != _RANDOM_K_ORDER[at]:
+            return None
     return mech
 
 
@@ -94,8 +103,10 @@ def _per_run(cfg, ch) -> dict:
     stage = {t["name"]: t for t in cfg["mechanism"]}
     return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]),
             "clip_norm": float(stage["clip"]["clip_norm"]), "noise_multiplier": float(ch.privacy.noise_multiplier),
-            "r_final": stage.get("random_freeze", {}).get("r_final"), "k": stage.get("top_k", {}).get("k"),
-            "ramp": stage.get("random_freeze", {}).get("ramp", "linear")}
+            "r_final": stage.get("random_freeze", {}).get("r_final"),
+            "k": stage.get("top_k", stage.get("random_k", {})).get("k"),
+            "ramp": stage.get("random_freeze", {}).get("ramp", "linear"),
+            "order": stage.get("random_k", {}).get("order", "clip_then_mask")}
 
 
 def run_stacked(configs) -> list[dict]:
@@ -125,7 +136,8 @@ def run_stacked(configs) -> list[dict]:
     out = train_stacked(model, ds, seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=col("clip_norm"),
                         noise_multiplier=col("noise_multiplier"),
                         r_final=col("r_final") if mech == "random_freeze" else None,
-                        k=col("k") if mech == "top_k_noisy" else None, ramp=runs[0]["ramp"], steps=kw["steps"],
+                        k=col("k") if mech in ("top_k_noisy", "random_k") else None, ramp=runs[0]["ramp"],
+                        order=runs[0]["order"], steps=kw["steps"],
                         epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
                         delta=kw["delta"], record_every=kw["record_every"])
     share = (time.perf_counter() - t0) / len(configs)

@@ -186,28 +186,30 @@ def _assert_run_equal(res, ref):
     assert res.privacy["noise_multiplier"] == ref.privacy["noise_multiplier"]
 
 
-CHAINS = [("dense", {}), ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}), ("top_k_noisy", {"k": "by_d"})]
+CHAINS = [("dense", {}), ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}), ("top_k_noisy", {"k": "by_d"}),
+          ("random_k", {"k": "by_d", "order": "clip_then_mask"}), ("random_k", {"k": "by_d", "order": "mask_then_clip"})]
 
 
 def _per_run(kw, r):
     return {k: (v[r] if isinstance(v, list) else v) for k, v in kw.items()}
 
 
-@pytest.mark.parametrize("mechanism,kw", CHAINS, ids=[c[0] for c in CHAINS])
+@pytest.mark.parametrize("mechanism,kw", CHAINS, ids=[c[0] + c[1].get("order", "") for c in CHAINS])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_stacked_runs_equal_train(name, mechanism, kw):
     make, kind = MODELS[name]
     model, ds = make(), _data(kind)
     d = model.n_params
     if kw.get("k") == "by_d":
-        kw = {"k": [max(1, d // 4), 1, d - 1]}
+        kw = {**kw, "k": [max(1, d // 4), 1, d - 1]}
     seeds, lrs, C, sigma = [0, 11, 5], [0.5, 0.2, 1.0], [1.0, 0.5, 2.0], [1.0, 2.0, 0.7]
     common = dict(epochs=3, batch_size=24, record_every=4)
     out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=C, noise_multiplier=sigma, mechanism=mechanism,
                         **kw, **common)
     for r, seed in enumerate(seeds):
         kr = _per_run(kw, r)
-        ch = chain_for(mechanism, C[r], sigma[r], r_final=kr.get("r_final"), k=kr.get("k"))
+        ch = chain_for(mechanism, C[r], sigma[r], r_final=kr.get("r_final"), k=kr.get("k"),
+                       order=kr.get("order", "clip_then_mask"))
         ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
         _assert_run_equal(out[r], ref)
 
@@ -296,8 +298,9 @@ def _bitwise_equal(a, b):
             and all(np.array_equal(a.history[k], b.history[k], equal_nan=True) for k in a.history))
 
 
-@pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40})],
-                         ids=["dense", "random_freeze", "top_k_noisy"])
+@pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40}),
+                                          ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"})],
+                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip"])
 def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     model = mlp((64, 12, 10))
     seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]

@@ -14,6 +14,9 @@ BASE = {"data": {"name": "digits", "feature_scale": 1 / 16, "validation_fraction
         "privacy": {"noise_multiplier": 1.0}}
 FREEZE = [{"name": "random_freeze", "r_final": 0.8}, {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
 TOPK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "top_k", "k": 200}]
+RANDK = [{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 100}, {"name": "gaussian_noise"}]
+RANDK_MTC = [{"name": "random_k", "k": 100, "order": "mask_then_clip"}, {"name": "clip", "clip_norm": 1.0},
+             {"name": "gaussian_noise"}]
 
 
 def _with(cfg=BASE, **sections):
@@ -47,13 +50,19 @@ def test_stack_key_groups_per_run_axes_only():
     assert stacking.stack_key(_with(mechanism=[{"name": "clip", "clip_norm": 3.0}, {"name": "gaussian_noise"}])) == a
     assert stacking.stack_key(_with(training={"batch_size": 32})) != a
     assert stacking.stack_key(_with(mechanism=FREEZE)) not in (None, a)
+    rk2 = [RANDK[0], dict(RANDK[1], k=7), RANDK[2]]
+    assert stacking.stack_key(_with(mechanism=rk2)) == stacking.stack_key(_with(mechanism=RANDK)) is not None
+    assert stacking.stack_key(_with(mechanism=RANDK_MTC)) not in (None, stacking.stack_key(_with(mechanism=RANDK)))
     f2 = [dict(FREEZE[0], r_final=0.3), *FREEZE[1:]]
     assert stacking.stack_key(_with(mechanism=f2)) == stacking.stack_key(_with(mechanism=FREEZE))
     not_stackable = [
         _with(optimizer={"name": "adam"}), _with(optimizer={"momentum": 0.9, "name": "momentum"}),
         _with(optimizer={"schedule": "cosine"}), _with(model={"dtype": "float32"}),
         _with(data={"public_fraction": 0.1}), _with(training={"sampling": "shuffle"}),
-        _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10}, {"name": "gaussian_noise"}]),
+        _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10, "rescale": True},
+                         {"name": "gaussian_noise"}]),
+        _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10, "layerwise": True},
+                         {"name": "gaussian_noise"}]),
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "per_layer": True}, {"name": "gaussian_noise"}]),
         _with(mechanism=[dict(FREEZE[0], rescale=True), *FREEZE[1:]]),
         _with(mechanism=[*TOPK[:2], dict(TOPK[2], layerwise=True)]),
@@ -63,7 +72,8 @@ def test_stack_key_groups_per_run_axes_only():
         assert stacking.stack_key(c) is None, c
 
 
-@pytest.mark.parametrize("mech", [None, FREEZE, TOPK], ids=["dense", "random_freeze", "top_k_noisy"])
+@pytest.mark.parametrize("mech", [None, FREEZE, TOPK, RANDK, RANDK_MTC],
+                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip"])
 def test_a_stackable_run_agrees_with_train(mech):
     cfg = BASE if mech is None else _with(mechanism=mech)
     rec = C.run(cfg)

@@ -13,8 +13,9 @@ so its final parameters and history agree with that call up to floating-point su
 
 Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.models`; the chains
 ``"dense"`` (``chain(clip(C), gaussian_noise(sigma))``, Abadi et al. 2016), ``"random_freeze"``
-(``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``) and ``"top_k_noisy"``
-(``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``); Poisson sampling; plain SGD at
+(``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``), ``"top_k_noisy"``
+(``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``) and ``"random_k"`` in either
+order (a fresh random k-subset each step, noise on it only); Poisson sampling; plain SGD at
 a constant step. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
 :func:`sims.train.train`.
@@ -30,7 +31,7 @@ __all__ = ["train_stacked", "chain_for", "StackedRunResult", "MECHANISMS", "STEP
 
 
 def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise_multiplier=1.0, lr=0.1,
-                  r_final=None, k=None, ramp="linear", steps=None, epochs=None, sampling_rate=None,
+                  r_final=None, k=None, ramp="linear", order="clip_then_mask", steps=None, epochs=None, sampling_rate=None,
                   batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
                   sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
                   weight_decay=0.0, params0=None) -> list:
@@ -51,7 +52,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         Training split, optional test split; no public split.
     seeds : sequence of int >= 0 (or SeedSequence with integer entropy)
         One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
-    mechanism : {"dense", "random_freeze", "top_k_noisy"}
+    mechanism : {"dense", "random_freeze", "top_k_noisy", "random_k"}
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
         freeze ramp or a layer-wise top-k, cannot be read back).
     clip_norm, noise_multiplier, lr : float or sequence of R floats
@@ -59,7 +60,10 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     r_final : float in [0, 1) or sequence
         Final frozen fraction (``"random_freeze"`` only), frozen set redrawn at each epoch start.
     k : int in [1, d] or sequence
-        Kept coordinates (``"top_k_noisy"`` only).
+        Kept coordinates (``"top_k_noisy"`` and ``"random_k"``; a fresh uniform k-subset each step
+        for ``"random_k"``).
+    order : {"clip_then_mask", "mask_then_clip"}
+        Order of ``"random_k"`` (shared by all runs).
     ramp : {"linear", "step", "cosine", "constant"}
         Random-freeze ramp, shared by all runs.
     steps, epochs, sampling_rate, batch_size, delta, record_every, divergence_factor
@@ -85,7 +89,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         sims.train.train").
     """
     args = dict(seeds=seeds, mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier, lr=lr,
-                r_final=r_final, k=k, ramp=ramp, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
+                r_final=r_final, k=k, ramp=ramp, order=order, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
                 batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
                 sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
                 weight_decay=weight_decay, params0=params0)

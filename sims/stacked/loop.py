@@ -55,11 +55,11 @@ class StackedLoop:
         self.count = 0
         self.n_epochs = -(-res.total // res.spe)
         P = np.empty((R, d))
-        keep = np.ones((R, d), dtype=bool) if res.mechanism == "random_freeze" else None
+        keep = np.ones((R, d), dtype=bool) if res.mechanism in ("random_freeze", "random_k") else None
         for r, root in enumerate(res.roots):
             params_rng, mech_init_rng = init_generators(root)
             P[r] = init_params(res.model, derive_seed(params_rng))
-            if keep is not None:
+            if res.mechanism == "random_freeze":
                 rate = frozen_fraction(float(res.r_final[r]), 0, self.n_epochs, res.ramp)
                 keep[r] = ~_draw_frozen(mech_init_rng, d, rate)
         self.a = {"ids": np.arange(R), "P": P, "lr": res.lr.copy(), "C": res.clip_norm.copy(),
@@ -68,7 +68,7 @@ class StackedLoop:
         if keep is not None:
             self.a["keep"] = keep
         if res.k is not None:
-            self.a["k"] = res.k.copy()
+            self.a["k" if res.mechanism == "top_k_noisy" else "rk"] = res.k.copy()
         self.a["loss0"] = (E.evaluate_stacked(res.model, P, res.X, res.y)[0] if res.factor is not None
                            else np.zeros(R))
         self.block = None
@@ -114,6 +114,16 @@ class StackedLoop:
             seeds[pos] = derive_seed(g)
             a["fkey"][pos] = epoch
 
+    def draw_random_k(self, ST: np.ndarray, seeds: np.ndarray) -> None:
+        """Random-k: a fresh uniform k-subset per run from its mechanism stream (NumPy's own
+        ``Generator.choice``, as ``sims.mechanisms._util.random_k_mask``), the noise seed after it."""
+        a, d = self.a, self.res.model.n_params
+        a["keep"][:] = False
+        for pos in range(self.n_active):
+            g = generator_at(ST[pos, 1])
+            a["keep"][pos, g.choice(d, size=int(a["rk"][pos]), replace=False)] = True
+            seeds[pos] = derive_seed(g)
+
     def clipped_sums(self, xb, yb, valid, sel=None):
         """``(S (R', d), n_clipped (R',), norms (R', rows))``: masked, clipped per-example sums of one
         chunk of rows of the runs at positions ``sel`` (all active runs when None)."""
@@ -121,7 +131,8 @@ class StackedLoop:
         layout = res.model.layout
         pick = (lambda v: v) if sel is None else (lambda v: v[sel])
         acts, deltas = E.backprop_stacked(res.model, pick(a["P"]), xb, yb, valid)
-        keepf = pick(a["keep"]).astype(np.float64) if "keep" in a else None
+        masked = "keep" in a and not (res.mechanism == "random_k" and res.order == "clip_then_mask")
+        keepf = pick(a["keep"]).astype(np.float64) if masked else None
         if keepf is None:
             nsq = E.sq_norms_stacked(layout, acts, deltas)
         else:
@@ -166,9 +177,12 @@ class StackedLoop:
         ST = self.states(t)
         idx, counts = poisson_draws(ST[:, 0], np.full(self.n_active, res.q), res.X.shape[0])
         seeds = noise_seeds(ST[:, 1])
-        if "keep" in a:
+        if res.mechanism == "random_freeze":
             self.redraw(t, ST, seeds)
+        elif res.mechanism == "random_k":
+            self.draw_random_k(ST, seeds)
         S, n_clipped, norms = self.batch_sums(idx, counts)
+        before = np.einsum("rd,rd->r", S, S) if res.order == "clip_then_mask" and "rk" in a else None
         u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
         phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -181,18 +195,20 @@ class StackedLoop:
             self.finish(pos, a["P"][pos], t, t, f"training diverged at step {t} (0-based): {what} is not finite "
                         f"(lr={float(a['lr'][pos])!r}); history kept up to the last finite record")
         a["P"] = newP
-        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq)
+        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before)
         if (bad_u | bad_p).any():
             self.drop(bad_u | bad_p)
         done = t + 1
         if self.n_active and (done % res.rec == 0 or done == res.total):
             self.record(done, t)
 
-    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq) -> None:
-        """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators."""
+    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None) -> None:
+        """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators;
+        ``before``: ``||S||^2`` before a post-clip mask (clip-then-mask random-k), else the released signal's."""
         res, a = self.res, self.a
         B, d, R = res.B, res.model.n_params, self.n_active
         signal = sig / B ** 2
+        signal_before = signal if before is None else before / B ** 2
         noise = (a["std"] / B) ** 2 * nz
         if "keep" in a:
             kept = np.count_nonzero(a["keep"], axis=1) / d
@@ -202,7 +218,7 @@ class StackedLoop:
             kept = np.ones(R)
         safe = np.maximum(counts, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cols = [kept, np.where(counts > 0, n_clipped / safe, 0.0), signal, signal, noise,
+            cols = [kept, np.where(counts > 0, n_clipped / safe, 0.0), signal_before, signal, noise,
                     np.where(signal > 0, noise / np.where(signal > 0, signal, 1.0), 0.0), phi]
             cols += list(norm_quantiles(norms, counts).T)
             cols += [np.sqrt(np.maximum(signal, 0.0)), np.sqrt(np.maximum(noise, 0.0)), np.sqrt(usq),

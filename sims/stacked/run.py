@@ -20,7 +20,7 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
            "Resolved"]
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
-MECHANISMS = ("dense", "random_freeze", "top_k_noisy")
+MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k")
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,18 @@ class StackedRunResult(TrainResult):
     divergence: str = ""
 
 
-def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=None, ramp: str = "linear"):
+def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=None, ramp: str = "linear",
+              order: str = "clip_then_mask"):
     """The :func:`sims.mechanisms.chain` that :func:`sims.train.train` runs for one stacked run.
 
     ``"dense"``: ``chain(clip(C), gaussian_noise(sigma))`` (Abadi et al. 2016);
     ``"random_freeze"``: ``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``
     (Zhu & Blaschko, arXiv 2112.00845); ``"top_k_noisy"``:
-    ``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``.
+    ``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``; ``"random_k"``:
+    ``chain(clip(C), random_k(k), gaussian_noise(sigma))`` (``order="clip_then_mask"``) or
+    ``chain(random_k(k, "mask_then_clip"), clip(C), gaussian_noise(sigma))`` (Lin, arXiv 2211.00734).
     """
-    from sims.mechanisms import chain, clip, gaussian_noise, random_freeze, top_k
+    from sims.mechanisms import chain, clip, gaussian_noise, random_freeze, random_k, top_k
 
     check_choice("mechanism", mechanism, MECHANISMS)
     core = (clip(clip_norm), gaussian_noise(noise_multiplier))
@@ -53,6 +56,9 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
         return chain(*core)
     if mechanism == "random_freeze":
         return chain(random_freeze(r_final, ramp), *core)
+    if mechanism == "random_k":
+        rk = random_k(k, order)
+        return chain(rk, *core) if order == "mask_then_clip" else chain(core[0], rk, core[1])
     return chain(*core, top_k(k, mode="noisy"))
 
 
@@ -68,6 +74,7 @@ class Resolved:
     notes: tuple
     mechanism: str
     ramp: str
+    order: str
     roots: tuple
     lr: np.ndarray
     clip_norm: np.ndarray
@@ -183,9 +190,9 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
         if r_final is None:
             raise ValueError("r_final is required for mechanism='random_freeze'")
         rf = _per_run("r_final", r_final, R, low=0.0, high=1.0, high_open=True)
-    if mechanism == "top_k_noisy":
+    if mechanism in ("top_k_noisy", "random_k"):
         if k is None:
-            raise ValueError("k is required for mechanism='top_k_noisy'")
+            raise ValueError(f"k is required for mechanism={mechanism!r}")
         kk = _per_run("k", k, R, low=1.0, high=float(d))
         if not np.all(kk == np.round(kk)):
             raise ValueError(f"k must hold integers in [1, {d}], got {k!r}")
@@ -214,10 +221,12 @@ def resolve(model, data, a: dict) -> Resolved:
     if a["mechanism"] == "random_freeze":
         from sims.mechanisms.freeze import RAMPS
         ramp = check_choice("ramp", ramp, RAMPS)
+    from sims.mechanisms.random_k import ORDERS
+    order = check_choice("order", a["order"], ORDERS)
     chains = tuple(chain_for(a["mechanism"], float(C[r]), float(sigma[r]),
                              r_final=None if rf is None else float(rf[r]),
-                             k=None if kk is None else int(kk[r]), ramp=ramp) for r in range(R))
-    return Resolved(model, X, y, Xt, yt, notes, a["mechanism"], ramp, roots, lr, C, sigma, rf, kk, chains,
+                             k=None if kk is None else int(kk[r]), ramp=ramp, order=order) for r in range(R))
+    return Resolved(model, X, y, Xt, yt, notes, a["mechanism"], ramp, order, roots, lr, C, sigma, rf, kk, chains,
                     q, B, spe, total, delta, rec, factor, batch_rows(n, q))
 
 
@@ -271,7 +280,8 @@ def config_of(res: Resolved, r: int) -> dict:
         "spawn_key": tuple(root.spawn_key), "dtype": "float64",
         "stacked": {"mechanism": res.mechanism, "clip_norm": float(res.clip_norm[r]),
                     "r_final": None if res.r_final is None else float(res.r_final[r]),
-                    "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp},
+                    "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp,
+                    "order": res.order if res.mechanism == "random_k" else None},
     }
 
 

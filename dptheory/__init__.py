@@ -13,6 +13,8 @@ from .accounting import (DEFAULT_ORDERS, calibrate_noise, calibrate_noise_gaussi
                          rdp_subsampled_gaussian, steps_for_epochs, steps_per_epoch)
 from .events import Gaussian, NonPrivate, PoissonGaussian, epsilon_of  # noqa: F401
 from .gdp import delta_gdp, epsilon_for_mu, epsilon_gdp, gdp_mu  # noqa: F401
+from .mask_amplification import (calibrate_noise_random_mask, epsilon_random_mask,  # noqa: F401  (OPTION)
+                                 rdp_random_mask_gaussian)
 # --- end accounting ---
 
 # --- theory (dptheory.noise_signal, dptheory.convergence, dptheory.clipping, dptheory.topagg,

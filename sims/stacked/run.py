@@ -93,15 +93,17 @@ class Resolved:
 
 
 def batch_rows(n: int, q: float) -> int:
-    """Rows of one padded batch chunk: ``min(n, 8 ceil((n q + 4 sqrt(n q (1 - q)) + 1) / 8))``.
+    """Rows of one padded batch chunk: ``min(n, 8 ceil((n q + sqrt(n q (1 - q)) + 1) / 8))``.
 
     A function of ``(n, q)`` only, never of the other runs: every run's GEMMs have the same shapes
     whatever it is stacked with, so its result does not depend on its group (BLAS kernels are
-    chosen by shape). A Poisson batch larger than this (probability about 3e-5 per step) is
-    processed in further chunks of the same rows (``sims.stacked.loop``).
+    chosen by shape). A Poisson batch larger than this (about one step in six) is processed in
+    further chunks of the same rows (``sims.stacked.loop``). One standard deviation above the mean
+    batch was the fastest of 0 to 4 measured on the digits MLP at R = 64 (``benchmarks/README.md``):
+    fewer padding rows outweigh the occasional second chunk.
     """
     m = n * q
-    return int(min(n, 8 * math.ceil((m + 4.0 * math.sqrt(m * (1.0 - q)) + 1.0) / 8.0)))
+    return int(min(n, 8 * math.ceil((m + math.sqrt(m * (1.0 - q)) + 1.0) / 8.0)))
 
 
 def _per_run(name, value, R, **bounds) -> np.ndarray:

@@ -142,7 +142,8 @@ def rdp_random_mask_gaussian(orders, sampling_rate, noise_multiplier, keep_fract
     dense = m * _acc.rdp_subsampled_gaussian(a, q, s)
     if f == 1.0:
         return dense
-    return _mix(a, dense, f)
+    # 1 - f + f A <= A: the dense value bounds the mixture too (and absorbs the rounding margin of _mix)
+    return np.minimum(_mix(a, dense, f), dense)
 
 
 def _rdp_total(q, s, steps, f, m, orders):

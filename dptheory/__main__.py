@@ -1,6 +1,7 @@
 """``python -m dptheory``: privacy accounting from the command line.
 
     python -m dptheory epsilon --sampling-rate Q --noise-multiplier S --steps T --delta D [--accountant rdp|pld] [--json]
+                               [--keep-fraction F]   (OPTION: amplified clip-then-mask random-k, beside dense)
     python -m dptheory noise   --sampling-rate Q --steps T --epsilon E --delta D [--accountant rdp|pld] [--json]
     python -m dptheory table   [--json]
 
@@ -60,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("epsilon", help="epsilon of T steps of the Poisson-subsampled Gaussian", epilog=_EXAMPLES,
                        formatter_class=fmt, description="epsilon spent by T steps of DP-SGD at (q, sigma), at delta")
     _common(e, noise=True)
+    e.add_argument("--keep-fraction", type=float, default=None, metavar="F",
+                   help="OPTION: also print the amplified epsilon of clip-then-mask random-k with k/d = F in (0, 1] "
+                        "(a fresh uniform data-independent mask each step, noise on kept coordinates only; "
+                        "dptheory.mask_amplification, docs/mask_amplification.md). The dense epsilon stays the "
+                        "default and is printed beside it")
     n = sub.add_parser("noise", help="smallest noise multiplier meeting (epsilon, delta)", epilog=_EXAMPLES,
                        formatter_class=fmt, description="smallest sigma with epsilon(q, sigma, T, delta) <= epsilon")
     _common(n, noise=False)
@@ -135,6 +141,10 @@ def _table(as_json: bool) -> str:
     return "\n".join(lines)
 
 
+_AMPLIFIED_LABEL = ("clip-then-mask random-k only: fresh uniform data-independent mask each step, noise on the kept "
+                    "coordinates only, support released; integer RDP orders, min with dense; docs/mask_amplification.md")
+
+
 def _epsilon_command(args) -> str:
     """The output of ``python -m dptheory epsilon`` (PLD: with the gap between its two grids)."""
     from .accounting import epsilon, epsilon_pld
@@ -145,14 +155,26 @@ def _epsilon_command(args) -> str:
         (eps, gap), order = epsilon_pld(args.sampling_rate, args.noise_multiplier, steps, args.delta), None
     else:
         eps, order = epsilon(args.sampling_rate, args.noise_multiplier, steps, args.delta)
+    amp = None
+    if args.keep_fraction is not None:
+        from .mask_amplification import epsilon_random_mask
+
+        amp = epsilon_random_mask(args.sampling_rate, args.noise_multiplier, steps, args.delta, args.keep_fraction)
     if args.json:
         extra = {"pld_gap": gap} if gap is not None else {}
+        if amp is not None:
+            extra.update({"keep_fraction": args.keep_fraction, "amplified_epsilon": amp[0], "amplified_order": amp[1],
+                          "amplified_accounting": _AMPLIFIED_LABEL})
         return json.dumps({"epsilon": eps, "order": order, "delta": args.delta, "sampling_rate": args.sampling_rate,
                            "noise_multiplier": args.noise_multiplier, "steps": steps,
                            "accountant": args.accountant, **extra})
     where = f" (optimal RDP order {order:.4g})" if order is not None else f" (PLD grid gap {gap:.2g})"
-    return (f"epsilon = {eps:.6g} at delta = {args.delta:g}{where} [{args.accountant}; "
-            f"q = {args.sampling_rate:g}, sigma = {args.noise_multiplier:g}, steps = {steps}]")
+    out = (f"epsilon = {eps:.6g} at delta = {args.delta:g}{where} [{args.accountant}; "
+           f"q = {args.sampling_rate:g}, sigma = {args.noise_multiplier:g}, steps = {steps}]")
+    if amp is not None:
+        out += (f"\nOPTION amplified epsilon = {amp[0]:.6g} at k/d = {args.keep_fraction:g} [{_AMPLIFIED_LABEL}; "
+                f"the default accounting is the dense epsilon above]")
+    return out
 
 
 def main(argv=None) -> int:

@@ -235,3 +235,24 @@ def test_audit_of_the_real_chain_is_reasonably_tight():
                       random_state=1)
     amp = epsilon_random_mask(1.0, 1.0, 1, 1e-5, 0.1)[0]
     assert 0.25 * amp <= res.epsilon_lower_bound <= amp
+
+
+# ----------------------------------------------------------------------------- command line
+def test_cli_keep_fraction_prints_the_amplified_epsilon_beside_dense(capsys):
+    import json
+
+    from dptheory.__main__ import main
+
+    base = ["epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1.1", "--steps", "1000", "--delta", "1e-5"]
+    assert main([*base, "--keep-fraction", "0.1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["epsilon"] == acc.epsilon(0.01, 1.1, 1000, 1e-5)[0]
+    assert (data["amplified_epsilon"], data["amplified_order"]) == epsilon_random_mask(0.01, 1.1, 1000, 1e-5, 0.1)
+    assert "clip-then-mask" in data["amplified_accounting"]
+    assert main([*base, "--keep-fraction", "0.1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("epsilon = ") and lines[1].startswith("OPTION amplified epsilon = ")
+    assert main([*base, "--json"]) == 0
+    assert "amplified_epsilon" not in json.loads(capsys.readouterr().out)
+    assert main([*base, "--keep-fraction", "0"]) == 2
+    assert "keep_fraction" in capsys.readouterr().err

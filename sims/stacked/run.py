@@ -97,10 +97,11 @@ def batch_rows(n: int, q: float) -> int:
 
     A function of ``(n, q)`` only, never of the other runs: every run's GEMMs have the same shapes
     whatever it is stacked with, so its result does not depend on its group (BLAS kernels are
-    chosen by shape). A Poisson batch larger than this (about one step in six) is processed in
-    further chunks of the same rows (``sims.stacked.loop``). One standard deviation above the mean
-    batch was the fastest of 0 to 4 measured on the digits MLP at R = 64 (``benchmarks/README.md``):
-    fewer padding rows outweigh the occasional second chunk.
+    chosen by shape). A Poisson batch larger than this (at most one step in six by the normal
+    approximation; 2 % at the digits split, n = 1437, B = 64, 80 rows) is processed in further
+    chunks of the same rows (``sims.stacked.loop``). One standard deviation above the mean batch
+    was the fastest of 0 to 4 measured on the digits MLP at R = 64 (``benchmarks/README.md``): fewer
+    padding rows outweigh the occasional second chunk.
     """
     m = n * q
     return int(min(n, 8 * math.ceil((m + math.sqrt(m * (1.0 - q)) + 1.0) / 8.0)))

@@ -9,6 +9,8 @@ switch, Poisson sampling, plain SGD at a constant step, and one of the chains
 * ``[clip, gaussian_noise, top_k]`` with ``top_k``'s ``mode = "noisy"``,
 * ``[clip, random_k, gaussian_noise]`` (clip then mask) or ``[random_k, clip, gaussian_noise]``
   (``order = "mask_then_clip"``),
+* the same chains without ``gaussian_noise`` (non-private baselines, ``privacy.allow_non_private``;
+  ``clip_norm = None`` for plain minibatch SGD), and ``[clip, top_k]`` with ``mode = "clean"``,
 
 every other transform argument at its default. Configs that differ only in the per-run axes
 (:data:`PER_RUN`: the seed, the step size, the noise multiplier or epsilon target, the clip norm,
@@ -36,7 +38,12 @@ PER_RUN = ("training.seed", "optimizer.lr", "privacy.noise_multiplier", "privacy
 
 _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gaussian_noise"): "random_freeze",
              ("clip", "gaussian_noise", "top_k"): "top_k_noisy", ("clip", "random_k", "gaussian_noise"): "random_k",
-             ("random_k", "clip", "gaussian_noise"): "random_k"}
+             ("random_k", "clip", "gaussian_noise"): "random_k",
+             # non-private baselines (no noise step; privacy.allow_non_private)
+             ("clip",): "dense", ("random_freeze", "clip"): "random_freeze", ("clip", "top_k"): "top_k_clean",
+             ("clip", "random_k"): "random_k", ("random_k", "clip"): "random_k"}
+#: the top_k mode each top-k pattern needs
+_TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean"}
 #: the order random_k must have at its place in the chain
 _RANDOM_K_ORDER = {0: "mask_then_clip", 1: "clip_then_mask"}
 _OWN = {"clip": ("clip_norm",), "gaussian_noise": ("noise_multiplier",), "random_freeze": ("r_final", "ramp"),
@@ -56,7 +63,7 @@ def _mechanism_of(cfg) -> str | None:
     mech = _PATTERNS.get(names)
     if mech is None or not all(_defaults_only(t) for t in cfg["mechanism"]):
         return None
-    if mech == "top_k_noisy" and cfg["mechanism"][2].get("mode", "noisy") != "noisy":
+    if mech in _TOP_K_MODE and cfg["mechanism"][names.index("top_k")].get("mode", "noisy") != _TOP_K_MODE[mech]:
         return None
     if mech == "random_k":
         at = names.index("random_k")
@@ -70,9 +77,13 @@ def _stackable(cfg) -> str | None:
     d, m, o, tr, p = cfg["data"], cfg["model"], cfg["optimizer"], cfg["training"], cfg["privacy"]
     if (d["public_fraction"] is not None or m["dtype"] != "float64" or cfg["switch_mechanism"] is not None
             or tr["switch_at"] is not None or tr["sampling"] != "poisson" or o["name"] != "sgd"
-            or o["schedule"] != "constant" or o["momentum"] != 0 or o["weight_decay"] != 0 or p["allow_non_private"]):
+            or o["schedule"] != "constant" or o["momentum"] != 0 or o["weight_decay"] != 0):
         return None
-    return _mechanism_of(cfg)
+    mech = _mechanism_of(cfg)
+    noisy = any(t["name"] == "gaussian_noise" for t in cfg["mechanism"])
+    if mech is None or (p["allow_non_private"] and noisy):  # noise in a non-private chain: not a stacked chain
+        return None
+    return mech
 
 
 def stack_key(config: dict) -> str | None:
@@ -93,16 +104,23 @@ def stack_key(config: dict) -> str | None:
     cfg["training"] = {k: v for k, v in cfg["training"].items() if k != "seed"}
     cfg["optimizer"] = {k: v for k, v in cfg["optimizer"].items() if k != "lr"}
     cfg["privacy"] = {k: v for k, v in cfg["privacy"].items() if k not in ("noise_multiplier", "epsilon")}
-    cfg["mechanism"] = [{k: v for k, v in t.items() if k not in ("clip_norm", "noise_multiplier", "r_final", "k")}
+    # a clip norm is per run, but clipping or not is the chain's structure
+    cfg["mechanism"] = [{k: v for k, v in t.items()
+                         if k not in ("noise_multiplier", "r_final", "k") and not (k == "clip_norm" and v is not None)}
                         for t in cfg["mechanism"]]
     return json.dumps({"stacked": mech, **cfg}, sort_keys=True, default=str)
+
+
+def _float_or_none(x):
+    return None if x is None else float(x)
 
 
 def _per_run(cfg, ch) -> dict:
     """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config and its chain."""
     stage = {t["name"]: t for t in cfg["mechanism"]}
     return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]),
-            "clip_norm": float(stage["clip"]["clip_norm"]), "noise_multiplier": float(ch.privacy.noise_multiplier),
+            "clip_norm": _float_or_none(stage["clip"]["clip_norm"]),
+            "noise_multiplier": _float_or_none(ch.privacy.noise_multiplier if "gaussian_noise" in stage else None),
             "r_final": stage.get("random_freeze", {}).get("r_final"),
             "k": stage.get("top_k", stage.get("random_k", {})).get("k"),
             "ramp": stage.get("random_freeze", {}).get("ramp", "linear"),
@@ -133,10 +151,12 @@ def run_stacked(configs) -> list[dict]:
     mech = _stackable(validate(configs[0]))
     runs = [_per_run(validate(c), b[2]) for c, b in zip(configs, built)]
     col = (lambda name: [r[name] for r in runs])
-    out = train_stacked(model, ds, seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=col("clip_norm"),
-                        noise_multiplier=col("noise_multiplier"),
+    shared_none = (lambda name: None if runs[0][name] is None else col(name))  # None: the chain has no such step
+    out = train_stacked(model, ds, seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=shared_none("clip_norm"),
+                        noise_multiplier=shared_none("noise_multiplier"),
+                        allow_non_private=runs[0]["noise_multiplier"] is None or runs[0]["clip_norm"] is None,
                         r_final=col("r_final") if mech == "random_freeze" else None,
-                        k=col("k") if mech in ("top_k_noisy", "random_k") else None, ramp=runs[0]["ramp"],
+                        k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=runs[0]["ramp"],
                         order=runs[0]["order"], steps=kw["steps"],
                         epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
                         delta=kw["delta"], record_every=kw["record_every"])

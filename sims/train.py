@@ -53,7 +53,7 @@ from .step import dpsgd_step, step_context
 
 __all__ = [
     "train", "run_length", "TrainResult", "TrainingDiverged", "DIVERGENCE_FACTOR", "default_mechanism", "default_delta",
-    "init_generators", "step_generators", "epoch_generator", "StepStreams",
+    "init_generators", "step_generators", "epoch_generator", "StepStreams", "privacy_report", "epsilon_after",
     "MODES", "SAMPLINGS",
 ]
 
@@ -298,31 +298,54 @@ def _resolve_sampling(n, sampling, sampling_rate, batch_size):
     return q, float(B), spe
 
 
-def _privacy_report(run, steps: int) -> dict:
-    """The privacy report after ``steps`` steps: the chain's per-step event Poisson-sampled at ``q``
-    and self-composed ``steps`` times, accounted by :func:`dptheory.epsilon_of` (RDP)."""
-    desc = run.mech.privacy
-    notes = list(desc.notes)
+def privacy_report(description, *, sampling_rate: float, steps: int, delta: float, sampling: str = "poisson",
+                   preprocessing=(), notes=()) -> dict:
+    """The ``privacy`` dict of a :class:`TrainResult` after ``steps`` steps of a chain.
+
+    The chain's per-step event (``description.event``, a ``dptheory.events`` event) is
+    Poisson-sampled at ``q = sampling_rate`` and self-composed ``steps`` times, and accounted by
+    RDP (Mironov, Talwar & Zhang 2019) via :func:`dptheory.epsilon_of`. A non-private description
+    gets ``epsilon = inf``; shuffled batches get the shuffle caveat and ``accounting_valid = False``.
+    ``preprocessing`` lists pre-processing that read private rows (not covered by epsilon);
+    ``notes`` are appended as they are.
+    """
+    desc = description
+    notes_out = list(desc.notes)
     private = bool(desc.private)
     if private and steps > 0:
-        event = desc.event.poisson_sampled(run.q, steps)
-        eps, order = _accounted(desc.event, run.q, steps, run.delta)
+        event = desc.event.poisson_sampled(sampling_rate, steps)
+        eps, order = _accounted(desc.event, sampling_rate, steps, delta)
     elif private:
         event, eps, order = desc.event, 0.0, None
     else:
         event, eps, order = desc.event, math.inf, None
-        notes.append(f"not private: {desc.reason}")
-    if run.sampling == "shuffle":
-        notes.append(SHUFFLE_CAVEAT)
-    notes.extend(f"pre-processing not covered by epsilon: {n}" for n in run.notes)
+        notes_out.append(f"not private: {desc.reason}")
+    if sampling == "shuffle":
+        notes_out.append(SHUFFLE_CAVEAT)
+    notes_out.extend(f"pre-processing not covered by epsilon: {n}" for n in preprocessing)
     return {
-        "private": private, "epsilon": eps, "delta": run.delta, "order": order,
+        "private": private, "epsilon": eps, "delta": delta, "order": order,
         "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
-        "sampling_rate": run.q, "steps": int(steps), "sampling": run.sampling,
+        "sampling_rate": sampling_rate, "steps": int(steps), "sampling": sampling,
         "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
-        "accounting_valid": private and run.sampling == "poisson", "event": event, "reason": desc.reason,
-        "private_preprocessing": tuple(run.notes), "notes": tuple(notes),
+        "accounting_valid": private and sampling == "poisson", "event": event, "reason": desc.reason,
+        "private_preprocessing": tuple(preprocessing), "notes": tuple(notes_out) + tuple(notes),
     }
+
+
+def epsilon_after(description, *, sampling_rate: float, steps: int, delta: float) -> float:
+    """The ``epsilon`` of :func:`privacy_report` after ``steps`` steps (the history's column):
+    ``inf`` for a non-private chain, 0 before the first step."""
+    if not description.private:
+        return math.inf
+    if steps <= 0:
+        return 0.0
+    return _accounted(description.event, sampling_rate, steps, delta)[0]
+
+
+def _privacy_report(run, steps: int) -> dict:
+    return privacy_report(run.mech.privacy, sampling_rate=run.q, steps=steps, delta=run.delta,
+                          sampling=run.sampling, preprocessing=run.notes)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -343,13 +366,7 @@ def _accounted(event, q: float, steps: int, delta: float) -> tuple:
 
 
 def _epsilon_at(run, steps: int) -> float:
-    """The ``epsilon`` of :func:`_privacy_report` after ``steps`` steps (the history's column)."""
-    desc = run.mech.privacy
-    if not desc.private:
-        return math.inf
-    if steps <= 0:
-        return 0.0
-    return _accounted(desc.event, run.q, steps, run.delta)[0]
+    return epsilon_after(run.mech.privacy, sampling_rate=run.q, steps=steps, delta=run.delta)
 
 
 class _History:

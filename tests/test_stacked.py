@@ -214,6 +214,51 @@ def test_stacked_runs_equal_train(name, mechanism, kw):
         _assert_run_equal(out[r], ref)
 
 
+NON_PRIVATE = [("dense", {}, None), ("dense", {}, [1.0, 0.5, 2.0]), ("top_k_clean", {"k": "by_d"}, None),
+               ("random_k", {"k": "by_d"}, None), ("random_k", {"k": "by_d", "order": "mask_then_clip"}, [1.0, 0.5, 2.0]),
+               ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}, None)]
+
+
+@pytest.mark.parametrize("mechanism,kw,C", NON_PRIVATE,
+                         ids=[f"{m}{kw.get('order', '')}-{'sgd' if C is None else 'clip'}" for m, kw, C in NON_PRIVATE])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_non_private_baselines_equal_train(name, mechanism, kw, C):
+    """No noise step (and no clipping with C None): plain minibatch SGD, clipping only, clean top-k,
+    random-k and random freeze without noise, as train() runs the same non-private chains."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    d = model.n_params
+    if kw.get("k") == "by_d":
+        kw = {**kw, "k": [max(1, d // 4), 1, d - 1]}
+    seeds, lrs = [0, 11, 5], [0.5, 0.2, 1.0]
+    common = dict(epochs=3, batch_size=24, record_every=4)
+    out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=C, noise_multiplier=None, mechanism=mechanism,
+                        allow_non_private=True, **kw, **common)
+    for r, seed in enumerate(seeds):
+        kr = _per_run(kw, r)
+        ch = chain_for(mechanism, None if C is None else C[r], None, r_final=kr.get("r_final"), k=kr.get("k"),
+                       order=kr.get("order", "clip_then_mask"))
+        ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
+        _assert_run_equal(out[r], ref)
+        assert out[r].privacy["private"] is False and out[r].privacy["epsilon"] == np.inf
+        assert out[r].privacy["notes"] == ref.privacy["notes"] and out[r].privacy["reason"] == ref.privacy["reason"]
+
+
+def test_non_private_runs_need_allow_non_private():
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    base = dict(seeds=[0, 1], epochs=1, batch_size=24)
+    with pytest.raises(ValueError, match="clip_norm=None makes every run non-private.*allow_non_private=True"):
+        train_stacked(model, ds, clip_norm=None, **base)
+    with pytest.raises(ValueError, match="noise_multiplier=None makes every run non-private"):
+        train_stacked(model, ds, noise_multiplier=None, **base)
+    with pytest.raises(ValueError, match="noise_multiplier needs a clip_norm"):
+        train_stacked(model, ds, clip_norm=None, allow_non_private=True, **base)
+    with pytest.raises(ValueError, match="'top_k_clean'.*without noise"):
+        train_stacked(model, ds, mechanism="top_k_clean", k=3, allow_non_private=True, **base)
+    with pytest.raises(ValueError, match="'top_k_noisy' with noise"):
+        train_stacked(model, ds, mechanism="top_k_noisy", k=3, noise_multiplier=None, allow_non_private=True, **base)
+
+
 @pytest.mark.parametrize("ramp", ["constant", "step"])
 def test_random_freeze_ramps_equal_train(digits, ramp):
     model = mlp((64, 16, 10))

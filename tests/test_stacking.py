@@ -101,6 +101,53 @@ def test_run_stacked_equals_each_run_alone_bit_for_bit():
         stacking.run_stacked([])
 
 
+NP = {"allow_non_private": True}
+SGD = [{"name": "clip", "clip_norm": None}]
+CLIP_ONLY = [{"name": "clip", "clip_norm": 1.0}]
+TOPK_CLEAN = [{"name": "clip", "clip_norm": None}, {"name": "top_k", "k": 200, "mode": "clean"}]
+RANDK_NP = [{"name": "clip", "clip_norm": None}, {"name": "random_k", "k": 100}]
+FREEZE_NP = [{"name": "random_freeze", "r_final": 0.8}, {"name": "clip", "clip_norm": 1.0}]
+
+
+def _np(mech, **sections):
+    return _with(_with(privacy=NP), mechanism=mech, **sections)
+
+
+def test_non_private_baselines_stack_by_structure():
+    sgd = stacking.stack_key(_np(SGD))
+    assert sgd is not None and sgd != stacking.stack_key(BASE)
+    assert stacking.stack_key(_np(SGD, training={"seed": 4}, optimizer={"lr": 0.1})) == sgd
+    clip_only = stacking.stack_key(_np(CLIP_ONLY))
+    assert clip_only not in (None, sgd)  # clipping or not is structure; the clip norm is per run
+    assert stacking.stack_key(_np([{"name": "clip", "clip_norm": 3.0}])) == clip_only
+    for mech in (TOPK_CLEAN, RANDK_NP, FREEZE_NP):
+        assert stacking.stack_key(_np(mech)) not in (None, sgd, clip_only)
+    noise_only = [{"name": "clip", "clip_norm": None, "reference_norm": 1.0}, {"name": "gaussian_noise"}]
+    assert stacking.stack_key(_np(noise_only)) is None  # the noise-only ablation runs with train()
+
+
+@pytest.mark.parametrize("mech", [SGD, CLIP_ONLY, TOPK_CLEAN, RANDK_NP, FREEZE_NP],
+                         ids=["sgd", "clip_only", "top_k_clean", "random_k", "random_freeze"])
+def test_a_non_private_stackable_run_agrees_with_train(mech):
+    cfg = _np(mech)
+    rec = C.run(cfg)
+    model, ds, ch, kw = C.build(cfg)
+    ref = train(model, ds, **kw)
+    for key, col in ref.history.items():
+        np.testing.assert_allclose(rec["history"][key], col, rtol=1e-10, atol=1e-300, err_msg=key)
+    assert rec["private"] is False and rec["epsilon"] == math.inf == ref.privacy["epsilon"]
+    assert rec["test_accuracy"] == pytest.approx(float(ref.history["test_accuracy"][-1]), abs=1e-12)
+
+
+def test_a_non_private_group_equals_each_run_alone_bit_for_bit():
+    cfgs = [_np(SGD, training={"seed": s}, optimizer={"lr": lr}) for s, lr in ((0, 0.5), (1, 0.5), (2, 0.1))]
+    for c, rec in zip(cfgs, stacking.run_stacked(cfgs)):
+        alone = C.run(c)
+        assert rec["id"] == alone["id"] and rec["test_accuracy"] == alone["test_accuracy"]
+        for k, col in alone["history"].items():
+            assert np.array_equal(rec["history"][k], col, equal_nan=True), k
+
+
 def test_groups_fill_free_slots_and_respect_the_caps():
     keys = ["a"] * 20 + [None, None] + ["b"] * 3
     tasks = sweep._groups(list(range(25)), keys, free=1)

@@ -34,7 +34,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
                   r_final=None, k=None, ramp="linear", order="clip_then_mask", steps=None, epochs=None, sampling_rate=None,
                   batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
                   sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
-                  weight_decay=0.0, params0=None) -> list:
+                  weight_decay=0.0, params0=None, allow_non_private=False) -> list:
     """Train R = ``len(seeds)`` independent DP-SGD runs of ``model`` on ``data`` at once.
 
     Every run is ``w_{t+1} = w_t - lr u_t`` with the DP-SGD release (Abadi et al. 2016, Alg. 1)
@@ -52,15 +52,19 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         Training split, optional test split; no public split.
     seeds : sequence of int >= 0 (or SeedSequence with integer entropy)
         One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
-    mechanism : {"dense", "random_freeze", "top_k_noisy", "random_k"}
+    mechanism : {"dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean"}
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
-        freeze ramp or a layer-wise top-k, cannot be read back).
+        freeze ramp or a layer-wise top-k, cannot be read back). ``"top_k_clean"`` (top-k of the
+        clean sum) exists only as a non-private baseline.
     clip_norm, noise_multiplier, lr : float or sequence of R floats
         ``C > 0``, ``sigma > 0``, constant ``lr >= 0``; a scalar is shared by all runs.
+        ``clip_norm=None`` (no clipping, ``clip(None)``) or ``noise_multiplier=None`` (no noise
+        step), for all runs, gives the non-private baselines (plain minibatch SGD, clipping only)
+        and needs ``allow_non_private=True``; noise without a clip norm is refused.
     r_final : float in [0, 1) or sequence
         Final frozen fraction (``"random_freeze"`` only), frozen set redrawn at each epoch start.
     k : int in [1, d] or sequence
-        Kept coordinates (``"top_k_noisy"`` and ``"random_k"``; a fresh uniform k-subset each step
+        Kept coordinates (``"top_k_noisy"``, ``"top_k_clean"`` and ``"random_k"``; a fresh uniform k-subset each step
         for ``"random_k"``).
     order : {"clip_then_mask", "mask_then_clip"}
         Order of ``"random_k"`` (shared by all runs).
@@ -71,6 +75,9 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     sampling, optimizer, schedule, mode, momentum, weight_decay, params0
         Accepted for a drop-in call, but only their defaults (``"poisson"``, ``"sgd"``, None or
         ``"constant"``, ``"dp"``, 0, 0, None): anything else raises ``ValueError``.
+    allow_non_private : bool
+        Required for ``clip_norm=None`` or ``noise_multiplier=None``; the runs' privacy reports
+        then say ``private: False``, ``epsilon: inf`` and why, as ``train()``'s do.
 
     Returns
     -------
@@ -92,5 +99,5 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
                 r_final=r_final, k=k, ramp=ramp, order=order, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
                 batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
                 sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
-                weight_decay=weight_decay, params0=params0)
+                weight_decay=weight_decay, params0=params0, allow_non_private=allow_non_private)
     return StackedLoop(resolve(model, data, args)).run()

@@ -135,13 +135,16 @@ def masked_sq_norms_stacked(layout, acts, deltas, keep_views) -> np.ndarray:
 
 def clip_factors_stacked(nsq: np.ndarray, clip_norm: np.ndarray):
     """Flat clip factors ``w = C_r / max(n, C_r)`` with ``n = sqrt(sum_l nsq_l)`` (summed in layer
-    order); returns ``(w (R, B), n (R, B))`` (Abadi et al. 2016, Alg. 1)."""
+    order); returns ``(w (R, B), n (R, B))`` (Abadi et al. 2016, Alg. 1). ``C_r = inf`` (no
+    clipping) gives ``w = 1``."""
     t = nsq[..., 0].copy()
     for l in range(1, nsq.shape[-1]):
         t += nsq[..., l]
     n = np.sqrt(t)
     c = clip_norm[:, None]
-    return c / np.maximum(n, c), n
+    with np.errstate(invalid="ignore"):
+        w = c / np.maximum(n, c)
+    return np.where(np.isinf(c), 1.0, w), n
 
 
 def weighted_sum_stacked(layout, acts, deltas, w) -> np.ndarray:

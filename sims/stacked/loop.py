@@ -63,12 +63,12 @@ class StackedLoop:
                 rate = frozen_fraction(float(res.r_final[r]), 0, self.n_epochs, res.ramp)
                 keep[r] = ~_draw_frozen(mech_init_rng, d, rate)
         self.a = {"ids": np.arange(R), "P": P, "lr": res.lr.copy(), "C": res.clip_norm.copy(),
-                  "std": res.noise_multiplier * res.clip_norm, "acc": np.zeros((R, len(STEP_METRICS))),
+                  "std": res.noise_multiplier * np.where(np.isinf(res.clip_norm), 0.0, res.clip_norm), "acc": np.zeros((R, len(STEP_METRICS))),
                   "fkey": np.zeros(R, dtype=np.int64)}
         if keep is not None:
             self.a["keep"] = keep
         if res.k is not None:
-            self.a["k" if res.mechanism == "top_k_noisy" else "rk"] = res.k.copy()
+            self.a["rk" if res.mechanism == "random_k" else "k"] = res.k.copy()
         self.a["loss0"] = (E.evaluate_stacked(res.model, P, res.X, res.y)[0] if res.factor is not None
                            else np.zeros(R))
         self.block = None
@@ -195,6 +195,8 @@ class StackedLoop:
             self.finish(pos, a["P"][pos], t, t, f"training diverged at step {t} (0-based): {what} is not finite "
                         f"(lr={float(a['lr'][pos])!r}); history kept up to the last finite record")
         a["P"] = newP
+        if res.mechanism == "top_k_clean":  # the top-k mask acts before the (absent) noise: u is the kept signal
+            before, sig = sig, usq * res.B ** 2
         self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before)
         if (bad_u | bad_p).any():
             self.drop(bad_u | bad_p)

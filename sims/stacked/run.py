@@ -1,18 +1,17 @@
 """Argument resolution, privacy reports and results of :func:`sims.stacked.train_stacked`."""
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory.events import epsilon_of
 from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_finite_array, check_int, check_real
 
 from sims.data import private_preprocessing_notes
 from sims.models.dense import Model, check_targets
-from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, run_length
+from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, epsilon_after, run_length
+from sims.train import privacy_report as train_privacy_report
 
 from .streams import pcg_words_supported
 
@@ -20,7 +19,7 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
            "Resolved"]
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
-MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k")
+MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean")
 
 
 @dataclass(frozen=True)
@@ -47,19 +46,39 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     ``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``; ``"random_k"``:
     ``chain(clip(C), random_k(k), gaussian_noise(sigma))`` (``order="clip_then_mask"``) or
     ``chain(random_k(k, "mask_then_clip"), clip(C), gaussian_noise(sigma))`` (Lin, arXiv 2211.00734).
+
+    Non-private baselines (built with ``allow_non_private=True``): ``noise_multiplier=None`` drops
+    the noise step, and ``clip_norm=None`` the clipping (``clip(None)``: plain minibatch SGD);
+    ``"top_k_clean"`` is ``chain(clip(C or None), top_k(k, mode="clean"))``, the top-k of the clean
+    sum, which exists only without noise. Noise without a clip norm (the noise-only ablation) is
+    not a stacked chain.
     """
     from sims.mechanisms import chain, clip, gaussian_noise, random_freeze, random_k, top_k
 
     check_choice("mechanism", mechanism, MECHANISMS)
-    core = (clip(clip_norm), gaussian_noise(noise_multiplier))
-    if mechanism == "dense":
-        return chain(*core)
+    noisy = noise_multiplier is not None
+    if noisy and clip_norm is None:
+        raise ValueError("noise_multiplier needs a clip_norm in the stacked chains (the noise-only ablation "
+                         "clip(None, reference_norm=...) runs with sims.train.train)")
+    if (mechanism == "top_k_clean" and noisy) or (mechanism == "top_k_noisy" and not noisy):
+        raise ValueError("mechanism='top_k_clean' (top-k of the clean sum) runs without noise "
+                         "(noise_multiplier=None), and 'top_k_noisy' with noise; got "
+                         f"mechanism={mechanism!r}, noise_multiplier={noise_multiplier!r}")
+    c = clip(clip_norm)
+    noise = (gaussian_noise(noise_multiplier),) if noisy else ()
     if mechanism == "random_freeze":
-        return chain(random_freeze(r_final, ramp), *core)
-    if mechanism == "random_k":
-        rk = random_k(k, order)
-        return chain(rk, *core) if order == "mask_then_clip" else chain(core[0], rk, core[1])
-    return chain(*core, top_k(k, mode="noisy"))
+        steps = (random_freeze(r_final, ramp), c, *noise)
+    elif mechanism == "random_k" and order == "mask_then_clip":
+        steps = (random_k(k, order), c, *noise)
+    elif mechanism == "random_k":
+        steps = (c, random_k(k, order), *noise)
+    elif mechanism == "dense":
+        steps = (c, *noise)
+    else:
+        steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
+    if noisy:
+        return chain(*steps)
+    return chain(*steps, allow_non_private=True)
 
 
 @dataclass(frozen=True)
@@ -193,7 +212,7 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
         if r_final is None:
             raise ValueError("r_final is required for mechanism='random_freeze'")
         rf = _per_run("r_final", r_final, R, low=0.0, high=1.0, high_open=True)
-    if mechanism in ("top_k_noisy", "random_k"):
+    if mechanism in ("top_k_noisy", "top_k_clean", "random_k"):
         if k is None:
             raise ValueError(f"k is required for mechanism={mechanism!r}")
         kk = _per_run("k", k, R, low=1.0, high=float(d))
@@ -201,6 +220,22 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
             raise ValueError(f"k must hold integers in [1, {d}], got {k!r}")
         kk = kk.astype(np.int64)
     return rf, kk
+
+
+def _clip_and_noise(a: dict, R: int):
+    """Per-run clip norms (``inf`` for ``clip_norm=None``: no clipping) and noise multipliers (0 for
+    ``noise_multiplier=None``: no noise step). Either None makes every run non-private, which
+    needs ``allow_non_private=True``."""
+    C = (np.full(R, math.inf) if a["clip_norm"] is None
+         else _per_run("clip_norm", a["clip_norm"], R, low=0.0, low_open=True))
+    sigma = (np.zeros(R) if a["noise_multiplier"] is None
+             else _per_run("noise_multiplier", a["noise_multiplier"], R, low=0.0, low_open=True))
+    missing = [name for name in ("clip_norm", "noise_multiplier") if a[name] is None]
+    if missing and not a["allow_non_private"]:
+        raise ValueError(f"{' and '.join(missing)}=None makes every run non-private (no clipping bounds the "
+                         "sensitivity, or no noise is added); pass allow_non_private=True for a non-private "
+                         "baseline")
+    return C, sigma
 
 
 def resolve(model, data, a: dict) -> Resolved:
@@ -217,8 +252,7 @@ def resolve(model, data, a: dict) -> Resolved:
     if factor is not None:
         factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
     lr = _per_run("lr", a["lr"], R, low=0.0)
-    C = _per_run("clip_norm", a["clip_norm"], R, low=0.0, low_open=True)
-    sigma = _per_run("noise_multiplier", a["noise_multiplier"], R, low=0.0, low_open=True)
+    C, sigma = _clip_and_noise(a, R)
     rf, kk = _mechanism_arrays(a["mechanism"], a["r_final"], a["k"], R, d)
     ramp = a["ramp"]
     if a["mechanism"] == "random_freeze":
@@ -226,7 +260,8 @@ def resolve(model, data, a: dict) -> Resolved:
         ramp = check_choice("ramp", ramp, RAMPS)
     from sims.mechanisms.random_k import ORDERS
     order = check_choice("order", a["order"], ORDERS)
-    chains = tuple(chain_for(a["mechanism"], float(C[r]), float(sigma[r]),
+    chains = tuple(chain_for(a["mechanism"], None if np.isinf(C[r]) else float(C[r]),
+                             None if sigma[r] == 0 else float(sigma[r]),
                              r_final=None if rf is None else float(rf[r]),
                              k=None if kk is None else int(kk[r]), ramp=ramp, order=order) for r in range(R))
     return Resolved(model, X, y, Xt, yt, notes, a["mechanism"], ramp, order, roots, lr, C, sigma, rf, kk, chains,
@@ -234,41 +269,17 @@ def resolve(model, data, a: dict) -> Resolved:
 
 
 # ----------------------------------------------------------------------------- privacy and config
-@functools.lru_cache(maxsize=4096)
-def _poisson_epsilon(event, q: float, steps: int, delta: float) -> tuple:
-    """``epsilon_of(event.poisson_sampled(q, steps), delta)`` as ``(float, order)``, cached (the
-    records of many runs with one noise multiplier ask for the same ``(q, T)``)."""
-    eps, order = epsilon_of(event.poisson_sampled(q, steps), delta)
-    return float(eps), order
-
-
 def epsilon_at(res: Resolved, r: int, steps: int) -> float:
-    """The history's ``epsilon`` of run ``r`` after ``steps`` steps (as :func:`sims.train.train`)."""
-    desc = res.chains[r].privacy
-    if steps <= 0:
-        return 0.0
-    return _poisson_epsilon(desc.event, res.q, int(steps), res.delta)[0]
+    """The history's ``epsilon`` of run ``r`` after ``steps`` steps (:func:`sims.train.epsilon_after`)."""
+    return epsilon_after(res.chains[r].privacy, sampling_rate=res.q, steps=steps, delta=res.delta)
 
 
 def privacy_report(res: Resolved, r: int, steps: int, extra_notes=()) -> dict:
-    """The ``privacy`` dict of :class:`sims.train.TrainResult` for run ``r`` after ``steps`` steps:
-    the chain's ``Gaussian(sigma)`` event Poisson-sampled at ``q`` and self-composed ``steps``
-    times, accounted by RDP (Mironov, Talwar & Zhang 2019) via :func:`dptheory.epsilon_of`."""
-    desc = res.chains[r].privacy
-    if steps > 0:
-        event = desc.event.poisson_sampled(res.q, steps)
-        eps, order = _poisson_epsilon(desc.event, res.q, int(steps), res.delta)
-    else:
-        event, eps, order = desc.event, 0.0, None
-    notes = list(desc.notes) + [f"pre-processing not covered by epsilon: {n}" for n in res.notes]
-    return {
-        "private": True, "epsilon": eps, "delta": res.delta, "order": order,
-        "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
-        "sampling_rate": res.q, "steps": int(steps), "sampling": "poisson",
-        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
-        "accounting_valid": True, "event": event, "reason": desc.reason,
-        "private_preprocessing": tuple(res.notes), "notes": tuple(notes) + tuple(extra_notes),
-    }
+    """The ``privacy`` dict of run ``r`` after ``steps`` steps, as :func:`sims.train.train` reports
+    it (:func:`sims.train.privacy_report` of the run's chain: its per-step event Poisson-sampled at
+    ``q``, composed ``steps`` times, accounted by RDP; ``epsilon = inf`` for a non-private chain)."""
+    return train_privacy_report(res.chains[r].privacy, sampling_rate=res.q, steps=steps, delta=res.delta,
+                                preprocessing=res.notes, notes=extra_notes)
 
 
 def config_of(res: Resolved, r: int) -> dict:
@@ -281,7 +292,8 @@ def config_of(res: Resolved, r: int) -> dict:
         "optimizer_hyperparams": (("weight_decay", 0.0),), "lr": float(res.lr[r]), "schedule": None,
         "delta": res.delta, "record_every": res.rec, "divergence_factor": res.factor, "entropy": root.entropy,
         "spawn_key": tuple(root.spawn_key), "dtype": "float64",
-        "stacked": {"mechanism": res.mechanism, "clip_norm": float(res.clip_norm[r]),
+        "stacked": {"mechanism": res.mechanism,
+                    "clip_norm": None if np.isinf(res.clip_norm[r]) else float(res.clip_norm[r]),
                     "r_final": None if res.r_final is None else float(res.r_final[r]),
                     "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp,
                     "order": res.order if res.mechanism == "random_k" else None},

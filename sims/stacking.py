@@ -9,8 +9,12 @@ switch, Poisson sampling, plain SGD at a constant step, and one of the chains
 * ``[clip, gaussian_noise, top_k]`` with ``top_k``'s ``mode = "noisy"``,
 * ``[clip, random_k, gaussian_noise]`` (clip then mask) or ``[random_k, clip, gaussian_noise]``
   (``order = "mask_then_clip"``),
+* ``[clip, gaussian_noise, low_rank]`` (``order = "noise_then_compress"``),
 * the same chains without ``gaussian_noise`` (non-private baselines, ``privacy.allow_non_private``;
-  ``clip_norm = None`` for plain minibatch SGD), and ``[clip, top_k]`` with ``mode = "clean"``,
+  ``clip_norm = None`` for plain minibatch SGD), ``[clip, top_k]`` with ``mode = "clean"`` and
+  ``[clip, low_rank]`` with ``order = "compress_then_noise"``,
+* the noise-only ablation: ``clip_norm = None`` with a ``reference_norm`` before ``gaussian_noise``
+  (dense or after ``random_freeze``; non-private),
 
 every other transform argument at its default. Configs that differ only in the per-run axes
 (:data:`PER_RUN`: the seed, the step size, the noise multiplier or epsilon target, the clip norm,
@@ -41,13 +45,17 @@ _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gau
              ("random_k", "clip", "gaussian_noise"): "random_k",
              # non-private baselines (no noise step; privacy.allow_non_private)
              ("clip",): "dense", ("random_freeze", "clip"): "random_freeze", ("clip", "top_k"): "top_k_clean",
-             ("clip", "random_k"): "random_k", ("random_k", "clip"): "random_k"}
+             ("clip", "random_k"): "random_k", ("random_k", "clip"): "random_k",
+             ("clip", "gaussian_noise", "low_rank"): "low_rank", ("clip", "low_rank"): "low_rank"}
 #: the top_k mode each top-k pattern needs
 _TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean"}
 #: the order random_k must have at its place in the chain
 _RANDOM_K_ORDER = {0: "mask_then_clip", 1: "clip_then_mask"}
-_OWN = {"clip": ("clip_norm",), "gaussian_noise": ("noise_multiplier",), "random_freeze": ("r_final", "ramp"),
-        "top_k": ("k", "mode"), "random_k": ("k", "order")}
+_OWN = {"clip": ("clip_norm", "reference_norm"), "gaussian_noise": ("noise_multiplier",),
+        "random_freeze": ("r_final", "ramp"), "top_k": ("k", "mode"), "random_k": ("k", "order"),
+        "low_rank": ("rank", "order")}
+#: the low-rank order with noise (post-processing) and without (the clean sum compressed)
+_LOW_RANK_ORDER = {True: "noise_then_compress", False: "compress_then_noise"}
 
 
 def _defaults_only(t: dict) -> bool:
@@ -69,6 +77,13 @@ def _mechanism_of(cfg) -> str | None:
         at = names.index("random_k")
         if cfg["mechanism"][at].get("order", "clip_then_mask") != _RANDOM_K_ORDER[at]:
             return None
+    noisy = "gaussian_noise" in names
+    if mech == "low_rank" and cfg["mechanism"][names.index("low_rank")].get("order", "noise_then_compress") \
+            != _LOW_RANK_ORDER[noisy]:
+        return None
+    clip = cfg["mechanism"][names.index("clip")]
+    if clip.get("clip_norm") is not None and clip.get("reference_norm", 1.0) != 1.0:
+        return None  # a reference norm that train() ignores: keep the config as it is
     return mech
 
 
@@ -81,9 +96,17 @@ def _stackable(cfg) -> str | None:
         return None
     mech = _mechanism_of(cfg)
     noisy = any(t["name"] == "gaussian_noise" for t in cfg["mechanism"])
-    if mech is None or (p["allow_non_private"] and noisy):  # noise in a non-private chain: not a stacked chain
-        return None
+    if mech is None or (p["allow_non_private"] and noisy and not _noise_only(cfg)):
+        return None  # noise in a non-private chain: only the noise-only ablation is a stacked chain
     return mech
+
+
+def _noise_only(cfg) -> bool:
+    """The noise-only ablation: no clipping (``clip_norm = None``), noise of ``noise_multiplier *
+    reference_norm``, dense or after random freeze."""
+    names = tuple(t["name"] for t in cfg["mechanism"])
+    clip = cfg["mechanism"][names.index("clip")]
+    return clip.get("clip_norm") is None and names[-1] == "gaussian_noise" and names[0] in ("clip", "random_freeze")
 
 
 def stack_key(config: dict) -> str | None:
@@ -115,16 +138,25 @@ def _float_or_none(x):
     return None if x is None else float(x)
 
 
+def _noise_multiplier(cfg, stage, ch):
+    """The run's noise multiplier: the chain's (calibrated or given), or the noise-only ablation's own."""
+    if "gaussian_noise" not in stage:
+        return None
+    own = stage["gaussian_noise"].get("noise_multiplier")
+    return float(ch.privacy.noise_multiplier if own is None or not cfg["privacy"]["allow_non_private"] else own)
+
+
 def _per_run(cfg, ch) -> dict:
     """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config and its chain."""
     stage = {t["name"]: t for t in cfg["mechanism"]}
-    return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]),
-            "clip_norm": _float_or_none(stage["clip"]["clip_norm"]),
-            "noise_multiplier": _float_or_none(ch.privacy.noise_multiplier if "gaussian_noise" in stage else None),
+    C = _float_or_none(stage["clip"]["clip_norm"])
+    ordered = stage.get("random_k", stage.get("low_rank", {}))
+    return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]), "clip_norm": C,
+            "noise_multiplier": _noise_multiplier(cfg, stage, ch),
+            "reference_norm": float(stage["clip"].get("reference_norm", 1.0)) if C is None else None,
             "r_final": stage.get("random_freeze", {}).get("r_final"),
-            "k": stage.get("top_k", stage.get("random_k", {})).get("k"),
-            "ramp": stage.get("random_freeze", {}).get("ramp", "linear"),
-            "order": stage.get("random_k", {}).get("order", "clip_then_mask")}
+            "k": stage.get("top_k", stage.get("random_k", {})).get("k"), "rank": stage.get("low_rank", {}).get("rank"),
+            "ramp": stage.get("random_freeze", {}).get("ramp", "linear"), "order": ordered.get("order")}
 
 
 def run_stacked(configs) -> list[dict]:
@@ -152,12 +184,15 @@ def run_stacked(configs) -> list[dict]:
     runs = [_per_run(validate(c), b[2]) for c, b in zip(configs, built)]
     col = (lambda name: [r[name] for r in runs])
     shared_none = (lambda name: None if runs[0][name] is None else col(name))  # None: the chain has no such step
+    first = runs[0]
     out = train_stacked(model, ds, seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=shared_none("clip_norm"),
                         noise_multiplier=shared_none("noise_multiplier"),
-                        allow_non_private=runs[0]["noise_multiplier"] is None or runs[0]["clip_norm"] is None,
+                        allow_non_private=first["noise_multiplier"] is None or first["clip_norm"] is None,
                         r_final=col("r_final") if mech == "random_freeze" else None,
-                        k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=runs[0]["ramp"],
-                        order=runs[0]["order"], steps=kw["steps"],
+                        k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
+                        order=first["order"], rank=first["rank"],
+                        reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
+                        steps=kw["steps"],
                         epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
                         delta=kw["delta"], record_every=kw["record_every"])
     share = (time.perf_counter() - t0) / len(configs)

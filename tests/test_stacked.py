@@ -187,14 +187,16 @@ def _assert_run_equal(res, ref):
 
 
 CHAINS = [("dense", {}), ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}), ("top_k_noisy", {"k": "by_d"}),
-          ("random_k", {"k": "by_d", "order": "clip_then_mask"}), ("random_k", {"k": "by_d", "order": "mask_then_clip"})]
+          ("random_k", {"k": "by_d", "order": "clip_then_mask"}), ("random_k", {"k": "by_d", "order": "mask_then_clip"}),
+          ("low_rank", {"rank": 1}), ("low_rank", {"rank": 2, "order": "noise_then_compress"})]
 
 
 def _per_run(kw, r):
     return {k: (v[r] if isinstance(v, list) else v) for k, v in kw.items()}
 
 
-@pytest.mark.parametrize("mechanism,kw", CHAINS, ids=[c[0] + c[1].get("order", "") for c in CHAINS])
+@pytest.mark.parametrize("mechanism,kw", CHAINS, ids=[c[0] + c[1].get("order", "") + str(c[1].get("rank", ""))
+                                                      for c in CHAINS])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_stacked_runs_equal_train(name, mechanism, kw):
     make, kind = MODELS[name]
@@ -208,19 +210,21 @@ def test_stacked_runs_equal_train(name, mechanism, kw):
                         **kw, **common)
     for r, seed in enumerate(seeds):
         kr = _per_run(kw, r)
-        ch = chain_for(mechanism, C[r], sigma[r], r_final=kr.get("r_final"), k=kr.get("k"),
-                       order=kr.get("order", "clip_then_mask"))
+        ch = chain_for(mechanism, C[r], sigma[r], r_final=kr.get("r_final"), k=kr.get("k"), order=kr.get("order"),
+                       rank=kr.get("rank"))
         ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
         _assert_run_equal(out[r], ref)
 
 
 NON_PRIVATE = [("dense", {}, None), ("dense", {}, [1.0, 0.5, 2.0]), ("top_k_clean", {"k": "by_d"}, None),
                ("random_k", {"k": "by_d"}, None), ("random_k", {"k": "by_d", "order": "mask_then_clip"}, [1.0, 0.5, 2.0]),
-               ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}, None)]
+               ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}, None), ("low_rank", {"rank": 2}, None),
+               ("low_rank", {"rank": 1, "order": "compress_then_noise"}, [1.0, 0.5, 2.0])]
 
 
 @pytest.mark.parametrize("mechanism,kw,C", NON_PRIVATE,
-                         ids=[f"{m}{kw.get('order', '')}-{'sgd' if C is None else 'clip'}" for m, kw, C in NON_PRIVATE])
+                         ids=[f"{m}{kw.get('order', '')}{kw.get('rank', '')}-{'sgd' if C is None else 'clip'}"
+                              for m, kw, C in NON_PRIVATE])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_non_private_baselines_equal_train(name, mechanism, kw, C):
     """No noise step (and no clipping with C None): plain minibatch SGD, clipping only, clean top-k,
@@ -237,7 +241,7 @@ def test_non_private_baselines_equal_train(name, mechanism, kw, C):
     for r, seed in enumerate(seeds):
         kr = _per_run(kw, r)
         ch = chain_for(mechanism, None if C is None else C[r], None, r_final=kr.get("r_final"), k=kr.get("k"),
-                       order=kr.get("order", "clip_then_mask"))
+                       order=kr.get("order"), rank=kr.get("rank"))
         ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
         _assert_run_equal(out[r], ref)
         assert out[r].privacy["private"] is False and out[r].privacy["epsilon"] == np.inf
@@ -251,12 +255,50 @@ def test_non_private_runs_need_allow_non_private():
         train_stacked(model, ds, clip_norm=None, **base)
     with pytest.raises(ValueError, match="noise_multiplier=None makes every run non-private"):
         train_stacked(model, ds, noise_multiplier=None, **base)
-    with pytest.raises(ValueError, match="noise_multiplier needs a clip_norm"):
+    with pytest.raises(ValueError, match="noise_multiplier without a clip_norm needs a reference_norm"):
         train_stacked(model, ds, clip_norm=None, allow_non_private=True, **base)
     with pytest.raises(ValueError, match="'top_k_clean'.*without noise"):
         train_stacked(model, ds, mechanism="top_k_clean", k=3, allow_non_private=True, **base)
     with pytest.raises(ValueError, match="'top_k_noisy' with noise"):
         train_stacked(model, ds, mechanism="top_k_noisy", k=3, noise_multiplier=None, allow_non_private=True, **base)
+
+
+@pytest.mark.parametrize("name", ["mlp_relu", "logistic"])
+def test_noise_only_ablation_equals_train(name):
+    """No clipping, noise of std sigma * reference_norm (clip(None, reference_norm)), dense and after
+    random freeze: not private, as train() reports it."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    seeds, lrs, sigma = [0, 11], [0.5, 0.2], [1.0, 2.0]
+    common = dict(epochs=3, batch_size=24, record_every=4)
+    for mechanism, kw in (("dense", {}), ("random_freeze", {"r_final": 0.7})):
+        out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=None, reference_norm=1.5, noise_multiplier=sigma,
+                            mechanism=mechanism, allow_non_private=True, **kw, **common)
+        for r, seed in enumerate(seeds):
+            ch = chain_for(mechanism, None, sigma[r], reference_norm=1.5, **kw)
+            ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
+            _assert_run_equal(out[r], ref)
+            assert out[r].privacy["private"] is False and out[r].privacy["reason"] == ref.privacy["reason"]
+            assert out[r].history["noise_sq"][0] > 0
+
+
+def test_power_compress_stacked_matches_per_run_power_compress():
+    from sims.mechanisms.low_rank import power_compress
+
+    layout = mlp((6, 5, 4, 3)).layout
+    rng = np.random.default_rng(2)
+    R = 4
+    U = rng.standard_normal((R, layout.n_params))
+    U[2, layout.weight_slice(1)] = 0.0  # a zero block: its basis is kept
+    Qs = [rng.standard_normal((R, layout.sizes[l], min(2, layout.sizes[l], layout.sizes[l + 1])))
+          for l in range(layout.n_layers)]
+    Y, newQ = E.power_compress_stacked(layout, U, Qs)
+    for r in range(R):
+        y, q = power_compress(U[r], [Q[r] for Q in Qs], layout)
+        np.testing.assert_allclose(Y[r], y, rtol=1e-13, atol=1e-14)
+        for a, b in zip(newQ, q):
+            np.testing.assert_allclose(a[r], b, rtol=1e-13, atol=1e-14)
+    assert np.array_equal(newQ[1][2], Qs[1][2])
 
 
 @pytest.mark.parametrize("ramp", ["constant", "step"])
@@ -329,6 +371,13 @@ def test_refuses_what_it_does_not_run():
         (dict(mechanism="top_k_noisy", k=10 ** 6), "k"),
         (dict(seeds=[]), "seeds"),
         (dict(seeds=[-1]), r"seeds\[0\]"),
+        (dict(mechanism="low_rank"), "rank is required"),
+        (dict(mechanism="low_rank", rank=0), "rank"),
+        (dict(rank=2), "rank is an argument of mechanism='low_rank' only"),
+        (dict(mechanism="low_rank", rank=1, order="compress_then_noise"), "'low_rank' runs order='noise_then_compress'"),
+        (dict(mechanism="random_k", k=3, order="noise_then_compress"), "order"),
+        (dict(reference_norm=2.0), "reference_norm is the noise scale of an unclipped run"),
+        (dict(clip_norm=None, reference_norm=-1.0, allow_non_private=True), "reference_norm"),
     ]
     for extra, match in bad:
         with pytest.raises(ValueError, match=match):
@@ -344,8 +393,9 @@ def _bitwise_equal(a, b):
 
 
 @pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40}),
-                                          ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"})],
-                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip"])
+                                          ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"}),
+                                          ("low_rank", {"rank": 2})],
+                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank"])
 def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     model = mlp((64, 12, 10))
     seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]

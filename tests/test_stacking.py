@@ -17,6 +17,7 @@ TOPK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name":
 RANDK = [{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 100}, {"name": "gaussian_noise"}]
 RANDK_MTC = [{"name": "random_k", "k": 100, "order": "mask_then_clip"}, {"name": "clip", "clip_norm": 1.0},
              {"name": "gaussian_noise"}]
+LOWRANK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "low_rank", "rank": 2}]
 
 
 def _with(cfg=BASE, **sections):
@@ -55,6 +56,8 @@ def test_stack_key_groups_per_run_axes_only():
     assert stacking.stack_key(_with(mechanism=RANDK_MTC)) not in (None, stacking.stack_key(_with(mechanism=RANDK)))
     f2 = [dict(FREEZE[0], r_final=0.3), *FREEZE[1:]]
     assert stacking.stack_key(_with(mechanism=f2)) == stacking.stack_key(_with(mechanism=FREEZE))
+    lr3 = [LOWRANK[0], LOWRANK[1], dict(LOWRANK[2], rank=3)]
+    assert stacking.stack_key(_with(mechanism=lr3)) not in (None, stacking.stack_key(_with(mechanism=LOWRANK)))
     not_stackable = [
         _with(optimizer={"name": "adam"}), _with(optimizer={"momentum": 0.9, "name": "momentum"}),
         _with(optimizer={"schedule": "cosine"}), _with(model={"dtype": "float32"}),
@@ -66,14 +69,15 @@ def test_stack_key_groups_per_run_axes_only():
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "per_layer": True}, {"name": "gaussian_noise"}]),
         _with(mechanism=[dict(FREEZE[0], rescale=True), *FREEZE[1:]]),
         _with(mechanism=[*TOPK[:2], dict(TOPK[2], layerwise=True)]),
+        _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "reference_norm": 2.0}, {"name": "gaussian_noise"}]),
         {"bogus": 1},
     ]
     for c in not_stackable:
         assert stacking.stack_key(c) is None, c
 
 
-@pytest.mark.parametrize("mech", [None, FREEZE, TOPK, RANDK, RANDK_MTC],
-                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip"])
+@pytest.mark.parametrize("mech", [None, FREEZE, TOPK, RANDK, RANDK_MTC, LOWRANK],
+                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank"])
 def test_a_stackable_run_agrees_with_train(mech):
     cfg = BASE if mech is None else _with(mechanism=mech)
     rec = C.run(cfg)
@@ -101,12 +105,15 @@ def test_run_stacked_equals_each_run_alone_bit_for_bit():
         stacking.run_stacked([])
 
 
-NP = {"allow_non_private": True}
+NP = {"allow_non_private": True, "noise_multiplier": None}
 SGD = [{"name": "clip", "clip_norm": None}]
 CLIP_ONLY = [{"name": "clip", "clip_norm": 1.0}]
 TOPK_CLEAN = [{"name": "clip", "clip_norm": None}, {"name": "top_k", "k": 200, "mode": "clean"}]
 RANDK_NP = [{"name": "clip", "clip_norm": None}, {"name": "random_k", "k": 100}]
 FREEZE_NP = [{"name": "random_freeze", "r_final": 0.8}, {"name": "clip", "clip_norm": 1.0}]
+LOWRANK_NP = [{"name": "clip", "clip_norm": None}, {"name": "low_rank", "rank": 1, "order": "compress_then_noise"}]
+NOISE_ONLY = [{"name": "clip", "clip_norm": None, "reference_norm": 1.5}, {"name": "gaussian_noise", "noise_multiplier": 1.2}]
+FREEZE_NOISE_ONLY = [{"name": "random_freeze", "r_final": 0.8}, *NOISE_ONLY]
 
 
 def _np(mech, **sections):
@@ -120,14 +127,23 @@ def test_non_private_baselines_stack_by_structure():
     clip_only = stacking.stack_key(_np(CLIP_ONLY))
     assert clip_only not in (None, sgd)  # clipping or not is structure; the clip norm is per run
     assert stacking.stack_key(_np([{"name": "clip", "clip_norm": 3.0}])) == clip_only
-    for mech in (TOPK_CLEAN, RANDK_NP, FREEZE_NP):
-        assert stacking.stack_key(_np(mech)) not in (None, sgd, clip_only)
-    noise_only = [{"name": "clip", "clip_norm": None, "reference_norm": 1.0}, {"name": "gaussian_noise"}]
-    assert stacking.stack_key(_np(noise_only)) is None  # the noise-only ablation runs with train()
+    keys = {stacking.stack_key(_np(mech)) for mech in (TOPK_CLEAN, RANDK_NP, FREEZE_NP, LOWRANK_NP, NOISE_ONLY,
+                                                         FREEZE_NOISE_ONLY)}
+    assert len(keys) == 6 and not keys & {None, sgd, clip_only}
+    # the noise-only ablation: its noise multiplier is per run, its reference norm structure
+    sigma2 = [NOISE_ONLY[0], dict(NOISE_ONLY[1], noise_multiplier=3.0)]
+    assert stacking.stack_key(_np(sigma2)) == stacking.stack_key(_np(NOISE_ONLY))
+    assert stacking.stack_key(_np([dict(NOISE_ONLY[0], reference_norm=2.0), NOISE_ONLY[1]])) not in keys
+    # noise in another non-private chain, and low-rank compressing the clean sum before noise: train() only
+    assert stacking.stack_key(_np([*TOPK[:2], dict(TOPK[2], mode="clean")])) is None
+    assert stacking.stack_key(_np([*LOWRANK[:2], dict(LOWRANK[2], order="compress_then_noise")])) is None
+    assert stacking.stack_key(_np([LOWRANK_NP[0], dict(LOWRANK_NP[1], order="noise_then_compress")])) is None
 
 
-@pytest.mark.parametrize("mech", [SGD, CLIP_ONLY, TOPK_CLEAN, RANDK_NP, FREEZE_NP],
-                         ids=["sgd", "clip_only", "top_k_clean", "random_k", "random_freeze"])
+@pytest.mark.parametrize("mech", [SGD, CLIP_ONLY, TOPK_CLEAN, RANDK_NP, FREEZE_NP, LOWRANK_NP, NOISE_ONLY,
+                                  FREEZE_NOISE_ONLY],
+                         ids=["sgd", "clip_only", "top_k_clean", "random_k", "random_freeze", "low_rank", "noise_only",
+                              "random_freeze_noise_only"])
 def test_a_non_private_stackable_run_agrees_with_train(mech):
     cfg = _np(mech)
     rec = C.run(cfg)
@@ -139,8 +155,9 @@ def test_a_non_private_stackable_run_agrees_with_train(mech):
     assert rec["test_accuracy"] == pytest.approx(float(ref.history["test_accuracy"][-1]), abs=1e-12)
 
 
-def test_a_non_private_group_equals_each_run_alone_bit_for_bit():
-    cfgs = [_np(SGD, training={"seed": s}, optimizer={"lr": lr}) for s, lr in ((0, 0.5), (1, 0.5), (2, 0.1))]
+@pytest.mark.parametrize("mech", [SGD, NOISE_ONLY], ids=["sgd", "noise_only"])
+def test_a_non_private_group_equals_each_run_alone_bit_for_bit(mech):
+    cfgs = [_np(mech, training={"seed": s}, optimizer={"lr": lr}) for s, lr in ((0, 0.5), (1, 0.5), (2, 0.1))]
     for c, rec in zip(cfgs, stacking.run_stacked(cfgs)):
         alone = C.run(c)
         assert rec["id"] == alone["id"] and rec["test_accuracy"] == alone["test_accuracy"]

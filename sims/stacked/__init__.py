@@ -15,7 +15,8 @@ Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.mo
 ``"dense"`` (``chain(clip(C), gaussian_noise(sigma))``, Abadi et al. 2016), ``"random_freeze"``
 (``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``), ``"top_k_noisy"``
 (``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``) and ``"random_k"`` in either
-order (a fresh random k-subset each step, noise on it only); Poisson sampling; plain SGD at
+order (a fresh random k-subset each step, noise on it only) and ``"low_rank"`` (PowerSGD-style
+compression of the noisy update); Poisson sampling; plain SGD at
 a constant step. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
 :func:`sims.train.train`.
@@ -31,8 +32,8 @@ __all__ = ["train_stacked", "chain_for", "StackedRunResult", "MECHANISMS", "STEP
 
 
 def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise_multiplier=1.0, lr=0.1,
-                  r_final=None, k=None, ramp="linear", order="clip_then_mask", steps=None, epochs=None, sampling_rate=None,
-                  batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
+                  r_final=None, k=None, ramp="linear", order=None, rank=None, reference_norm=None, steps=None,
+                  epochs=None, sampling_rate=None, batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
                   sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
                   weight_decay=0.0, params0=None, allow_non_private=False) -> list:
     """Train R = ``len(seeds)`` independent DP-SGD runs of ``model`` on ``data`` at once.
@@ -41,7 +42,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     ``u_t = (sum_{i in batch_t} clip_C(m_t * g_i) + N(0, sigma^2 C^2 I_{kept})) / (q n)``,
     ``clip_C(g) = g min(1, C / ||g||)``, batches Poisson-sampled at rate ``q`` (``B_t ~ Bin(n, q)``),
     ``m_t`` the random-freeze keep mask (all ones otherwise), then the top-k of ``u_t`` for
-    ``"top_k_noisy"``. Privacy per run: the ``Gaussian(sigma)`` event Poisson-sampled and composed
+    ``"top_k_noisy"`` or its rank-r compression for ``"low_rank"``. Privacy per run: the ``Gaussian(sigma)`` event Poisson-sampled and composed
     over the steps, accounted by RDP (Mironov, Talwar & Zhang 2019), as ``train()`` reports it.
 
     Parameters
@@ -52,7 +53,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         Training split, optional test split; no public split.
     seeds : sequence of int >= 0 (or SeedSequence with integer entropy)
         One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
-    mechanism : {"dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean"}
+    mechanism : {"dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank"}
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
         freeze ramp or a layer-wise top-k, cannot be read back). ``"top_k_clean"`` (top-k of the
         clean sum) exists only as a non-private baseline.
@@ -66,8 +67,19 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     k : int in [1, d] or sequence
         Kept coordinates (``"top_k_noisy"``, ``"top_k_clean"`` and ``"random_k"``; a fresh uniform k-subset each step
         for ``"random_k"``).
-    order : {"clip_then_mask", "mask_then_clip"}
-        Order of ``"random_k"`` (shared by all runs).
+    order : str or None
+        Shared by all runs. ``"random_k"``: ``"clip_then_mask"`` (default) or ``"mask_then_clip"``;
+        ``"low_rank"``: ``"noise_then_compress"`` (the default with noise: post-processing) or
+        ``"compress_then_noise"`` (the default without noise: the clean sum compressed, a non-private
+        baseline). Ignored by the other mechanisms.
+    rank : int >= 1
+        ``"low_rank"`` only (shared): one warm-started power iteration per weight matrix,
+        ``P = orth(M Q)``, ``Q <- M^T P``, ``M_hat = P Q^T`` (Vogels, Karimireddy & Jaggi 2019,
+        Alg. 1), rank capped at ``min(out, in)``; biases pass uncompressed.
+    reference_norm : float > 0 or None
+        With ``clip_norm=None`` and a noise multiplier: the noise-only ablation
+        ``chain(clip(None, reference_norm=C_ref), gaussian_noise(sigma))``, noise of std
+        ``sigma C_ref`` on the unclipped sum (not private; needs ``allow_non_private=True``).
     ramp : {"linear", "step", "cosine", "constant"}
         Random-freeze ramp, shared by all runs.
     steps, epochs, sampling_rate, batch_size, delta, record_every, divergence_factor
@@ -96,7 +108,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         sims.train.train").
     """
     args = dict(seeds=seeds, mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier, lr=lr,
-                r_final=r_final, k=k, ramp=ramp, order=order, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
+                r_final=r_final, k=k, ramp=ramp, order=order, rank=rank, reference_norm=reference_norm, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
                 batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
                 sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
                 weight_decay=weight_decay, params0=params0, allow_non_private=allow_non_private)

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import expit
 
 __all__ = ["layer_views", "backprop_stacked", "sq_norms_stacked", "masked_sq_norms_stacked", "clip_factors_stacked",
-           "weighted_sum_stacked", "evaluate_stacked"]
+           "weighted_sum_stacked", "power_compress_stacked", "evaluate_stacked"]
 
 
 def layer_views(layout, P: np.ndarray) -> list:
@@ -164,6 +164,28 @@ def weighted_sum_stacked(layout, acts, deltas, w) -> np.ndarray:
             if b is not None:
                 b[...] = np.matmul(w[:, None, :], d)[:, 0]
     return S
+
+
+def power_compress_stacked(layout, U: np.ndarray, Qs: list) -> tuple:
+    """Rank-r compression of every weight block of every run, one warm-started power iteration:
+    :func:`sims.mechanisms.low_rank.power_compress` stacked (Vogels, Karimireddy & Jaggi 2019, Alg. 1).
+
+    For layer ``l`` of run ``r``, ``M = U_{r,l}`` (out x in) and ``Q = Qs[l][r]`` (in x r_l):
+    ``P = orth(M Q)`` (reduced QR), ``Q' = M^T P``, ``M_hat = P Q'^T``; ``Q'`` replaces ``Q``
+    unless it is exactly 0 (then the old ``Q`` is kept). Biases pass through. Returns
+    ``(Y (R, d), new Qs)``; ``U`` is not modified. ``np.linalg.qr`` and ``np.matmul`` loop over
+    the runs with one LAPACK / BLAS call each, of a shape set by the model and the rank only.
+    """
+    Y = U.copy()
+    out = []
+    for (M, _), (W, _), Q in zip(layout.views(U), layout.views(Y), Qs):
+        P, _ = np.linalg.qr(np.matmul(M, Q))
+        Qn = np.matmul(M.transpose(0, 2, 1), P)
+        W[...] = np.matmul(P, Qn.transpose(0, 2, 1))
+        zero = ~Qn.any(axis=(1, 2))
+        Qn[zero] = Q[zero]
+        out.append(Qn)
+    return Y, out
 
 
 def _eval_output(model, P, X):

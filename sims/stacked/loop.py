@@ -35,6 +35,13 @@ STEP_METRICS = ("kept_fraction", "clipped_fraction", "signal_sq_before_mask", "s
 _BLOCK = 512  # steps whose PCG64 states are computed at once per run
 
 
+def _initial_bases(layout, rank, rng) -> list:
+    """Low-rank's initial ``Q`` per layer, ``(in, min(rank, in, out))`` standard normals from the
+    mechanism-init generator (as ``sims.mechanisms.low_rank``'s ``init``)."""
+    sizes = layout.sizes
+    return [rng.standard_normal((sizes[l], min(rank, sizes[l], sizes[l + 1]))) for l in range(layout.n_layers)]
+
+
 def _draw_frozen(rng, d, rate) -> np.ndarray:
     """Random-freeze's draw: ``floor(rate d)`` coordinates without replacement (``rng.choice``)."""
     frozen = np.zeros(d, dtype=bool)
@@ -56,15 +63,22 @@ class StackedLoop:
         self.n_epochs = -(-res.total // res.spe)
         P = np.empty((R, d))
         keep = np.ones((R, d), dtype=bool) if res.mechanism in ("random_freeze", "random_k") else None
+        Q0 = []
         for r, root in enumerate(res.roots):
             params_rng, mech_init_rng = init_generators(root)
             P[r] = init_params(res.model, derive_seed(params_rng))
             if res.mechanism == "random_freeze":
                 rate = frozen_fraction(float(res.r_final[r]), 0, self.n_epochs, res.ramp)
                 keep[r] = ~_draw_frozen(mech_init_rng, d, rate)
+            elif res.mechanism == "low_rank":
+                Q0.append(_initial_bases(res.model.layout, res.rank, mech_init_rng))
+        # noise std sigma C (sigma C_ref for the unclipped noise-only ablation; 0 without noise)
+        scale = np.where(np.isinf(res.clip_norm), res.reference_norm or 0.0, res.clip_norm)
         self.a = {"ids": np.arange(R), "P": P, "lr": res.lr.copy(), "C": res.clip_norm.copy(),
-                  "std": res.noise_multiplier * np.where(np.isinf(res.clip_norm), 0.0, res.clip_norm), "acc": np.zeros((R, len(STEP_METRICS))),
+                  "std": res.noise_multiplier * scale, "acc": np.zeros((R, len(STEP_METRICS))),
                   "fkey": np.zeros(R, dtype=np.int64)}
+        for l, Q in enumerate(zip(*Q0)):  # the low-rank bases, one stacked (R, in, r) array per layer
+            self.a[f"Q{l}"] = np.stack(Q)
         if keep is not None:
             self.a["keep"] = keep
         if res.k is not None:
@@ -171,6 +185,14 @@ class StackedLoop:
                 norms[sel, lo:lo + rows] = nrm
         return S, n_clipped, norms
 
+    def compress(self, U: np.ndarray) -> np.ndarray:
+        """Low-rank: every run's update compressed with its warm-started bases, which it updates."""
+        a, layout = self.a, self.res.model.layout
+        Y, Qs = E.power_compress_stacked(layout, U, [a[f"Q{l}"] for l in range(layout.n_layers)])
+        for l, Q in enumerate(Qs):
+            a[f"Q{l}"] = Q
+        return Y
+
     def step(self, t: int) -> None:
         """Step ``t`` of every active run (see the module docstring)."""
         res, a = self.res, self.a
@@ -182,8 +204,12 @@ class StackedLoop:
         elif res.mechanism == "random_k":
             self.draw_random_k(ST, seeds)
         S, n_clipped, norms = self.batch_sums(idx, counts)
-        before = np.einsum("rd,rd->r", S, S) if res.order == "clip_then_mask" and "rk" in a else None
+        before = np.einsum("rd,rd->r", S, S) if res.order in ("clip_then_mask", "compress_then_noise") else None
+        if res.order == "compress_then_noise":
+            S = self.compress(S)
         u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
+        if res.order == "noise_then_compress":
+            u = self.compress(u)
         phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
         with np.errstate(over="ignore", invalid="ignore"):
             usq = np.einsum("rd,rd->r", u, u)

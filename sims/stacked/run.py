@@ -19,7 +19,11 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
            "Resolved"]
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
-MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean")
+MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank")
+
+#: The orders each mechanism with an ``order`` takes, its default first.
+ORDERS = {"random_k": ("clip_then_mask", "mask_then_clip"),
+          "low_rank": ("noise_then_compress", "compress_then_noise")}
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,19 @@ class StackedRunResult(TrainResult):
     divergence: str = ""
 
 
+def resolved_order(mechanism: str, order, noisy: bool):
+    """``order`` checked against :data:`ORDERS` of ``mechanism``; None for a mechanism without one.
+    ``order=None`` is the default: ``"clip_then_mask"`` for random-k, and for low-rank
+    ``"noise_then_compress"`` with noise, ``"compress_then_noise"`` without."""
+    if mechanism not in ORDERS:
+        return None
+    if order is None:
+        return "compress_then_noise" if mechanism == "low_rank" and not noisy else ORDERS[mechanism][0]
+    return check_choice("order", order, ORDERS[mechanism])
+
+
 def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=None, ramp: str = "linear",
-              order: str = "clip_then_mask"):
+              order: str | None = None, rank=None, reference_norm=None):
     """The :func:`sims.mechanisms.chain` that :func:`sims.train.train` runs for one stacked run.
 
     ``"dense"``: ``chain(clip(C), gaussian_noise(sigma))`` (Abadi et al. 2016);
@@ -45,26 +60,38 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     (Zhu & Blaschko, arXiv 2112.00845); ``"top_k_noisy"``:
     ``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``; ``"random_k"``:
     ``chain(clip(C), random_k(k), gaussian_noise(sigma))`` (``order="clip_then_mask"``) or
-    ``chain(random_k(k, "mask_then_clip"), clip(C), gaussian_noise(sigma))`` (Lin, arXiv 2211.00734).
+    ``chain(random_k(k, "mask_then_clip"), clip(C), gaussian_noise(sigma))`` (Lin, arXiv 2211.00734);
+    ``"low_rank"``: ``chain(clip(C), gaussian_noise(sigma), low_rank(rank))``, PowerSGD-style
+    compression of the noisy update (post-processing; Vogels et al. 2019, Lin 2022).
 
     Non-private baselines (built with ``allow_non_private=True``): ``noise_multiplier=None`` drops
     the noise step, and ``clip_norm=None`` the clipping (``clip(None)``: plain minibatch SGD);
     ``"top_k_clean"`` is ``chain(clip(C or None), top_k(k, mode="clean"))``, the top-k of the clean
-    sum, which exists only without noise. Noise without a clip norm (the noise-only ablation) is
-    not a stacked chain.
+    sum, which exists only without noise; ``"low_rank"`` without noise is
+    ``chain(clip(C or None), low_rank(rank, "compress_then_noise"))`` (the clean sum compressed).
+    The noise-only ablation ``chain(clip(None, reference_norm=C_ref), gaussian_noise(sigma))``
+    (noise of std ``sigma C_ref`` on the unclipped sum; not private) is ``clip_norm=None`` with a
+    ``reference_norm``.
     """
-    from sims.mechanisms import chain, clip, gaussian_noise, random_freeze, random_k, top_k
+    from sims.mechanisms import chain, clip, gaussian_noise, low_rank, random_freeze, random_k, top_k
 
     check_choice("mechanism", mechanism, MECHANISMS)
     noisy = noise_multiplier is not None
-    if noisy and clip_norm is None:
-        raise ValueError("noise_multiplier needs a clip_norm in the stacked chains (the noise-only ablation "
-                         "clip(None, reference_norm=...) runs with sims.train.train)")
+    order = resolved_order(mechanism, order, noisy)
+    if noisy and clip_norm is None and reference_norm is None:
+        raise ValueError("noise_multiplier without a clip_norm needs a reference_norm (the noise-only ablation "
+                         "clip(None, reference_norm=...): noise of std noise_multiplier * reference_norm)")
+    if reference_norm is not None and clip_norm is not None:
+        raise ValueError("reference_norm is the noise scale of an unclipped run: give it with clip_norm=None only")
+    if mechanism == "low_rank" and order != ("noise_then_compress" if noisy else "compress_then_noise"):
+        raise ValueError(f"mechanism='low_rank' runs order='noise_then_compress' with noise (post-processing) and "
+                         f"'compress_then_noise' without (non-private baseline); got order={order!r}, "
+                         f"noise_multiplier={noise_multiplier!r}")
     if (mechanism == "top_k_clean" and noisy) or (mechanism == "top_k_noisy" and not noisy):
         raise ValueError("mechanism='top_k_clean' (top-k of the clean sum) runs without noise "
                          "(noise_multiplier=None), and 'top_k_noisy' with noise; got "
                          f"mechanism={mechanism!r}, noise_multiplier={noise_multiplier!r}")
-    c = clip(clip_norm)
+    c = clip(clip_norm) if reference_norm is None else clip(None, reference_norm=reference_norm)
     noise = (gaussian_noise(noise_multiplier),) if noisy else ()
     if mechanism == "random_freeze":
         steps = (random_freeze(r_final, ramp), c, *noise)
@@ -74,9 +101,11 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
         steps = (c, random_k(k, order), *noise)
     elif mechanism == "dense":
         steps = (c, *noise)
+    elif mechanism == "low_rank":
+        steps = (c, *noise, low_rank(rank, order))
     else:
         steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
-    if noisy:
+    if noisy and clip_norm is not None:
         return chain(*steps)
     return chain(*steps, allow_non_private=True)
 
@@ -93,7 +122,9 @@ class Resolved:
     notes: tuple
     mechanism: str
     ramp: str
-    order: str
+    order: str | None
+    rank: int | None
+    reference_norm: float | None
     roots: tuple
     lr: np.ndarray
     clip_norm: np.ndarray
@@ -258,13 +289,22 @@ def resolve(model, data, a: dict) -> Resolved:
     if a["mechanism"] == "random_freeze":
         from sims.mechanisms.freeze import RAMPS
         ramp = check_choice("ramp", ramp, RAMPS)
-    from sims.mechanisms.random_k import ORDERS
-    order = check_choice("order", a["order"], ORDERS)
-    chains = tuple(chain_for(a["mechanism"], None if np.isinf(C[r]) else float(C[r]),
-                             None if sigma[r] == 0 else float(sigma[r]),
-                             r_final=None if rf is None else float(rf[r]),
-                             k=None if kk is None else int(kk[r]), ramp=ramp, order=order) for r in range(R))
-    return Resolved(model, X, y, Xt, yt, notes, a["mechanism"], ramp, order, roots, lr, C, sigma, rf, kk, chains,
+    mech = a["mechanism"]
+    rank = None
+    if mech == "low_rank":
+        rank = check_int("rank", a["rank"], low=1) if a["rank"] is not None else None
+        if rank is None:
+            raise ValueError("rank is required for mechanism='low_rank'")
+    elif a["rank"] is not None:
+        raise ValueError(f"rank is an argument of mechanism='low_rank' only, got mechanism={mech!r}")
+    ref = a["reference_norm"]
+    if ref is not None:
+        ref = check_real("reference_norm", ref, low=0.0, low_open=True)
+    chains = tuple(chain_for(mech, None if np.isinf(C[r]) else float(C[r]), None if sigma[r] == 0 else float(sigma[r]),
+                             r_final=None if rf is None else float(rf[r]), k=None if kk is None else int(kk[r]),
+                             ramp=ramp, order=a["order"], rank=rank, reference_norm=ref) for r in range(R))
+    order = resolved_order(mech, a["order"], a["noise_multiplier"] is not None)
+    return Resolved(model, X, y, Xt, yt, notes, mech, ramp, order, rank, ref, roots, lr, C, sigma, rf, kk, chains,
                     q, B, spe, total, delta, rec, factor, batch_rows(n, q))
 
 
@@ -296,7 +336,7 @@ def config_of(res: Resolved, r: int) -> dict:
                     "clip_norm": None if np.isinf(res.clip_norm[r]) else float(res.clip_norm[r]),
                     "r_final": None if res.r_final is None else float(res.r_final[r]),
                     "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp,
-                    "order": res.order if res.mechanism == "random_k" else None},
+                    "order": res.order, "rank": res.rank, "reference_norm": res.reference_norm},
     }
 
 

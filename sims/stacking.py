@@ -1,8 +1,8 @@
 """Which run configs the stacked engine runs, and running a group of them at once (issue 11, item 2).
 
 A config is *stackable* when :func:`sims.stacked.train_stacked` runs exactly what
-:func:`sims.train.train` would run for it: a float64 model without a public split or a chain
-switch, Poisson sampling, plain SGD at a constant step, and one of the chains
+:func:`sims.train.train` would run for it: a float64 model without a chain switch (a public split
+is allowed), Poisson sampling, plain SGD at a constant step, and one of the chains
 
 * ``[clip, gaussian_noise]`` (dense DP-SGD),
 * ``[random_freeze, clip, gaussian_noise]``,
@@ -15,6 +15,9 @@ switch, Poisson sampling, plain SGD at a constant step, and one of the chains
   ``[clip, low_rank]`` with ``order = "compress_then_noise"``,
 * the noise-only ablation: ``clip_norm = None`` with a ``reference_norm`` before ``gaussian_noise``
   (dense or after ``random_freeze``; non-private),
+* ``[public_freeze, clip, gaussian_noise]``, ``[magnitude_prune, clip, gaussian_noise]`` and
+  ``[public_select, clip, gaussian_noise]`` (masks from public data, the parameters or at random;
+  any arguments), with or without noise,
 
 every other transform argument at its default. Configs that differ only in the per-run axes
 (:data:`PER_RUN`: the seed, the step size, the noise multiplier or epsilon target, the clip norm,
@@ -38,7 +41,8 @@ __all__ = ["PER_RUN", "stack_key", "run_stacked"]
 
 #: Config entries that may differ between the runs of one stacked call.
 PER_RUN = ("training.seed", "optimizer.lr", "privacy.noise_multiplier", "privacy.epsilon", "clip.clip_norm",
-           "random_freeze.r_final", "top_k.k")
+           "random_freeze.r_final", "top_k.k", "random_k.k", "public_freeze.fraction", "magnitude_prune.fraction",
+           "public_select.fraction")
 
 _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gaussian_noise"): "random_freeze",
              ("clip", "gaussian_noise", "top_k"): "top_k_noisy", ("clip", "random_k", "gaussian_noise"): "random_k",
@@ -46,7 +50,13 @@ _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gau
              # non-private baselines (no noise step; privacy.allow_non_private)
              ("clip",): "dense", ("random_freeze", "clip"): "random_freeze", ("clip", "top_k"): "top_k_clean",
              ("clip", "random_k"): "random_k", ("random_k", "clip"): "random_k",
-             ("clip", "gaussian_noise", "low_rank"): "low_rank", ("clip", "low_rank"): "low_rank"}
+             ("clip", "gaussian_noise", "low_rank"): "low_rank", ("clip", "low_rank"): "low_rank",
+             ("public_freeze", "clip", "gaussian_noise"): "public_freeze", ("public_freeze", "clip"): "public_freeze",
+             ("magnitude_prune", "clip", "gaussian_noise"): "magnitude_prune",
+             ("magnitude_prune", "clip"): "magnitude_prune",
+             ("public_select", "clip", "gaussian_noise"): "public_select", ("public_select", "clip"): "public_select"}
+#: the pre-clip mask transforms: every argument but ``fraction`` is passed through as a shared option
+_MASKS = ("public_freeze", "magnitude_prune", "public_select")
 #: the top_k mode each top-k pattern needs
 _TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean"}
 #: the order random_k must have at its place in the chain
@@ -62,6 +72,8 @@ def _defaults_only(t: dict) -> bool:
     """Every argument of transform ``t`` other than its stackable ones is at the constructor's default."""
     from sims.config import _params, _transforms
 
+    if t["name"] in _MASKS:
+        return True
     params = _params(_transforms()[t["name"]])
     return all(v == params[k] for k, v in t.items() if k != "name" and k not in _OWN[t["name"]])
 
@@ -90,7 +102,7 @@ def _mechanism_of(cfg) -> str | None:
 def _stackable(cfg) -> str | None:
     """The stacked mechanism name of a validated config, or None."""
     d, m, o, tr, p = cfg["data"], cfg["model"], cfg["optimizer"], cfg["training"], cfg["privacy"]
-    if (d["public_fraction"] is not None or m["dtype"] != "float64" or cfg["switch_mechanism"] is not None
+    if (m["dtype"] != "float64" or cfg["switch_mechanism"] is not None
             or tr["switch_at"] is not None or tr["sampling"] != "poisson" or o["name"] != "sgd"
             or o["schedule"] != "constant" or o["momentum"] != 0 or o["weight_decay"] != 0):
         return None
@@ -129,7 +141,8 @@ def stack_key(config: dict) -> str | None:
     cfg["privacy"] = {k: v for k, v in cfg["privacy"].items() if k not in ("noise_multiplier", "epsilon")}
     # a clip norm is per run, but clipping or not is the chain's structure
     cfg["mechanism"] = [{k: v for k, v in t.items()
-                         if k not in ("noise_multiplier", "r_final", "k") and not (k == "clip_norm" and v is not None)}
+                         if k not in ("noise_multiplier", "r_final", "k", "fraction")
+                         and not (k == "clip_norm" and v is not None)}
                         for t in cfg["mechanism"]]
     return json.dumps({"stacked": mech, **cfg}, sort_keys=True, default=str)
 
@@ -151,12 +164,14 @@ def _per_run(cfg, ch) -> dict:
     stage = {t["name"]: t for t in cfg["mechanism"]}
     C = _float_or_none(stage["clip"]["clip_norm"])
     ordered = stage.get("random_k", stage.get("low_rank", {}))
+    mask = next((stage[name] for name in _MASKS if name in stage), {})
     return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]), "clip_norm": C,
             "noise_multiplier": _noise_multiplier(cfg, stage, ch),
             "reference_norm": float(stage["clip"].get("reference_norm", 1.0)) if C is None else None,
             "r_final": stage.get("random_freeze", {}).get("r_final"),
             "k": stage.get("top_k", stage.get("random_k", {})).get("k"), "rank": stage.get("low_rank", {}).get("rank"),
-            "ramp": stage.get("random_freeze", {}).get("ramp", "linear"), "order": ordered.get("order")}
+            "ramp": stage.get("random_freeze", {}).get("ramp", "linear"), "order": ordered.get("order"),
+            "fraction": mask.get("fraction"), "options": {k: v for k, v in mask.items() if k not in ("name", "fraction")}}
 
 
 def run_stacked(configs) -> list[dict]:
@@ -191,6 +206,8 @@ def run_stacked(configs) -> list[dict]:
                         r_final=col("r_final") if mech == "random_freeze" else None,
                         k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
                         order=first["order"], rank=first["rank"],
+                        fraction=col("fraction") if mech in _MASKS else None,
+                        options=first["options"] if mech in _MASKS else None,
                         reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
                         steps=kw["steps"],
                         epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],

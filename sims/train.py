@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dptheory.accounting import steps_per_epoch
-from dptheory.events import epsilon_of
+from dptheory.events import SelectedGaussian, epsilon_of
 from dptheory.validation import (as_seed_sequence, child_sequence, check_choice, check_delta, check_finite_array, check_int,
                                  check_real)
 
@@ -54,7 +54,7 @@ from .step import dpsgd_step, step_context
 __all__ = [
     "train", "run_length", "TrainResult", "TrainingDiverged", "DIVERGENCE_FACTOR", "default_mechanism", "default_delta",
     "init_generators", "step_generators", "epoch_generator", "StepStreams", "privacy_report", "epsilon_after",
-    "MODES", "SAMPLINGS",
+    "unpack_data", "MODES", "SAMPLINGS",
 ]
 
 MODES = ("dp", "nonprivate", "clip_only", "noise_only")
@@ -210,7 +210,7 @@ def default_mechanism(mode: str, clip_norm, noise_multiplier):
     return chain(clip(None, reference_norm=clip_norm), gaussian_noise(noise_multiplier), allow_non_private=True)
 
 
-def _unpack_data(data, model):
+def unpack_data(data, model):
     """``(X, y, X_test, y_test, public, notes)`` from a ``sims.data.Dataset`` (or a duck-typed
     equivalent): ``public`` a :class:`sims.data.PublicSplit` checked disjoint from ``X``, ``notes``
     the pre-processing that read private rows (:func:`sims.data.private_preprocessing_notes`)."""
@@ -327,10 +327,18 @@ def privacy_report(description, *, sampling_rate: float, steps: int, delta: floa
         "private": private, "epsilon": eps, "delta": delta, "order": order,
         "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
         "sampling_rate": sampling_rate, "steps": int(steps), "sampling": sampling,
-        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
+        "accounting": _accounting_name(desc.event),
         "accounting_valid": private and sampling == "poisson", "event": event, "reason": desc.reason,
         "private_preprocessing": tuple(preprocessing), "notes": tuple(notes_out) + tuple(notes),
     }
+
+
+def _accounting_name(event) -> str:
+    """How ``epsilon`` was computed, for the report."""
+    if isinstance(event, SelectedGaussian):
+        return ("RDP of Poisson-subsampled private top-k selection + Gaussian (Zhu & Wang 2019 general bound; "
+                "dptheory.epsilon_of)")
+    return "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)"
 
 
 def epsilon_after(description, *, sampling_rate: float, steps: int, delta: float) -> float:
@@ -489,7 +497,7 @@ def _resolve(model, data, a: dict) -> _Run:
         raise ValueError(f"model must be a sims.models.Model, got {type(model).__name__}")
     check_choice("mode", a["mode"], MODES)
     sampling = check_choice("sampling", a["sampling"], SAMPLINGS)
-    X, y, X_test, y_test, public, notes = _unpack_data(data, model)
+    X, y, X_test, y_test, public, notes = unpack_data(data, model)
     n = X.shape[0]
     q, B, spe, total = run_length(n, sampling=sampling, sampling_rate=a["sampling_rate"], batch_size=a["batch_size"],
                                   steps=a["steps"], epochs=a["epochs"])

@@ -4,6 +4,8 @@ Every Numba kernel of the package is compared with its plain-NumPy reference; th
 functions with ``sims.models``; whole runs with ``sims.train.train`` (1e-10 relative, float64).
 Fixed seeds throughout; no timing is asserted.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -282,6 +284,35 @@ def test_noise_only_ablation_equals_train(name):
             assert out[r].history["noise_sq"][0] > 0
 
 
+MASK_CHAINS = [("public_freeze", {}), ("public_freeze", {"criterion": "random"}), ("magnitude_prune", {}),
+               ("magnitude_prune", {"source": "public", "public_epochs": 1}),
+               ("magnitude_prune", {"source": "current", "every": 5}), ("public_select", {}),
+               ("public_select", {"criterion": "random"}), ("public_select", {"public_batch_size": 10})]
+
+
+@pytest.mark.parametrize("noisy", [True, False], ids=["dp", "non_private"])
+@pytest.mark.parametrize("mechanism,options", MASK_CHAINS,
+                         ids=[m + "-" + "-".join(f"{k}={v}" for k, v in o.items()) for m, o in MASK_CHAINS])
+@pytest.mark.parametrize("name", ["mlp_relu", "logistic"])
+def test_public_and_pruning_masks_equal_train(name, mechanism, options, noisy):
+    """Masks from a public split, the parameters or at random (fixed at init, recomputed every N
+    steps, or chosen every step), with a public split in the data: as train() runs them."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind, n=300)
+    cut = 200
+    ds = dataclasses.replace(ds, X_train=ds.X_train[:cut], y_train=ds.y_train[:cut], X_public=ds.X_train[cut:],
+                             y_public=ds.y_train[cut:])
+    seeds, lrs, C, sigma, frac = [0, 11, 5], [0.5, 0.2, 1.0], [1.0, 0.5, 2.0], [1.0, 2.0, 0.7], [0.5, 0.75, 0.2]
+    common = dict(epochs=3, batch_size=24, record_every=4)
+    out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=C, noise_multiplier=sigma if noisy else None,
+                        mechanism=mechanism, fraction=frac, options=options, allow_non_private=not noisy, **common)
+    for r, seed in enumerate(seeds):
+        ch = chain_for(mechanism, C[r], sigma[r] if noisy else None, fraction=frac[r], options=options)
+        ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
+        _assert_run_equal(out[r], ref)
+        assert 0 < out[r].history["kept_fraction"][0] < 1
+
+
 def test_power_compress_stacked_matches_per_run_power_compress():
     from sims.mechanisms.low_rank import power_compress
 
@@ -378,6 +409,12 @@ def test_refuses_what_it_does_not_run():
         (dict(mechanism="random_k", k=3, order="noise_then_compress"), "order"),
         (dict(reference_norm=2.0), "reference_norm is the noise scale of an unclipped run"),
         (dict(clip_norm=None, reference_norm=-1.0, allow_non_private=True), "reference_norm"),
+        (dict(mechanism="public_freeze", options={"criterion": "random"}), "fraction is required"),
+        (dict(mechanism="public_freeze", fraction=1.0, options={"criterion": "random"}), "fraction"),
+        (dict(mechanism="public_freeze", fraction=0.5, options={"bogus": 1}), "options"),
+        (dict(mechanism="public_freeze", fraction=0.5, options=3), "options must be a dict"),
+        (dict(mechanism="public_freeze", fraction=0.5), "public"),
+        (dict(fraction=0.5), "fraction is an argument of mechanism in"),
     ]
     for extra, match in bad:
         with pytest.raises(ValueError, match=match):

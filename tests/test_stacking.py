@@ -18,6 +18,11 @@ RANDK = [{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 100}, {"n
 RANDK_MTC = [{"name": "random_k", "k": 100, "order": "mask_then_clip"}, {"name": "clip", "clip_norm": 1.0},
              {"name": "gaussian_noise"}]
 LOWRANK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "low_rank", "rank": 2}]
+PUBLIC = {"public_fraction": 0.1}
+PFREEZE = [{"name": "public_freeze", "fraction": 0.75}, {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
+PSELECT = [{"name": "public_select", "fraction": 0.75}, {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
+PRUNE = [{"name": "magnitude_prune", "fraction": 0.8, "source": "current", "every": 20},
+         {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
 
 
 def _with(cfg=BASE, **sections):
@@ -56,12 +61,19 @@ def test_stack_key_groups_per_run_axes_only():
     assert stacking.stack_key(_with(mechanism=RANDK_MTC)) not in (None, stacking.stack_key(_with(mechanism=RANDK)))
     f2 = [dict(FREEZE[0], r_final=0.3), *FREEZE[1:]]
     assert stacking.stack_key(_with(mechanism=f2)) == stacking.stack_key(_with(mechanism=FREEZE))
+    pub = stacking.stack_key(_with(data=PUBLIC))
+    assert pub not in (None, a)  # a public split is data: another group
+    f3 = [dict(PFREEZE[0], fraction=0.5), *PFREEZE[1:]]
+    assert stacking.stack_key(_with(data=PUBLIC, mechanism=f3)) == stacking.stack_key(_with(data=PUBLIC, mechanism=PFREEZE))
+    assert stacking.stack_key(_with(data=PUBLIC, mechanism=PFREEZE)) not in (None, pub)
+    p2 = [dict(PRUNE[0], every=10), *PRUNE[1:]]  # the options are structure
+    assert stacking.stack_key(_with(mechanism=p2)) not in (None, stacking.stack_key(_with(mechanism=PRUNE)))
     lr3 = [LOWRANK[0], LOWRANK[1], dict(LOWRANK[2], rank=3)]
     assert stacking.stack_key(_with(mechanism=lr3)) not in (None, stacking.stack_key(_with(mechanism=LOWRANK)))
     not_stackable = [
         _with(optimizer={"name": "adam"}), _with(optimizer={"momentum": 0.9, "name": "momentum"}),
         _with(optimizer={"schedule": "cosine"}), _with(model={"dtype": "float32"}),
-        _with(data={"public_fraction": 0.1}), _with(training={"sampling": "shuffle"}),
+        _with(training={"sampling": "shuffle"}),
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10, "rescale": True},
                          {"name": "gaussian_noise"}]),
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10, "layerwise": True},
@@ -76,10 +88,13 @@ def test_stack_key_groups_per_run_axes_only():
         assert stacking.stack_key(c) is None, c
 
 
-@pytest.mark.parametrize("mech", [None, FREEZE, TOPK, RANDK, RANDK_MTC, LOWRANK],
-                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank"])
-def test_a_stackable_run_agrees_with_train(mech):
-    cfg = BASE if mech is None else _with(mechanism=mech)
+@pytest.mark.parametrize("mech,data", [(None, {}), (FREEZE, {}), (TOPK, {}), (RANDK, {}), (RANDK_MTC, {}),
+                                       (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {})],
+                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
+                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every"])
+def test_a_stackable_run_agrees_with_train(mech, data):
+    cfg = _with(data=data) if mech is None else _with(mechanism=mech, data=data)
+    assert stacking.stack_key(cfg) is not None
     rec = C.run(cfg)
     model, ds, ch, kw = C.build(cfg)
     ref = train(model, ds, **kw)

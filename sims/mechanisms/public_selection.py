@@ -23,7 +23,7 @@ from sims.models.pergrad import weighted_sum
 from ._util import top_k_mask
 from .base import Effect, Transform
 
-__all__ = ["public_freeze", "public_select", "public_gradient", "require_public_split", "CRITERIA"]
+__all__ = ["public_freeze", "public_select", "public_gradient", "selection_mask", "require_public_split", "CRITERIA"]
 
 CRITERIA = ("magnitude", "random")
 
@@ -68,15 +68,23 @@ def _n_keep(fraction, d):
     return d - int(n_frozen(fraction, d))
 
 
-def _choose(ctx, criterion, fraction, params, batch_size):
-    d = ctx.layout.n_params
+def selection_mask(layout, model, params, public, fraction, criterion, rng, batch_size=None) -> np.ndarray:
+    """The keep mask of :func:`public_freeze` / :func:`public_select` at ``params``: the
+    ``d - floor(fraction d)`` coordinates with the largest ``|public gradient|`` (``"magnitude"``;
+    the whole public split, or a batch of ``batch_size`` public rows drawn from ``rng``), or a
+    uniform subset of that size drawn from ``rng`` (``"random"``)."""
+    d = layout.n_params
     keep_n = _n_keep(fraction, d)
     if criterion == "random":
         keep = np.zeros(d, dtype=bool)
-        keep[ctx.rng.choice(d, size=keep_n, replace=False)] = True
+        keep[rng.choice(d, size=keep_n, replace=False)] = True
         return keep
-    g = public_gradient(ctx.model, params, ctx.public, ctx.rng, batch_size)
-    return top_k_mask(g, keep_n, ctx.layout, False)
+    g = public_gradient(model, params, public, rng, batch_size)
+    return top_k_mask(g, keep_n, layout, False)
+
+
+def _choose(ctx, criterion, fraction, params, batch_size):
+    return selection_mask(ctx.layout, ctx.model, params, ctx.public, fraction, criterion, ctx.rng, batch_size)
 
 
 def _validate(fraction, criterion, public_batch_size):

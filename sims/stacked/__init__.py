@@ -15,9 +15,10 @@ Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.mo
 ``"dense"`` (``chain(clip(C), gaussian_noise(sigma))``, Abadi et al. 2016), ``"random_freeze"``
 (``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``), ``"top_k_noisy"``
 (``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``) and ``"random_k"`` in either
-order (a fresh random k-subset each step, noise on it only) and ``"low_rank"`` (PowerSGD-style
-compression of the noisy update); Poisson sampling; plain SGD at
-a constant step. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k.
+order (a fresh random k-subset each step, noise on it only), ``"low_rank"`` (PowerSGD-style
+compression of the noisy update), and the masks chosen once at init ``"public_freeze"`` and
+``"magnitude_prune"`` (with a public split when they read one); Poisson sampling; plain SGD at
+a constant step. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k / fraction.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
 :func:`sims.train.train`.
 """
@@ -32,8 +33,8 @@ __all__ = ["train_stacked", "chain_for", "StackedRunResult", "MECHANISMS", "STEP
 
 
 def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise_multiplier=1.0, lr=0.1,
-                  r_final=None, k=None, ramp="linear", order=None, rank=None, reference_norm=None, steps=None,
-                  epochs=None, sampling_rate=None, batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
+                  r_final=None, k=None, ramp="linear", order=None, rank=None, reference_norm=None, fraction=None,
+                  options=None, steps=None, epochs=None, sampling_rate=None, batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
                   sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
                   weight_decay=0.0, params0=None, allow_non_private=False) -> list:
     """Train R = ``len(seeds)`` independent DP-SGD runs of ``model`` on ``data`` at once.
@@ -50,10 +51,13 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     model : sims.models.Model
         float64; an MLP or a single-layer (linear / logistic / softmax) model.
     data : sims.data.Dataset
-        Training split, optional test split; no public split.
+        Training split, optional test and public splits (the public split is read only by the
+        public-data masks, as in ``train()``).
     seeds : sequence of int >= 0 (or SeedSequence with integer entropy)
         One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
-    mechanism : {"dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank"}
+    mechanism : str, one of :data:`MECHANISMS`
+        ``"dense"``, ``"random_freeze"``, ``"top_k_noisy"``, ``"random_k"``, ``"top_k_clean"``,
+        ``"low_rank"``, ``"public_freeze"``, ``"magnitude_prune"``.
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
         freeze ramp or a layer-wise top-k, cannot be read back). ``"top_k_clean"`` (top-k of the
         clean sum) exists only as a non-private baseline.
@@ -76,6 +80,15 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         ``"low_rank"`` only (shared): one warm-started power iteration per weight matrix,
         ``P = orth(M Q)``, ``Q <- M^T P``, ``M_hat = P Q^T`` (Vogels, Karimireddy & Jaggi 2019,
         Alg. 1), rank capped at ``min(out, in)``; biases pass uncompressed.
+    fraction : float in [0, 1) or sequence of R floats
+        ``"public_freeze"`` / ``"magnitude_prune"`` only: the fraction not updated (frozen or
+        pruned). The mask is chosen once, at init, by the transform itself (from the public split
+        ``data.X_public``, the run's initial parameters, or at random) and then held fixed;
+        noise goes on the kept coordinates only.
+    options : dict or None
+        Their other arguments, shared by all runs (e.g. ``{"criterion": "random"}``,
+        ``{"source": "public", "public_epochs": 3}``); a mask recomputed during training
+        (``magnitude_prune``'s ``every``) is refused.
     reference_norm : float > 0 or None
         With ``clip_norm=None`` and a noise multiplier: the noise-only ablation
         ``chain(clip(None, reference_norm=C_ref), gaussian_noise(sigma))``, noise of std
@@ -108,7 +121,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         sims.train.train").
     """
     args = dict(seeds=seeds, mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier, lr=lr,
-                r_final=r_final, k=k, ramp=ramp, order=order, rank=rank, reference_norm=reference_norm, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
+                r_final=r_final, k=k, ramp=ramp, order=order, rank=rank, reference_norm=reference_norm, fraction=fraction, options=options, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
                 batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
                 sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
                 weight_decay=weight_decay, params0=params0, allow_non_private=allow_non_private)

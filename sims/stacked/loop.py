@@ -23,7 +23,7 @@ from sims.train import init_generators
 
 from . import engine as E
 from .kernels import gather_batches, noisy_releases, norm_quantiles, top_k_rows
-from .run import Resolved, epsilon_at, result_of
+from .run import FIXED_MASKS, MASKS, Resolved, epsilon_at, result_of
 from .streams import generator_at, noise_seeds, poisson_draws, run_states
 
 __all__ = ["StackedLoop", "STEP_METRICS"]
@@ -62,7 +62,7 @@ class StackedLoop:
         self.count = 0
         self.n_epochs = -(-res.total // res.spe)
         P = np.empty((R, d))
-        keep = np.ones((R, d), dtype=bool) if res.mechanism in ("random_freeze", "random_k") else None
+        keep = np.ones((R, d), dtype=bool) if res.mechanism in ("random_freeze", "random_k", *MASKS) else None
         Q0 = []
         for r, root in enumerate(res.roots):
             params_rng, mech_init_rng = init_generators(root)
@@ -70,6 +70,8 @@ class StackedLoop:
             if res.mechanism == "random_freeze":
                 rate = frozen_fraction(float(res.r_final[r]), 0, self.n_epochs, res.ramp)
                 keep[r] = ~_draw_frozen(mech_init_rng, d, rate)
+            elif res.mechanism in FIXED_MASKS:
+                keep[r] = self.fixed_keep(r, P[r], mech_init_rng)
             elif res.mechanism == "low_rank":
                 Q0.append(_initial_bases(res.model.layout, res.rank, mech_init_rng))
         # noise std sigma C (sigma C_ref for the unclipped noise-only ablation; 0 without noise)
@@ -81,11 +83,24 @@ class StackedLoop:
             self.a[f"Q{l}"] = np.stack(Q)
         if keep is not None:
             self.a["keep"] = keep
+        self.mask_at = 0  # magnitude_prune(every=N): the step of the last mask
         if res.k is not None:
             self.a["rk" if res.mechanism == "random_k" else "k"] = res.k.copy()
         self.a["loss0"] = (E.evaluate_stacked(res.model, P, res.X, res.y)[0] if res.factor is not None
                            else np.zeros(R))
         self.block = None
+
+    def fixed_keep(self, r: int, params, rng) -> np.ndarray:
+        """The keep mask of a :data:`FIXED_MASKS` run: its chain's own ``init`` (the context
+        ``train()`` builds), the complement of the chain's frozen mask."""
+        from sims.mechanisms import InitContext
+
+        res = self.res
+        ch = res.chains[r]
+        state = ch.init(InitContext(model=res.model, layout=res.model.layout, params=params.copy(),
+                                    total_steps=res.total, steps_per_epoch=res.spe, expected_batch_size=res.B,
+                                    public=res.public, rng=rng))
+        return ~ch.frozen_mask(state)
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -137,6 +152,32 @@ class StackedLoop:
             g = generator_at(ST[pos, 1])
             a["keep"][pos, g.choice(d, size=int(a["rk"][pos]), replace=False)] = True
             seeds[pos] = derive_seed(g)
+
+    def select_public(self, ST: np.ndarray, seeds: np.ndarray) -> None:
+        """Public selection: each run's mask from the public gradient at its current parameters
+        (or at random), drawing from its mechanism stream as ``public_select`` does, then the
+        noise seed from the same stream after it (:func:`sims.mechanisms.public_selection.selection_mask`)."""
+        from sims.mechanisms.public_selection import selection_mask
+
+        res, a = self.res, self.a
+        opts = res.options
+        for pos in range(self.n_active):
+            g = generator_at(ST[pos, 1])
+            a["keep"][pos] = selection_mask(res.model.layout, res.model, a["P"][pos], res.public, float(res.fraction[a["ids"][pos]]),
+                                            opts.get("criterion", "magnitude"), g, opts.get("public_batch_size"))
+            seeds[pos] = derive_seed(g)
+
+    def prune_current(self, t: int) -> None:
+        """``magnitude_prune(source="current", every=N)``: every N steps, each run's mask from the
+        magnitudes of its current parameters (:func:`sims.mechanisms.pruning.magnitude_mask`)."""
+        from sims.mechanisms.pruning import magnitude_mask
+
+        res, a = self.res, self.a
+        if t - self.mask_at < res.options["every"]:
+            return
+        for pos in range(self.n_active):
+            a["keep"][pos] = magnitude_mask(a["P"][pos], float(res.fraction[a["ids"][pos]]), res.model.layout)
+        self.mask_at = t
 
     def clipped_sums(self, xb, yb, valid, sel=None):
         """``(S (R', d), n_clipped (R',), norms (R', rows))``: masked, clipped per-example sums of one
@@ -203,6 +244,10 @@ class StackedLoop:
             self.redraw(t, ST, seeds)
         elif res.mechanism == "random_k":
             self.draw_random_k(ST, seeds)
+        elif res.mechanism == "public_select":
+            self.select_public(ST, seeds)
+        elif res.mechanism == "magnitude_prune" and res.options.get("every") is not None:
+            self.prune_current(t)
         S, n_clipped, norms = self.batch_sums(idx, counts)
         before = np.einsum("rd,rd->r", S, S) if res.order in ("clip_then_mask", "compress_then_noise") else None
         if res.order == "compress_then_noise":

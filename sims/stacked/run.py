@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_finite_array, check_int, check_real
+from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_int, check_real
 
-from sims.data import private_preprocessing_notes
-from sims.models.dense import Model, check_targets
-from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, epsilon_after, run_length
+from sims.models.dense import Model
+from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, epsilon_after, run_length, unpack_data
 from sims.train import privacy_report as train_privacy_report
 
 from .streams import pcg_words_supported
@@ -19,7 +18,16 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
            "Resolved"]
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
-MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank")
+MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank", "public_freeze",
+              "magnitude_prune", "public_select")
+
+#: Pre-clip transforms whose keep mask is chosen at init (noise on the kept coordinates only): a
+#: stacked run takes its mask from its chain's own ``init`` (``magnitude_prune`` with ``every``
+#: recomputes it from the current parameters every ``every`` steps).
+FIXED_MASKS = ("public_freeze", "magnitude_prune")
+#: The pre-clip mask transforms, with ``public_select`` (a new mask from public data every step):
+#: they take ``fraction`` and ``options``.
+MASKS = (*FIXED_MASKS, "public_select")
 
 #: The orders each mechanism with an ``order`` takes, its default first.
 ORDERS = {"random_k": ("clip_then_mask", "mask_then_clip"),
@@ -52,7 +60,7 @@ def resolved_order(mechanism: str, order, noisy: bool):
 
 
 def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=None, ramp: str = "linear",
-              order: str | None = None, rank=None, reference_norm=None):
+              order: str | None = None, rank=None, reference_norm=None, fraction=None, options=None):
     """The :func:`sims.mechanisms.chain` that :func:`sims.train.train` runs for one stacked run.
 
     ``"dense"``: ``chain(clip(C), gaussian_noise(sigma))`` (Abadi et al. 2016);
@@ -62,7 +70,12 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     ``chain(clip(C), random_k(k), gaussian_noise(sigma))`` (``order="clip_then_mask"``) or
     ``chain(random_k(k, "mask_then_clip"), clip(C), gaussian_noise(sigma))`` (Lin, arXiv 2211.00734);
     ``"low_rank"``: ``chain(clip(C), gaussian_noise(sigma), low_rank(rank))``, PowerSGD-style
-    compression of the noisy update (post-processing; Vogels et al. 2019, Lin 2022).
+    compression of the noisy update (post-processing; Vogels et al. 2019, Lin 2022);
+    ``"public_freeze"`` / ``"magnitude_prune"``: ``chain(public_freeze(fraction, **options), clip(C),
+    gaussian_noise(sigma))`` (Adamczewski & Park, arXiv 2303.04612) or the same with
+    ``magnitude_prune(fraction, **options)`` (Watson et al.), masks chosen once at init from public
+    data, the initial parameters or nothing; ``"public_select"``: ``public_select(fraction,
+    **options)`` in front, a new mask each step from the public gradient at the current parameters.
 
     Non-private baselines (built with ``allow_non_private=True``): ``noise_multiplier=None`` drops
     the noise step, and ``clip_norm=None`` the clipping (``clip(None)``: plain minibatch SGD);
@@ -103,11 +116,24 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
         steps = (c, *noise)
     elif mechanism == "low_rank":
         steps = (c, *noise, low_rank(rank, order))
+    elif mechanism in MASKS:
+        steps = (_mask_transform(mechanism, fraction, options), c, *noise)
     else:
         steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
     if noisy and clip_norm is not None:
         return chain(*steps)
     return chain(*steps, allow_non_private=True)
+
+
+def _mask_transform(mechanism: str, fraction, options):
+    """The pre-clip transform of a :data:`MASKS` chain; ``options`` its other arguments."""
+    from sims.mechanisms import magnitude_prune, public_freeze, public_select
+
+    make = {"public_freeze": public_freeze, "magnitude_prune": magnitude_prune, "public_select": public_select}
+    try:
+        return make[mechanism](fraction, **(options or {}))
+    except TypeError as e:
+        raise ValueError(f"options: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -119,6 +145,7 @@ class Resolved:
     y: np.ndarray
     X_test: object
     y_test: object
+    public: object
     notes: tuple
     mechanism: str
     ramp: str
@@ -131,6 +158,8 @@ class Resolved:
     noise_multiplier: np.ndarray
     r_final: np.ndarray | None
     k: np.ndarray | None
+    fraction: np.ndarray | None
+    options: dict | None
     chains: tuple
     q: float
     B: float
@@ -189,28 +218,14 @@ def _check_scope(opts: dict) -> None:
 
 
 def _unpack(model, data):
-    """``(X, y, X_test, y_test, notes)`` of a ``sims.data.Dataset`` checked for ``model``."""
+    """``(X, y, X_test, y_test, public, notes)`` of :func:`sims.train.unpack_data`, for a float64 model."""
     if not isinstance(model, Model):
         raise ValueError(f"model must be a sims.models.Model, got {type(model).__name__}")
     if model.dtype != np.float64:
         raise ValueError(f"train_stacked supports float64 models only, got model.dtype={model.dtype.name}; "
                          f"use sims.train.train for this run")
-    X = getattr(data, "X_train", None)
-    if X is None or getattr(data, "y_train", None) is None:
-        raise ValueError(f"data must be a sims.data.Dataset with training arrays, got {type(data).__name__}")
-    if getattr(data, "X_public", None) is not None:
-        raise ValueError("train_stacked does not support a public split (data.X_public); use sims.train.train")
-    X = np.ascontiguousarray(check_finite_array("data.X_train", X, ndim=2), dtype=np.float64)
-    if X.shape[1] != model.n_features:
-        raise ValueError(f"data.X_train must have {model.n_features} columns (model input size), got {X.shape[1]}")
-    y = check_targets(model, check_finite_array("data.y_train", data.y_train, ndim=1), X.shape[0])
-    Xt, yt = getattr(data, "X_test", None), getattr(data, "y_test", None)
-    if Xt is not None and yt is not None and np.asarray(Xt).shape[0] > 0:
-        Xt = np.ascontiguousarray(check_finite_array("data.X_test", Xt, ndim=2), dtype=np.float64)
-        yt = check_targets(model, check_finite_array("data.y_test", yt, ndim=1), Xt.shape[0])
-    else:
-        Xt = yt = None
-    return X, y, Xt, yt, tuple(private_preprocessing_notes(data))
+    X, y, Xt, yt, public, notes = unpack_data(data, model)
+    return X, y, Xt, yt, public, tuple(notes)
 
 
 def _roots(seeds) -> tuple:
@@ -253,6 +268,20 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
     return rf, kk
 
 
+def _mask_args(mechanism, fraction, options, R):
+    """Per-run ``fraction`` and the shared ``options`` of a :data:`MASKS` mechanism (None, None otherwise)."""
+    if mechanism not in MASKS:
+        for name, value in (("fraction", fraction), ("options", options)):
+            if value is not None:
+                raise ValueError(f"{name} is an argument of mechanism in {MASKS} only, got mechanism={mechanism!r}")
+        return None, None
+    if fraction is None:
+        raise ValueError(f"fraction is required for mechanism={mechanism!r}")
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"options must be a dict of {mechanism}'s arguments (besides fraction), got {options!r}")
+    return _per_run("fraction", fraction, R, low=0.0, high=1.0, high_open=True), dict(options or {})
+
+
 def _clip_and_noise(a: dict, R: int):
     """Per-run clip norms (``inf`` for ``clip_norm=None``: no clipping) and noise multipliers (0 for
     ``noise_multiplier=None``: no noise step). Either None makes every run non-private, which
@@ -272,7 +301,7 @@ def _clip_and_noise(a: dict, R: int):
 def resolve(model, data, a: dict) -> Resolved:
     """Validate and resolve the arguments ``a`` of :func:`sims.stacked.train_stacked`."""
     _check_scope(a)
-    X, y, Xt, yt, notes = _unpack(model, data)
+    X, y, Xt, yt, public, notes = _unpack(model, data)
     roots = _roots(a["seeds"])
     R, n, d = len(roots), X.shape[0], model.n_params
     q, B, spe, total = run_length(n, sampling="poisson", sampling_rate=a["sampling_rate"], batch_size=a["batch_size"],
@@ -300,11 +329,14 @@ def resolve(model, data, a: dict) -> Resolved:
     ref = a["reference_norm"]
     if ref is not None:
         ref = check_real("reference_norm", ref, low=0.0, low_open=True)
+    frac, opts = _mask_args(mech, a["fraction"], a["options"], R)
     chains = tuple(chain_for(mech, None if np.isinf(C[r]) else float(C[r]), None if sigma[r] == 0 else float(sigma[r]),
                              r_final=None if rf is None else float(rf[r]), k=None if kk is None else int(kk[r]),
-                             ramp=ramp, order=a["order"], rank=rank, reference_norm=ref) for r in range(R))
+                             ramp=ramp, order=a["order"], rank=rank, reference_norm=ref,
+                             fraction=None if frac is None else float(frac[r]), options=opts) for r in range(R))
     order = resolved_order(mech, a["order"], a["noise_multiplier"] is not None)
-    return Resolved(model, X, y, Xt, yt, notes, mech, ramp, order, rank, ref, roots, lr, C, sigma, rf, kk, chains,
+    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, roots, lr, C, sigma, rf, kk,
+                    frac, opts, chains,
                     q, B, spe, total, delta, rec, factor, batch_rows(n, q))
 
 
@@ -336,7 +368,8 @@ def config_of(res: Resolved, r: int) -> dict:
                     "clip_norm": None if np.isinf(res.clip_norm[r]) else float(res.clip_norm[r]),
                     "r_final": None if res.r_final is None else float(res.r_final[r]),
                     "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp,
-                    "order": res.order, "rank": res.rank, "reference_norm": res.reference_norm},
+                    "order": res.order, "rank": res.rank, "reference_norm": res.reference_norm,
+                    "fraction": None if res.fraction is None else float(res.fraction[r]), "options": res.options},
     }
 
 

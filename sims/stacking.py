@@ -2,7 +2,7 @@
 
 A config is *stackable* when :func:`sims.stacked.train_stacked` runs exactly what
 :func:`sims.train.train` would run for it: a float64 model without a chain switch (a public split
-is allowed), Poisson sampling, plain SGD at a constant step, and one of the chains
+is allowed), Poisson sampling, any optimizer and schedule of the config, and one of the chains
 
 * ``[clip, gaussian_noise]`` (dense DP-SGD),
 * ``[random_freeze, clip, gaussian_noise]``,
@@ -101,10 +101,9 @@ def _mechanism_of(cfg) -> str | None:
 
 def _stackable(cfg) -> str | None:
     """The stacked mechanism name of a validated config, or None."""
-    d, m, o, tr, p = cfg["data"], cfg["model"], cfg["optimizer"], cfg["training"], cfg["privacy"]
-    if (m["dtype"] != "float64" or cfg["switch_mechanism"] is not None
-            or tr["switch_at"] is not None or tr["sampling"] != "poisson" or o["name"] != "sgd"
-            or o["schedule"] != "constant" or o["momentum"] != 0 or o["weight_decay"] != 0):
+    m, tr, p = cfg["model"], cfg["training"], cfg["privacy"]
+    if (m["dtype"] != "float64" or cfg["switch_mechanism"] is not None or tr["switch_at"] is not None
+            or tr["sampling"] != "poisson"):
         return None
     mech = _mechanism_of(cfg)
     noisy = any(t["name"] == "gaussian_noise" for t in cfg["mechanism"])
@@ -209,7 +208,8 @@ def run_stacked(configs) -> list[dict]:
                         fraction=col("fraction") if mech in _MASKS else None,
                         options=first["options"] if mech in _MASKS else None,
                         reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
-                        steps=kw["steps"],
+                        optimizer=kw["optimizer"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
+                        schedule=kw["schedule"], strong_convexity=kw.get("strong_convexity"), steps=kw["steps"],
                         epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
                         delta=kw["delta"], record_every=kw["record_every"])
     share = (time.perf_counter() - t0) / len(configs)

@@ -313,6 +313,32 @@ def test_public_and_pruning_masks_equal_train(name, mechanism, options, noisy):
         assert 0 < out[r].history["kept_fraction"][0] < 1
 
 
+OPTIMIZERS = [dict(optimizer="sgd", momentum=0.9), dict(optimizer="nesterov"), dict(optimizer="adam", weight_decay=0.01),
+              dict(schedule="cosine"), dict(schedule="warmup_cosine", weight_decay=0.1), dict(schedule="step"),
+              dict(schedule="inverse_time", strong_convexity=2.0), dict(schedule=lambda t: 0.3 / (1 + t))]
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=["momentum", "nesterov", "adam_wd", "cosine", "warmup_cosine_wd", "step",
+                                                 "inverse_time", "callable"])
+@pytest.mark.parametrize("name", ["mlp_relu", "softmax"])
+def test_optimizers_and_schedules_equal_train(name, opt):
+    """Momentum, Nesterov, Adam (state stacked per run), weight decay, and every schedule, each run
+    at its own base rate: as train() runs them, with the same recorded lr_t and config."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    seeds, C, sigma = [0, 11, 5], [1.0, 0.5, 2.0], [1.0, 2.0, 0.7]
+    lrs = [0.05, 0.02, 0.1] if opt.get("optimizer") == "adam" else [0.5, 0.2, 1.0]
+    common = dict(epochs=3, batch_size=24, record_every=4, **opt)
+    out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=C, noise_multiplier=sigma, mechanism="random_freeze",
+                        r_final=0.5, **common)
+    for r, seed in enumerate(seeds):
+        ref = train(model, ds, mechanism=chain_for("random_freeze", C[r], sigma[r], r_final=0.5), lr=lrs[r],
+                    random_state=seed, **common)
+        _assert_run_equal(out[r], ref)
+        for key in ("optimizer", "optimizer_hyperparams", "schedule"):
+            assert out[r].config[key] == ref.config[key], key
+
+
 def test_power_compress_stacked_matches_per_run_power_compress():
     from sims.mechanisms.low_rank import power_compress
 
@@ -362,12 +388,14 @@ def _train_or_diverged(model, ds, **kw):
         return e.result, e.step
 
 
-@pytest.mark.parametrize("lr_bad,factor", [(1e308, None), (300.0, 100.0)])
-def test_one_diverging_run_stops_alone(lr_bad, factor):
+@pytest.mark.parametrize("lr_bad,factor,opt", [(1e308, None, "sgd"), (300.0, 100.0, "sgd"), (300.0, 100.0, "momentum"),
+                                               (1e308, None, "adam")])
+def test_one_diverging_run_stops_alone(lr_bad, factor, opt):
+    """The diverging run leaves the stack (its optimizer state too); the others go on as alone."""
     model, ds = linear_regression(6), _data("linear")
     lrs = [0.1, lr_bad, 0.3]
     common = dict(epochs=4, batch_size=24, record_every=2, divergence_factor=factor, clip_norm=5.0,
-                  noise_multiplier=1.0)
+                  noise_multiplier=1.0, optimizer=opt)
     out = train_stacked(model, ds, seeds=[1, 2, 3], lr=lrs, **common)
     for r, seed in enumerate([1, 2, 3]):
         kw = dict(common)
@@ -392,9 +420,13 @@ def test_refuses_what_it_does_not_run():
         (dict(mechanism=chain_for("dense", 1.0, 1.0)), "mechanism"),
         (dict(mechanism="top_k_clean"), "mechanism"),
         (dict(sampling="shuffle"), "sampling"),
-        (dict(optimizer="adam"), "optimizer"),
-        (dict(momentum=0.9), "momentum"),
-        (dict(schedule="cosine"), "schedule"),
+        (dict(optimizer=object()), "optimizer by name"),
+        (dict(optimizer="lion"), "optimizer"),
+        (dict(momentum=1.5), "momentum"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(schedule="bogus"), "schedule"),
+        (dict(schedule="inverse_time"), "strong_convexity"),
+        (dict(schedule=lambda t: -1.0), "lr schedule must give finite rates >= 0"),
         (dict(params0=np.zeros(model.n_params)), "params0"),
         (dict(lr=[0.1, 0.2, 0.3]), "lr"),
         (dict(lr=[0.1, -1.0]), r"lr\[1\]"),
@@ -431,8 +463,9 @@ def _bitwise_equal(a, b):
 
 @pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40}),
                                           ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"}),
-                                          ("low_rank", {"rank": 2})],
-                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank"])
+                                          ("low_rank", {"rank": 2}), ("dense", {"optimizer": "adam"})],
+                         ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
+                              "dense_adam"])
 def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     model = mlp((64, 12, 10))
     seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]

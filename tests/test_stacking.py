@@ -61,6 +61,9 @@ def test_stack_key_groups_per_run_axes_only():
     assert stacking.stack_key(_with(mechanism=RANDK_MTC)) not in (None, stacking.stack_key(_with(mechanism=RANDK)))
     f2 = [dict(FREEZE[0], r_final=0.3), *FREEZE[1:]]
     assert stacking.stack_key(_with(mechanism=f2)) == stacking.stack_key(_with(mechanism=FREEZE))
+    opts = {stacking.stack_key(_with(optimizer=o)) for o in ({"name": "adam"}, {"momentum": 0.9, "name": "momentum"},
+                                                                {"schedule": "cosine"}, {"weight_decay": 0.01})}
+    assert len(opts) == 4 and not opts & {None, a}  # the optimizer and the schedule are structure
     pub = stacking.stack_key(_with(data=PUBLIC))
     assert pub not in (None, a)  # a public split is data: another group
     f3 = [dict(PFREEZE[0], fraction=0.5), *PFREEZE[1:]]
@@ -71,8 +74,7 @@ def test_stack_key_groups_per_run_axes_only():
     lr3 = [LOWRANK[0], LOWRANK[1], dict(LOWRANK[2], rank=3)]
     assert stacking.stack_key(_with(mechanism=lr3)) not in (None, stacking.stack_key(_with(mechanism=LOWRANK)))
     not_stackable = [
-        _with(optimizer={"name": "adam"}), _with(optimizer={"momentum": 0.9, "name": "momentum"}),
-        _with(optimizer={"schedule": "cosine"}), _with(model={"dtype": "float32"}),
+        _with(model={"dtype": "float32"}),
         _with(training={"sampling": "shuffle"}),
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 10, "rescale": True},
                          {"name": "gaussian_noise"}]),
@@ -89,11 +91,13 @@ def test_stack_key_groups_per_run_axes_only():
 
 
 @pytest.mark.parametrize("mech,data", [(None, {}), (FREEZE, {}), (TOPK, {}), (RANDK, {}), (RANDK_MTC, {}),
-                                       (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {})],
+                                       (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {}),
+                                       (None, {"optimizer": {"name": "momentum", "momentum": 0.9, "schedule": "cosine"}})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
-                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every"])
+                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "momentum_cosine"])
 def test_a_stackable_run_agrees_with_train(mech, data):
-    cfg = _with(data=data) if mech is None else _with(mechanism=mech, data=data)
+    sections = data if "optimizer" in data else {"data": data}
+    cfg = _with(**sections) if mech is None else _with(mechanism=mech, **sections)
     assert stacking.stack_key(cfg) is not None
     rec = C.run(cfg)
     model, ds, ch, kw = C.build(cfg)

@@ -17,8 +17,8 @@ Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.mo
 (``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``) and ``"random_k"`` in either
 order (a fresh random k-subset each step, noise on it only), ``"low_rank"`` (PowerSGD-style
 compression of the noisy update), and the masks chosen once at init ``"public_freeze"`` and
-``"magnitude_prune"`` (with a public split when they read one); Poisson sampling; plain SGD at
-a constant step. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k / fraction.
+``"magnitude_prune"`` (with a public split when they read one); Poisson sampling; the optimizers
+and learning-rate schedules of :mod:`sims.optim`. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k / fraction.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
 :func:`sims.train.train`.
 """
@@ -36,10 +36,10 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
                   r_final=None, k=None, ramp="linear", order=None, rank=None, reference_norm=None, fraction=None,
                   options=None, steps=None, epochs=None, sampling_rate=None, batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
                   sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
-                  weight_decay=0.0, params0=None, allow_non_private=False) -> list:
+                  weight_decay=0.0, strong_convexity=None, params0=None, allow_non_private=False) -> list:
     """Train R = ``len(seeds)`` independent DP-SGD runs of ``model`` on ``data`` at once.
 
-    Every run is ``w_{t+1} = w_t - lr u_t`` with the DP-SGD release (Abadi et al. 2016, Alg. 1)
+    Every run is ``w_{t+1} = opt(w_t, u_t, lr_t)`` (plain SGD: ``w_t - lr_t u_t``) with the DP-SGD release (Abadi et al. 2016, Alg. 1)
     ``u_t = (sum_{i in batch_t} clip_C(m_t * g_i) + N(0, sigma^2 C^2 I_{kept})) / (q n)``,
     ``clip_C(g) = g min(1, C / ||g||)``, batches Poisson-sampled at rate ``q`` (``B_t ~ Bin(n, q)``),
     ``m_t`` the random-freeze keep mask (all ones otherwise), then the top-k of ``u_t`` for
@@ -97,9 +97,15 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         Random-freeze ramp, shared by all runs.
     steps, epochs, sampling_rate, batch_size, delta, record_every, divergence_factor
         As :func:`sims.train.train` (shared by all runs).
-    sampling, optimizer, schedule, mode, momentum, weight_decay, params0
-        Accepted for a drop-in call, but only their defaults (``"poisson"``, ``"sgd"``, None or
-        ``"constant"``, ``"dp"``, 0, 0, None): anything else raises ``ValueError``.
+    optimizer, momentum, weight_decay, schedule, strong_convexity
+        As :func:`sims.train.train`, shared by all runs: ``optimizer`` by name (``"sgd"``,
+        ``"momentum"``, ``"nesterov"``, ``"adam"``; :func:`sims.optim.make_optimizer`), its
+        state stacked per run; ``schedule`` a name or a callable of :func:`sims.optim.make_schedule`,
+        built for each run from its own ``lr``. The step is the optimizer's own pure function on
+        the stacked arrays, elementwise, so each run gets the numbers of its ``train()`` call.
+    sampling, mode, params0
+        Accepted for a drop-in call, but only their defaults (``"poisson"``, ``"dp"``, None):
+        anything else raises ``ValueError``.
     allow_non_private : bool
         Required for ``clip_norm=None`` or ``noise_multiplier=None``; the runs' privacy reports
         then say ``private: False``, ``epsilon: inf`` and why, as ``train()``'s do.
@@ -124,5 +130,5 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
                 r_final=r_final, k=k, ramp=ramp, order=order, rank=rank, reference_norm=reference_norm, fraction=fraction, options=options, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
                 batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
                 sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
-                weight_decay=weight_decay, params0=params0, allow_non_private=allow_non_private)
+                weight_decay=weight_decay, strong_convexity=strong_convexity, params0=params0, allow_non_private=allow_non_private)
     return StackedLoop(resolve(model, data, args)).run()

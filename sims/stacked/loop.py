@@ -76,6 +76,7 @@ class StackedLoop:
                 Q0.append(_initial_bases(res.model.layout, res.rank, mech_init_rng))
         # noise std sigma C (sigma C_ref for the unclipped noise-only ablation; 0 without noise)
         scale = np.where(np.isinf(res.clip_norm), res.reference_norm or 0.0, res.clip_norm)
+        self.ostate = res.optimizer.init(P)  # arrays (R, d) stacked per run; Adam's step count is shared
         self.a = {"ids": np.arange(R), "P": P, "lr": res.lr.copy(), "C": res.clip_norm.copy(),
                   "std": res.noise_multiplier * scale, "acc": np.zeros((R, len(STEP_METRICS))),
                   "fkey": np.zeros(R, dtype=np.int64)}
@@ -111,6 +112,7 @@ class StackedLoop:
         """Remove the runs at positions ``gone`` (bool over the active runs) from every stacked array."""
         stay = ~gone
         self.a = {k: v[stay] for k, v in self.a.items()}
+        self.ostate = tuple(v[stay] if isinstance(v, np.ndarray) else v for v in self.ostate)
         if self.block is not None:
             self.block = (self.block[0], self.block[1][stay])
 
@@ -226,6 +228,14 @@ class StackedLoop:
                 norms[sel, lo:lo + rows] = nrm
         return S, n_clipped, norms
 
+    def rates(self, t: int) -> np.ndarray:
+        """``lr_t`` of every active run (its own schedule), checked as ``train()`` checks it."""
+        lr = np.array([float(self.res.schedules[i](t)) for i in self.a["ids"]])
+        bad = ~(np.isfinite(lr) & (lr >= 0))
+        if bad.any():
+            raise ValueError(f"lr schedule must give finite rates >= 0, got {lr[bad][0]!r} at step {t}")
+        return lr
+
     def compress(self, U: np.ndarray) -> np.ndarray:
         """Low-rank: every run's update compressed with its warm-started bases, which it updates."""
         a, layout = self.a, self.res.model.layout
@@ -256,16 +266,17 @@ class StackedLoop:
         if res.order == "noise_then_compress":
             u = self.compress(u)
         phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
+        a["lr"] = self.rates(t)
         with np.errstate(over="ignore", invalid="ignore"):
             usq = np.einsum("rd,rd->r", u, u)
-            newP = a["P"] - a["lr"][:, None] * u
+            newP, ostate = res.optimizer.step(a["P"], u, self.ostate, a["lr"][:, None])
         bad_u = ~np.isfinite(usq)
         bad_p = ~bad_u & ~np.isfinite(newP).all(axis=1)
         for pos in np.flatnonzero(bad_u | bad_p):
             what = "the released update" if bad_u[pos] else "the parameter vector"
             self.finish(pos, a["P"][pos], t, t, f"training diverged at step {t} (0-based): {what} is not finite "
                         f"(lr={float(a['lr'][pos])!r}); history kept up to the last finite record")
-        a["P"] = newP
+        a["P"], self.ostate = newP, ostate
         if res.mechanism == "top_k_clean":  # the top-k mask acts before the (absent) noise: u is the kept signal
             before, sig = sig, usq * res.B ** 2
         self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before)

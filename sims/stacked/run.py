@@ -154,6 +154,9 @@ class Resolved:
     reference_norm: float | None
     roots: tuple
     lr: np.ndarray
+    optimizer: object
+    schedules: tuple
+    schedule: object
     clip_norm: np.ndarray
     noise_multiplier: np.ndarray
     r_final: np.ndarray | None
@@ -196,6 +199,21 @@ def _per_run(name, value, R, **bounds) -> np.ndarray:
     return np.array([check_real(f"{name}[{r}]", v, **bounds) for r, v in enumerate(vals)])
 
 
+#: The optimizers, by name (:func:`sims.optim.make_optimizer`): pure elementwise steps, applied to
+#: every run's row of the stacked parameters at its own rate.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+
+
+def _optimizer_and_schedules(a: dict, lr: np.ndarray, total: int):
+    """``(Optimizer, per-run schedules t -> lr_t)`` as ``train()`` resolves them for each run."""
+    from sims import optim
+
+    opt = optim.make_optimizer(a["optimizer"], momentum_=a["momentum"],
+                               weight_decay=check_real("weight_decay", a["weight_decay"], low=0.0))
+    kw = {} if a["strong_convexity"] is None else {"strong_convexity": a["strong_convexity"]}
+    return opt, tuple(optim.make_schedule(a["schedule"], float(r), total, **kw) for r in lr)
+
+
 def _refuse(name, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"train_stacked does not support {name}={value!r} (supported: {allowed}); "
@@ -205,13 +223,10 @@ def _refuse(name, value, allowed) -> None:
 def _check_scope(opts: dict) -> None:
     """Refuse what the stacked engine does not run, naming the parameter (callers fall back to train())."""
     _refuse("sampling", opts["sampling"], ("poisson",))
-    _refuse("optimizer", opts["optimizer"], ("sgd",))
-    _refuse("schedule", opts["schedule"], (None, "constant"))
     _refuse("mode", opts["mode"], ("dp",))
-    for name in ("momentum", "weight_decay"):
-        if opts[name] != 0:
-            raise ValueError(f"train_stacked does not support {name}={opts[name]!r} (plain SGD only); "
-                             f"use sims.train.train for this run")
+    if not isinstance(opts["optimizer"], str):
+        raise ValueError(f"train_stacked takes the optimizer by name ({OPTIMIZERS}), got "
+                         f"{type(opts['optimizer']).__name__}; use sims.train.train for an Optimizer object")
     if opts["params0"] is not None:
         raise ValueError("train_stacked does not support params0 (the runs start at init_params of their seed); "
                          "use sims.train.train for this run")
@@ -312,6 +327,8 @@ def resolve(model, data, a: dict) -> Resolved:
     if factor is not None:
         factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
     lr = _per_run("lr", a["lr"], R, low=0.0)
+    opt, scheds = _optimizer_and_schedules(a, lr, total)
+    schedule = a["schedule"] if a["schedule"] is None or isinstance(a["schedule"], str) else "callable"
     C, sigma = _clip_and_noise(a, R)
     rf, kk = _mechanism_arrays(a["mechanism"], a["r_final"], a["k"], R, d)
     ramp = a["ramp"]
@@ -335,7 +352,7 @@ def resolve(model, data, a: dict) -> Resolved:
                              ramp=ramp, order=a["order"], rank=rank, reference_norm=ref,
                              fraction=None if frac is None else float(frac[r]), options=opts) for r in range(R))
     order = resolved_order(mech, a["order"], a["noise_multiplier"] is not None)
-    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, roots, lr, C, sigma, rf, kk,
+    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, roots, lr, opt, scheds, schedule, C, sigma, rf, kk,
                     frac, opts, chains,
                     q, B, spe, total, delta, rec, factor, batch_rows(n, q))
 
@@ -360,8 +377,8 @@ def config_of(res: Resolved, r: int) -> dict:
     return {
         "n": res.X.shape[0], "d": res.model.n_params, "steps": res.total, "steps_per_epoch": res.spe,
         "sampling": "poisson", "sampling_rate": res.q, "expected_batch_size": res.B, "mode": "custom",
-        "clip_norm": None, "noise_multiplier": res.chains[r].privacy.noise_multiplier, "optimizer": "sgd",
-        "optimizer_hyperparams": (("weight_decay", 0.0),), "lr": float(res.lr[r]), "schedule": None,
+        "clip_norm": None, "noise_multiplier": res.chains[r].privacy.noise_multiplier, "optimizer": res.optimizer.name,
+        "optimizer_hyperparams": res.optimizer.hyperparams, "lr": float(res.lr[r]), "schedule": res.schedule,
         "delta": res.delta, "record_every": res.rec, "divergence_factor": res.factor, "entropy": root.entropy,
         "spawn_key": tuple(root.spawn_key), "dtype": "float64",
         "stacked": {"mechanism": res.mechanism,

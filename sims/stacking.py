@@ -10,6 +10,8 @@ is allowed), Poisson sampling, any optimizer and schedule of the config, and one
 * ``[clip, random_k, gaussian_noise]`` (clip then mask) or ``[random_k, clip, gaussian_noise]``
   (``order = "mask_then_clip"``),
 * ``[clip, gaussian_noise, low_rank]`` (``order = "noise_then_compress"``),
+* these top-k and low-rank chains with their compressor wrapped in ``error_feedback`` (``"ef"`` or
+  ``"ef21"``),
 * the same chains without ``gaussian_noise`` (non-private baselines, ``privacy.allow_non_private``;
   ``clip_norm = None`` for plain minibatch SGD), ``[clip, top_k]`` with ``mode = "clean"`` and
   ``[clip, low_rank]`` with ``order = "compress_then_noise"``,
@@ -78,10 +80,22 @@ def _defaults_only(t: dict) -> bool:
     return all(v == params[k] for k, v in t.items() if k != "name" and k not in _OWN[t["name"]])
 
 
+def _unwrapped(mechanism: list):
+    """``(transforms, feedback style or None)``: a last ``error_feedback`` replaced by its compressor."""
+    if mechanism and mechanism[-1]["name"] == "error_feedback":
+        ef = mechanism[-1]
+        return [*mechanism[:-1], ef["compressor"]], ef.get("style", "ef")
+    return list(mechanism), None
+
+
 def _mechanism_of(cfg) -> str | None:
+    transforms, feedback = _unwrapped(cfg["mechanism"])
+    cfg = {**cfg, "mechanism": transforms}
     names = tuple(t["name"] for t in cfg["mechanism"])
     mech = _PATTERNS.get(names)
     if mech is None or not all(_defaults_only(t) for t in cfg["mechanism"]):
+        return None
+    if feedback is not None and (mech not in ("top_k_noisy", "low_rank") or "gaussian_noise" not in names):
         return None
     if mech in _TOP_K_MODE and cfg["mechanism"][names.index("top_k")].get("mode", "noisy") != _TOP_K_MODE[mech]:
         return None
@@ -139,11 +153,12 @@ def stack_key(config: dict) -> str | None:
     cfg["optimizer"] = {k: v for k, v in cfg["optimizer"].items() if k != "lr"}
     cfg["privacy"] = {k: v for k, v in cfg["privacy"].items() if k not in ("noise_multiplier", "epsilon")}
     # a clip norm is per run, but clipping or not is the chain's structure
+    transforms, feedback = _unwrapped(cfg["mechanism"])
     cfg["mechanism"] = [{k: v for k, v in t.items()
                          if k not in ("noise_multiplier", "r_final", "k", "fraction")
                          and not (k == "clip_norm" and v is not None)}
-                        for t in cfg["mechanism"]]
-    return json.dumps({"stacked": mech, **cfg}, sort_keys=True, default=str)
+                        for t in transforms]
+    return json.dumps({"stacked": mech, "feedback": feedback, **cfg}, sort_keys=True, default=str)
 
 
 def _float_or_none(x):
@@ -160,7 +175,8 @@ def _noise_multiplier(cfg, stage, ch):
 
 def _per_run(cfg, ch) -> dict:
     """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config and its chain."""
-    stage = {t["name"]: t for t in cfg["mechanism"]}
+    transforms, feedback = _unwrapped(cfg["mechanism"])
+    stage = {t["name"]: t for t in transforms}
     C = _float_or_none(stage["clip"]["clip_norm"])
     ordered = stage.get("random_k", stage.get("low_rank", {}))
     mask = next((stage[name] for name in _MASKS if name in stage), {})
@@ -170,7 +186,8 @@ def _per_run(cfg, ch) -> dict:
             "r_final": stage.get("random_freeze", {}).get("r_final"),
             "k": stage.get("top_k", stage.get("random_k", {})).get("k"), "rank": stage.get("low_rank", {}).get("rank"),
             "ramp": stage.get("random_freeze", {}).get("ramp", "linear"), "order": ordered.get("order"),
-            "fraction": mask.get("fraction"), "options": {k: v for k, v in mask.items() if k not in ("name", "fraction")}}
+            "fraction": mask.get("fraction"), "options": {k: v for k, v in mask.items() if k not in ("name", "fraction")},
+            "feedback": feedback}
 
 
 def run_stacked(configs) -> list[dict]:
@@ -204,7 +221,7 @@ def run_stacked(configs) -> list[dict]:
                         allow_non_private=first["noise_multiplier"] is None or first["clip_norm"] is None,
                         r_final=col("r_final") if mech == "random_freeze" else None,
                         k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
-                        order=first["order"], rank=first["rank"],
+                        order=first["order"], rank=first["rank"], feedback=first["feedback"],
                         fraction=col("fraction") if mech in _MASKS else None,
                         options=first["options"] if mech in _MASKS else None,
                         reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,

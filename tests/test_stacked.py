@@ -313,6 +313,29 @@ def test_public_and_pruning_masks_equal_train(name, mechanism, options, noisy):
         assert 0 < out[r].history["kept_fraction"][0] < 1
 
 
+@pytest.mark.parametrize("feedback", ["ef", "ef21"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_error_feedback_equals_train(name, feedback):
+    """Error feedback after the noise around top-k (per-run k) and low-rank, as train() runs it.
+
+    Low-rank EF runs 2 epochs: on the 3 x 6 softmax its rank-1 power iteration amplifies rounding
+    about tenfold per epoch (measured against train(): 2e-15 relative after one epoch, 4e-11 after
+    two, 4e-10 after three, smooth growth from the first-epoch rounding), so the 1e-10 check is
+    taken before that growth reaches it."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    d = model.n_params
+    seeds, lrs, C, sigma = [0, 11, 5], [0.5, 0.2, 1.0], [1.0, 0.5, 2.0], [1.0, 2.0, 0.7]
+    for mechanism, kw, epochs in (("top_k_noisy", {"k": [max(1, d // 4), 1, d - 1]}, 3), ("low_rank", {"rank": 1}, 2)):
+        common = dict(epochs=epochs, batch_size=24, record_every=4)
+        out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=C, noise_multiplier=sigma, mechanism=mechanism,
+                            feedback=feedback, **kw, **common)
+        for r, seed in enumerate(seeds):
+            ch = chain_for(mechanism, C[r], sigma[r], feedback=feedback, **_per_run(kw, r))
+            ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
+            _assert_run_equal(out[r], ref)
+
+
 OPTIMIZERS = [dict(optimizer="sgd", momentum=0.9), dict(optimizer="nesterov"), dict(optimizer="adam", weight_decay=0.01),
               dict(schedule="cosine"), dict(schedule="warmup_cosine", weight_decay=0.1), dict(schedule="step"),
               dict(schedule="inverse_time", strong_convexity=2.0), dict(schedule=lambda t: 0.3 / (1 + t))]
@@ -447,6 +470,8 @@ def test_refuses_what_it_does_not_run():
         (dict(mechanism="public_freeze", fraction=0.5, options=3), "options must be a dict"),
         (dict(mechanism="public_freeze", fraction=0.5), "public"),
         (dict(fraction=0.5), "fraction is an argument of mechanism in"),
+        (dict(feedback="ef"), "feedback .*wraps the compressor"),
+        (dict(mechanism="top_k_noisy", k=3, feedback="bogus"), "feedback"),
     ]
     for extra, match in bad:
         with pytest.raises(ValueError, match=match):

@@ -19,6 +19,8 @@ RANDK_MTC = [{"name": "random_k", "k": 100, "order": "mask_then_clip"}, {"name":
              {"name": "gaussian_noise"}]
 LOWRANK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "low_rank", "rank": 2}]
 PUBLIC = {"public_fraction": 0.1}
+EF21 = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"},
+        {"name": "error_feedback", "compressor": {"name": "top_k", "k": 200, "mode": "noisy"}, "style": "ef21"}]
 PFREEZE = [{"name": "public_freeze", "fraction": 0.75}, {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
 PSELECT = [{"name": "public_select", "fraction": 0.75}, {"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}]
 PRUNE = [{"name": "magnitude_prune", "fraction": 0.8, "source": "current", "every": 20},
@@ -64,6 +66,11 @@ def test_stack_key_groups_per_run_axes_only():
     opts = {stacking.stack_key(_with(optimizer=o)) for o in ({"name": "adam"}, {"momentum": 0.9, "name": "momentum"},
                                                                 {"schedule": "cosine"}, {"weight_decay": 0.01})}
     assert len(opts) == 4 and not opts & {None, a}  # the optimizer and the schedule are structure
+    ef = stacking.stack_key(_with(mechanism=EF21))
+    assert ef not in (None, stacking.stack_key(_with(mechanism=TOPK)))
+    ef_k = [*EF21[:2], {**EF21[2], "compressor": {**EF21[2]["compressor"], "k": 50}}]
+    assert stacking.stack_key(_with(mechanism=ef_k)) == ef  # the compressor's k is per run
+    assert stacking.stack_key(_with(mechanism=[*EF21[:2], {**EF21[2], "style": "ef"}])) not in (None, ef)
     pub = stacking.stack_key(_with(data=PUBLIC))
     assert pub not in (None, a)  # a public split is data: another group
     f3 = [dict(PFREEZE[0], fraction=0.5), *PFREEZE[1:]]
@@ -91,10 +98,10 @@ def test_stack_key_groups_per_run_axes_only():
 
 
 @pytest.mark.parametrize("mech,data", [(None, {}), (FREEZE, {}), (TOPK, {}), (RANDK, {}), (RANDK_MTC, {}),
-                                       (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {}),
+                                       (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {}), (EF21, {}),
                                        (None, {"optimizer": {"name": "momentum", "momentum": 0.9, "schedule": "cosine"}})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
-                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "momentum_cosine"])
+                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "error_feedback_ef21", "momentum_cosine"])
 def test_a_stackable_run_agrees_with_train(mech, data):
     sections = data if "optimizer" in data else {"data": data}
     cfg = _with(**sections) if mech is None else _with(mechanism=mech, **sections)

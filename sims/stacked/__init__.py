@@ -34,9 +34,9 @@ __all__ = ["train_stacked", "chain_for", "StackedRunResult", "MECHANISMS", "STEP
 
 def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise_multiplier=1.0, lr=0.1,
                   r_final=None, k=None, ramp="linear", order=None, rank=None, reference_norm=None, fraction=None,
-                  options=None, steps=None, epochs=None, sampling_rate=None, batch_size=None, delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR,
-                  sampling="poisson", optimizer="sgd", schedule=None, mode="dp", momentum=0.0,
-                  weight_decay=0.0, strong_convexity=None, params0=None, allow_non_private=False) -> list:
+                  options=None, feedback=None, steps=None, epochs=None, sampling_rate=None, batch_size=None,
+                  delta=None, record_every=None, divergence_factor=DIVERGENCE_FACTOR, sampling="poisson",
+                  optimizer="sgd", schedule=None, mode="dp", momentum=0.0, weight_decay=0.0, strong_convexity=None, params0=None, allow_non_private=False) -> list:
     """Train R = ``len(seeds)`` independent DP-SGD runs of ``model`` on ``data`` at once.
 
     Every run is ``w_{t+1} = opt(w_t, u_t, lr_t)`` (plain SGD: ``w_t - lr_t u_t``) with the DP-SGD release (Abadi et al. 2016, Alg. 1)
@@ -89,6 +89,11 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         Their other arguments, shared by all runs (e.g. ``{"criterion": "random"}``,
         ``{"source": "public", "public_epochs": 3}``); a mask recomputed during training
         (``magnitude_prune``'s ``every``) is refused.
+    feedback : {None, "ef", "ef21"}
+        Error feedback around the compressor of ``"top_k_noisy"`` or ``"low_rank"``, after the
+        noise (:func:`sims.mechanisms.error_feedback`): ``"ef"`` (Seide et al. 2014; Karimireddy
+        et al. 2019) ``v = e + u``, release ``C(v)``, ``e <- v - C(v)``; ``"ef21"`` (Richtarik,
+        Sokolov & Fatkhullin 2021) ``g <- g + C(u - g)``, release ``g``. Shared by all runs.
     reference_norm : float > 0 or None
         With ``clip_norm=None`` and a noise multiplier: the noise-only ablation
         ``chain(clip(None, reference_norm=C_ref), gaussian_noise(sigma))``, noise of std
@@ -126,9 +131,5 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         A bad argument (named), or one outside the stacked engine's scope (named, with "use
         sims.train.train").
     """
-    args = dict(seeds=seeds, mechanism=mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier, lr=lr,
-                r_final=r_final, k=k, ramp=ramp, order=order, rank=rank, reference_norm=reference_norm, fraction=fraction, options=options, steps=steps, epochs=epochs, sampling_rate=sampling_rate,
-                batch_size=batch_size, delta=delta, record_every=record_every, divergence_factor=divergence_factor,
-                sampling=sampling, optimizer=optimizer, schedule=schedule, mode=mode, momentum=momentum,
-                weight_decay=weight_decay, strong_convexity=strong_convexity, params0=params0, allow_non_private=allow_non_private)
+    args = {name: value for name, value in locals().items() if name not in ("model", "data")}
     return StackedLoop(resolve(model, data, args)).run()

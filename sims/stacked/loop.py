@@ -82,6 +82,8 @@ class StackedLoop:
                   "fkey": np.zeros(R, dtype=np.int64)}
         for l, Q in enumerate(zip(*Q0)):  # the low-rank bases, one stacked (R, in, r) array per layer
             self.a[f"Q{l}"] = np.stack(Q)
+        if res.feedback is not None:  # the error-feedback memory (e, or g of EF21), zero at the start
+            self.a["e"] = np.zeros((R, d))
         if keep is not None:
             self.a["keep"] = keep
         self.mask_at = 0  # magnitude_prune(every=N): the step of the last mask
@@ -228,6 +230,31 @@ class StackedLoop:
                 norms[sel, lo:lo + rows] = nrm
         return S, n_clipped, norms
 
+    def compressed(self, V: np.ndarray) -> np.ndarray:
+        """The compressor of an error-feedback run applied to a copy of ``V``: top-k per row or low-rank."""
+        if "k" in self.a:
+            Y = V.copy()
+            top_k_rows(Y, self.a["k"])
+            return Y
+        return self.compress(V)
+
+    def feed_back(self, u: np.ndarray):
+        """Error feedback around the compressor, after the noise (:func:`sims.mechanisms.error_feedback`):
+        ``"ef"``: ``v = e + u``, release ``C(v)``, ``e <- v - C(v)`` (``phi = ||C(v)||^2 / ||v||^2``);
+        ``"ef21"``: ``g <- g + C(u - g)``, release ``g``. Returns ``(release, phi, kept fraction)``,
+        the kept fraction being the release's non-zero share, as the transform reports it."""
+        a, R = self.a, self.n_active
+        if self.res.feedback == "ef":
+            v = a["e"] + u
+            out = self.compressed(v)
+            a["e"] = v - out
+            vv, yy = np.einsum("rd,rd->r", v, v), np.einsum("rd,rd->r", out, out)
+            phi = np.where(vv > 0, yy / np.where(vv > 0, vv, 1.0), 1.0)
+        else:
+            a["e"] = a["e"] + self.compressed(u - a["e"])
+            out, phi = a["e"].copy(), np.ones(R)
+        return out, phi, np.count_nonzero(out, axis=1) / out.shape[1]
+
     def rates(self, t: int) -> np.ndarray:
         """``lr_t`` of every active run (its own schedule), checked as ``train()`` checks it."""
         lr = np.array([float(self.res.schedules[i](t)) for i in self.a["ids"]])
@@ -263,9 +290,13 @@ class StackedLoop:
         if res.order == "compress_then_noise":
             S = self.compress(S)
         u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
-        if res.order == "noise_then_compress":
-            u = self.compress(u)
-        phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
+        kept = None
+        if res.feedback is not None:
+            u, phi, kept = self.feed_back(u)
+        else:
+            if res.order == "noise_then_compress":
+                u = self.compress(u)
+            phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
         a["lr"] = self.rates(t)
         with np.errstate(over="ignore", invalid="ignore"):
             usq = np.einsum("rd,rd->r", u, u)
@@ -279,14 +310,14 @@ class StackedLoop:
         a["P"], self.ostate = newP, ostate
         if res.mechanism == "top_k_clean":  # the top-k mask acts before the (absent) noise: u is the kept signal
             before, sig = sig, usq * res.B ** 2
-        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before)
+        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before, kept)
         if (bad_u | bad_p).any():
             self.drop(bad_u | bad_p)
         done = t + 1
         if self.n_active and (done % res.rec == 0 or done == res.total):
             self.record(done, t)
 
-    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None) -> None:
+    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None, kept=None) -> None:
         """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators;
         ``before``: ``||S||^2`` before a post-clip mask (clip-then-mask random-k), else the released signal's."""
         res, a = self.res, self.a
@@ -294,7 +325,9 @@ class StackedLoop:
         signal = sig / B ** 2
         signal_before = signal if before is None else before / B ** 2
         noise = (a["std"] / B) ** 2 * nz
-        if "keep" in a:
+        if kept is not None:
+            pass
+        elif "keep" in a:
             kept = np.count_nonzero(a["keep"], axis=1) / d
         elif "k" in a:
             kept = a["k"] / d

@@ -29,6 +29,9 @@ FIXED_MASKS = ("public_freeze", "magnitude_prune")
 #: they take ``fraction`` and ``options``.
 MASKS = (*FIXED_MASKS, "public_select")
 
+#: The error-feedback styles of :func:`sims.mechanisms.error_feedback`.
+FEEDBACK = ("ef", "ef21")
+
 #: The orders each mechanism with an ``order`` takes, its default first.
 ORDERS = {"random_k": ("clip_then_mask", "mask_then_clip"),
           "low_rank": ("noise_then_compress", "compress_then_noise")}
@@ -60,7 +63,7 @@ def resolved_order(mechanism: str, order, noisy: bool):
 
 
 def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=None, ramp: str = "linear",
-              order: str | None = None, rank=None, reference_norm=None, fraction=None, options=None):
+              order: str | None = None, rank=None, reference_norm=None, fraction=None, options=None, feedback=None):
     """The :func:`sims.mechanisms.chain` that :func:`sims.train.train` runs for one stacked run.
 
     ``"dense"``: ``chain(clip(C), gaussian_noise(sigma))`` (Abadi et al. 2016);
@@ -76,6 +79,8 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     ``magnitude_prune(fraction, **options)`` (Watson et al.), masks chosen once at init from public
     data, the initial parameters or nothing; ``"public_select"``: ``public_select(fraction,
     **options)`` in front, a new mask each step from the public gradient at the current parameters.
+    ``feedback="ef"`` or ``"ef21"`` wraps the compressor of ``"top_k_noisy"`` or ``"low_rank"`` in
+    :func:`sims.mechanisms.error_feedback` (after the noise: post-processing).
 
     Non-private baselines (built with ``allow_non_private=True``): ``noise_multiplier=None`` drops
     the noise step, and ``clip_norm=None`` the clipping (``clip(None)``: plain minibatch SGD);
@@ -86,11 +91,16 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     (noise of std ``sigma C_ref`` on the unclipped sum; not private) is ``clip_norm=None`` with a
     ``reference_norm``.
     """
-    from sims.mechanisms import chain, clip, gaussian_noise, low_rank, random_freeze, random_k, top_k
+    from sims.mechanisms import chain, clip, error_feedback, gaussian_noise, low_rank, random_freeze, random_k, top_k
 
     check_choice("mechanism", mechanism, MECHANISMS)
     noisy = noise_multiplier is not None
     order = resolved_order(mechanism, order, noisy)
+    if feedback is not None:
+        check_choice("feedback", feedback, FEEDBACK)
+        if mechanism not in ("top_k_noisy", "low_rank") or not noisy:
+            raise ValueError(f"feedback (error feedback after the noise) wraps the compressor of 'top_k_noisy' or "
+                             f"'low_rank' with noise; got mechanism={mechanism!r}, noise_multiplier={noise_multiplier!r}")
     if noisy and clip_norm is None and reference_norm is None:
         raise ValueError("noise_multiplier without a clip_norm needs a reference_norm (the noise-only ablation "
                          "clip(None, reference_norm=...): noise of std noise_multiplier * reference_norm)")
@@ -116,10 +126,14 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
         steps = (c, *noise)
     elif mechanism == "low_rank":
         steps = (c, *noise, low_rank(rank, order))
+        if feedback is not None:
+            steps = (c, *noise, error_feedback(steps[-1], feedback))
     elif mechanism in MASKS:
         steps = (_mask_transform(mechanism, fraction, options), c, *noise)
     else:
         steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
+        if feedback is not None:
+            steps = (c, *noise, error_feedback(steps[-1], feedback))
     if noisy and clip_norm is not None:
         return chain(*steps)
     return chain(*steps, allow_non_private=True)
@@ -152,6 +166,7 @@ class Resolved:
     order: str | None
     rank: int | None
     reference_norm: float | None
+    feedback: str | None
     roots: tuple
     lr: np.ndarray
     optimizer: object
@@ -350,11 +365,12 @@ def resolve(model, data, a: dict) -> Resolved:
     chains = tuple(chain_for(mech, None if np.isinf(C[r]) else float(C[r]), None if sigma[r] == 0 else float(sigma[r]),
                              r_final=None if rf is None else float(rf[r]), k=None if kk is None else int(kk[r]),
                              ramp=ramp, order=a["order"], rank=rank, reference_norm=ref,
-                             fraction=None if frac is None else float(frac[r]), options=opts) for r in range(R))
+                             fraction=None if frac is None else float(frac[r]), options=opts,
+                             feedback=a["feedback"]) for r in range(R))
     order = resolved_order(mech, a["order"], a["noise_multiplier"] is not None)
-    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, roots, lr, opt, scheds, schedule, C, sigma, rf, kk,
-                    frac, opts, chains,
-                    q, B, spe, total, delta, rec, factor, batch_rows(n, q))
+    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, a["feedback"], roots, lr, opt,
+                    scheds, schedule, C, sigma, rf, kk, frac, opts, chains, q, B, spe, total, delta, rec, factor,
+                    batch_rows(n, q))
 
 
 # ----------------------------------------------------------------------------- privacy and config
@@ -386,6 +402,7 @@ def config_of(res: Resolved, r: int) -> dict:
                     "r_final": None if res.r_final is None else float(res.r_final[r]),
                     "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp,
                     "order": res.order, "rank": res.rank, "reference_norm": res.reference_norm,
+                    "feedback": res.feedback,
                     "fraction": None if res.fraction is None else float(res.fraction[r]), "options": res.options},
     }
 

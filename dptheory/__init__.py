@@ -21,4 +21,5 @@ from .mask_amplification import (calibrate_noise_random_mask, epsilon_random_mas
 #     dptheory.communication) ---
 from . import clipping, convergence, noise_signal  # noqa: E402,F401
 from . import communication, topagg  # noqa: F401  (TopAgg accounting, bits per step)
+from . import error_feedback, reference_rates  # noqa: F401  (EF rates; literature reference rates)
 # --- end theory ---

@@ -44,14 +44,14 @@ __all__ = [
 
 #: proof modules; each is imported by :func:`run_all`.
 MODULES = ("accounting", "noise_signal", "convergence", "clipping", "topagg", "communication", "compositions",
-           "mask_amplification")
+           "mask_amplification", "error_feedback", "reference_rates")
 
 #: the kinds of entry, strongest first.
 KINDS = ("derived", "identity", "composition")
 
 #: the ``dptheory`` modules whose public functions are closed forms (``validation`` only checks inputs).
 DPTHEORY_MODULES = ("accounting", "gdp", "events", "noise_signal", "convergence", "clipping", "topagg",
-                    "communication", "mask_amplification")
+                    "communication", "mask_amplification", "error_feedback", "reference_rates")
 
 #: public callables of those modules that are not closed forms, with the reason.
 NOT_CLOSED_FORMS = {

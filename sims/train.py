@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dptheory.accounting import steps_per_epoch
-from dptheory.events import SelectedGaussian, epsilon_of
+from dptheory.events import epsilon_of
 from dptheory.validation import (as_seed_sequence, child_sequence, check_choice, check_delta, check_finite_array, check_int,
                                  check_real)
 
@@ -327,18 +327,10 @@ def privacy_report(description, *, sampling_rate: float, steps: int, delta: floa
         "private": private, "epsilon": eps, "delta": delta, "order": order,
         "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
         "sampling_rate": sampling_rate, "steps": int(steps), "sampling": sampling,
-        "accounting": _accounting_name(desc.event),
+        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
         "accounting_valid": private and sampling == "poisson", "event": event, "reason": desc.reason,
         "private_preprocessing": tuple(preprocessing), "notes": tuple(notes_out) + tuple(notes),
     }
-
-
-def _accounting_name(event) -> str:
-    """How ``epsilon`` was computed, for the report."""
-    if isinstance(event, SelectedGaussian):
-        return ("RDP of Poisson-subsampled private top-k selection + Gaussian (Zhu & Wang 2019 general bound; "
-                "dptheory.epsilon_of)")
-    return "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)"
 
 
 def epsilon_after(description, *, sampling_rate: float, steps: int, delta: float) -> float:

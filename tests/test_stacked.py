@@ -155,6 +155,39 @@ def test_stacked_backprop_norms_and_sums_match_models(name):
         np.testing.assert_allclose(Ssum[r], weighted_sum(bp, w[r, :c]), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("make,kind", [(lambda: logistic_regression(6), "logistic"), (lambda: linear_regression(6), "linear"),
+                                       (lambda: logistic_regression(6, bias=False), "logistic")],
+                         ids=["logistic", "linear", "logistic_no_bias"])
+def test_convex_clipped_sums_match_the_gemm_path(make, kind, masked):
+    """The one-pass kernel of linear / logistic regression against the engine's GEMM path (its
+    NumPy reference): the same clipped sums, per-example norms and clipped counts."""
+    model, ds = make(), _data(kind)
+    R, n, d = 5, ds.X_train.shape[0], model.n_params
+    rng = np.random.default_rng(3)
+    P = _stacked_params(model, R) * 3.0
+    counts = rng.integers(0, 30, size=R)
+    counts[0] = 0  # an empty batch
+    idx = np.stack([np.sort(rng.choice(n, size=30, replace=False)) for _ in range(R)])
+    C = np.array([0.5, 1.0, np.inf, 0.05, 2.0])
+    keep = rng.random((R, d)) < 0.6 if masked else None
+    X = np.ascontiguousarray(ds.X_train)
+    S, nc, norms = K.convex_clipped_sums(X, np.einsum("ij,ij->i", X, X), ds.y_train, idx, counts, P, C, keep,
+                                         bias=model.layout.bias, head=model.head)
+    xb, yb, valid = K.gather_batches(X, ds.y_train, idx, counts, 30)
+    acts, deltas = E.backprop_stacked(model, P, xb, yb, valid)
+    nsq = (E.sq_norms_stacked(model.layout, acts, deltas) if keep is None
+           else E.masked_sq_norms_stacked(model.layout, acts, deltas, model.layout.views(keep.astype(float))))
+    w, ref_norms = E.clip_factors_stacked(nsq, C)
+    ref_S = E.weighted_sum_stacked(model.layout, acts, deltas, w)
+    for r in range(R):
+        c = int(counts[r])
+        np.testing.assert_allclose(S[r], ref_S[r], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(norms[r, :c], ref_norms[r, :c], rtol=1e-12, atol=1e-14)
+        assert nc[r] == np.count_nonzero(ref_norms[r, :c] > C[r])
+    assert np.all(S[0] == 0) and nc[0] == 0 and nc[2] == 0 and nc[3] > 0
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_evaluate_stacked_matches_models(name):
     make, kind = MODELS[name]
@@ -411,11 +444,17 @@ def _train_or_diverged(model, ds, **kw):
         return e.result, e.step
 
 
-@pytest.mark.parametrize("lr_bad,factor,opt", [(1e308, None, "sgd"), (300.0, 100.0, "sgd"), (300.0, 100.0, "momentum"),
-                                               (1e308, None, "adam")])
-def test_one_diverging_run_stops_alone(lr_bad, factor, opt):
-    """The diverging run leaves the stack (its optimizer state too); the others go on as alone."""
-    model, ds = linear_regression(6), _data("linear")
+@pytest.mark.parametrize("name,lr_bad,factor,opt", [("softmax", 1e308, None, "sgd"), ("linear", 1e200, None, "sgd"),
+                                                    ("linear", 300.0, 100.0, "sgd"), ("linear", 300.0, 100.0, "momentum"),
+                                                    ("softmax", 1e308, None, "adam")])
+def test_one_diverging_run_stops_alone(name, lr_bad, factor, opt):
+    """The diverging run leaves the stack (its optimizer state too); the others go on as alone.
+
+    ``lr = 1e308`` puts the next forward pass at the overflow boundary (parameters near 1e307),
+    where whether ``w . x`` overflows depends on the summation order; the linear model (the
+    one-pass kernel) is checked at 1e200, where both engines overflow only in the squared norm."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
     lrs = [0.1, lr_bad, 0.3]
     common = dict(epochs=4, batch_size=24, record_every=2, divergence_factor=factor, clip_norm=5.0,
                   noise_multiplier=1.0, optimizer=opt)

@@ -9,7 +9,9 @@
   counter-based ziggurat of :mod:`sims.rng`): the numbers of
   :func:`sims.mechanisms.gaussian_noise`'s fused pass;
 * :func:`top_k_rows`: top-k (by magnitude) of each run's released update, the rest zeroed, and the
-  captured energy ``phi = ||top_k(u)||^2 / ||u||^2`` (Stich, Cordonnier & Jaggi 2018).
+  captured energy ``phi = ||top_k(u)||^2 / ||u||^2`` (Stich, Cordonnier & Jaggi 2018);
+* :func:`convex_clipped_sums`: the clipped gradient sums of linear and logistic regression straight
+  from the batch indices (no gathered batch, no GEMM), the per-example norm by the norm trick.
 
 float64 only (the stacked engine refuses float32 models).
 """
@@ -23,7 +25,8 @@ from sims import rng as _r
 from sims.noise import standard_normal
 
 __all__ = ["gather_batches", "gather_batches_reference", "noisy_releases", "noisy_releases_reference",
-           "top_k_rows", "top_k_rows_reference", "norm_quantiles", "norm_quantiles_reference"]
+           "top_k_rows", "top_k_rows_reference", "norm_quantiles", "norm_quantiles_reference", "convex_clipped_sums",
+           "CONVEX_HEADS"]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -227,3 +230,76 @@ def norm_quantiles_reference(norms, counts):
     """Plain-NumPy twin of :func:`norm_quantiles`: ``np.quantile`` per run."""
     return np.array([np.quantile(norms[r, :int(c)], _QS) if c else np.zeros(len(_QS))
                      for r, c in enumerate(counts)])
+
+
+# ----------------------------------------------------------------------------- single-output linear models
+#: the heads :func:`convex_clipped_sums` runs (linear and logistic regression)
+CONVEX_HEADS = {"logistic": 0, "squared": 1}
+
+
+@numba.njit(inline="always", cache=True)
+def _residual(z, yi, head):
+    """``dl/dz``: ``sigmoid(z) - y`` (logistic, computed without overflow) or ``z - y`` (squared)."""
+    if head == 1:
+        return z - yi
+    if z >= 0:
+        return 1.0 / (1.0 + np.exp(-z)) - yi
+    e = np.exp(z)
+    return e / (1.0 + e) - yi
+
+
+@numba.njit(parallel=True, cache=True)
+def _convex_kernel(X, sqx, y, idx, counts, P, C, keep, masked, bias, head, S, norms, nclip):
+    din = X.shape[1]
+    d = P.shape[1]
+    for r in prange(idx.shape[0]):
+        for j in range(d):
+            S[r, j] = 0.0
+        kb = 1.0 if (bias and (not masked or keep[r, din])) else 0.0
+        nc = 0
+        for t in range(counts[r]):
+            i = idx[r, t]
+            z = P[r, din] if bias else 0.0
+            mx = 0.0
+            for j in range(din):
+                z += P[r, j] * X[i, j]
+                if masked and keep[r, j]:
+                    mx += X[i, j] * X[i, j]
+            res = _residual(z, y[i], head)
+            base = (mx if masked else sqx[i]) + kb
+            n = np.sqrt(res * res * base)
+            f = 1.0
+            if n > C[r]:
+                f = C[r] / n
+                nc += 1
+            norms[r, t] = n
+            coef = f * res
+            for j in range(din):
+                S[r, j] += coef * X[i, j]
+            if bias:
+                S[r, din] += coef
+        nclip[r] = nc
+
+
+def convex_clipped_sums(X, sqx, y, idx, counts, P, C, keep, *, bias: bool, head: str):
+    """Clipped per-example gradient sums of R single-output linear models, straight from the batch indices.
+
+    For ``z_i = w.x_i + b`` the per-example gradient is ``g_i = r_i [x_i, 1]`` with the residual
+    ``r_i = dl/dz`` (``sigmoid(z_i) - y_i`` logistic, ``z_i - y_i`` squared), so
+    ``||m * g_i||^2 = r_i^2 (sum_j m_j x_ij^2 + m_b)`` (``||x_i||^2 + 1`` unmasked: ``sqx``) and
+    ``S_r = sum_i min(1, C_r / ||m * g_i||) g_i`` (Abadi et al. 2016, Alg. 1; the mask ``m`` is
+    applied to ``S`` by the caller). One thread per run, each run's examples in batch order, so a
+    run's sums do not depend on the runs stacked with it. Returns ``(S (R, d), n_clipped (R,),
+    norms (R, max(1, max counts)))``. Reference: the engine's ``backprop_stacked`` +
+    ``masked_sq_norms_stacked`` + ``weighted_sum_stacked`` (``tests/test_stacked.py``).
+    """
+    R, d = P.shape
+    width = max(1, int(counts.max()) if R else 1)
+    S = np.empty((R, d))
+    norms = np.zeros((R, width))
+    nclip = np.empty(R, dtype=np.int64)
+    masked = keep is not None
+    _convex_kernel(X, sqx, np.ascontiguousarray(y, dtype=np.float64), idx, counts, np.ascontiguousarray(P),
+                   np.ascontiguousarray(C, dtype=np.float64), _NO_MASK if keep is None else np.ascontiguousarray(keep),
+                   masked, bool(bias), CONVEX_HEADS[head], S, norms, nclip)
+    return S, nclip, norms

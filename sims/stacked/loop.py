@@ -17,12 +17,12 @@ import numpy as np
 from dptheory.noise_signal import n_frozen
 from sims.mechanisms.freeze import frozen_fraction
 from sims.models.dense import init_params
-from sims.noise import step_kernel_threads
+from sims.noise import one_thread_if_small, step_kernel_threads
 from sims.rng import derive_seed
 from sims.train import init_generators
 
 from . import engine as E
-from .kernels import gather_batches, noisy_releases, norm_quantiles, top_k_rows
+from .kernels import CONVEX_HEADS, convex_clipped_sums, gather_batches, noisy_releases, norm_quantiles, top_k_rows
 from .run import FIXED_MASKS, MASKS, Resolved, epsilon_at, result_of
 from .streams import generator_at, noise_seeds, poisson_draws, run_states
 
@@ -92,6 +92,10 @@ class StackedLoop:
         self.a["loss0"] = (E.evaluate_stacked(res.model, P, res.X, res.y)[0] if res.factor is not None
                            else np.zeros(R))
         self.block = None
+        lay = res.model.layout
+        # linear / logistic regression: clipped sums straight from the batch indices (kernels.convex_clipped_sums)
+        convex = lay.n_layers == 1 and lay.sizes[1] == 1 and res.model.head in CONVEX_HEADS
+        self.sqx = np.einsum("ij,ij->i", res.X, res.X) if convex else None
 
     def fixed_keep(self, r: int, params, rng) -> np.ndarray:
         """The keep mask of a :data:`FIXED_MASKS` run: its chain's own ``init`` (the context
@@ -190,8 +194,8 @@ class StackedLoop:
         layout = res.model.layout
         pick = (lambda v: v) if sel is None else (lambda v: v[sel])
         acts, deltas = E.backprop_stacked(res.model, pick(a["P"]), xb, yb, valid)
-        masked = "keep" in a and not (res.mechanism == "random_k" and res.order == "clip_then_mask")
-        keepf = pick(a["keep"]).astype(np.float64) if masked else None
+        keep = self.pre_clip_keep()
+        keepf = None if keep is None else pick(keep).astype(np.float64)
         if keepf is None:
             nsq = E.sq_norms_stacked(layout, acts, deltas)
         else:
@@ -204,6 +208,12 @@ class StackedLoop:
             S *= keepf
         return S, n_clipped, norms
 
+    def pre_clip_keep(self):
+        """The bool ``(R', d)`` masks applied to every example's gradient before clipping, or None."""
+        a, res = self.a, self.res
+        masked = "keep" in a and not (res.mechanism == "random_k" and res.order == "clip_then_mask")
+        return a["keep"] if masked else None
+
     def batch_sums(self, idx, counts):
         """``(S, n_clipped, norms)`` of the step's Poisson batches, in chunks of ``res.rows`` rows.
 
@@ -212,6 +222,13 @@ class StackedLoop:
         arithmetic does not depend on the runs stacked with it (nor on their batch sizes).
         """
         res, rows = self.res, self.res.rows
+        if self.sqx is not None:  # a linear model: no gathered batch (see kernels.convex_clipped_sums)
+            keep = self.pre_clip_keep()
+            S, n_clipped, norms = convex_clipped_sums(res.X, self.sqx, res.y, idx, counts, self.a["P"], self.a["C"],
+                                                      keep, bias=res.model.layout.bias, head=res.model.head)
+            if keep is not None:
+                S *= keep
+            return S, n_clipped, norms
         n_chunks = max(1, -(-int(counts.max()) // rows))
         norms = np.zeros((self.n_active, n_chunks * rows))
         for c in range(n_chunks):
@@ -380,8 +397,10 @@ class StackedLoop:
     def run(self) -> list:
         """Run every step; returns the per-run results in seed order."""
         work = self.n_active * self.res.model.n_params
-        # one Numba thread when the work is small or OpenBLAS threads spin between the GEMMs (sims.noise)
-        with step_kernel_threads(work), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # one Numba thread when the work is small or OpenBLAS threads spin between the GEMMs (sims.noise);
+        # a linear model's step makes no GEMM (kernels.convex_clipped_sums): only the size decides
+        threads = one_thread_if_small(work) if self.sqx is not None else step_kernel_threads(work)
+        with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for t in range(self.res.total):
                 if not self.n_active:
                     break

@@ -11,10 +11,13 @@ symbolically in :mod:`proofs` and against simulation (:mod:`sims`) in the tests.
 from .accounting import (DEFAULT_ORDERS, calibrate_noise, calibrate_noise_gaussian_closed_form,  # noqa: F401
                          epsilon, epsilon_from_rdp, epsilon_from_rdp_classic, rdp_gaussian,
                          rdp_subsampled_gaussian, steps_for_epochs, steps_per_epoch)
-from .events import Gaussian, NonPrivate, PoissonGaussian, epsilon_of  # noqa: F401
+from .events import (Gaussian, NonPrivate, PoissonGaussian, PoissonSelectedGaussian,  # noqa: F401
+                     SelectedGaussian, epsilon_of)
 from .gdp import delta_gdp, epsilon_for_mu, epsilon_gdp, gdp_mu  # noqa: F401
 from .mask_amplification import (calibrate_noise_random_mask, epsilon_random_mask,  # noqa: F401  (OPTION)
                                  rdp_random_mask_gaussian)
+from .selection import (epsilon_selected_gaussian, rdp_poisson_general,  # noqa: F401  (private top-k)
+                        rdp_poisson_selected_gaussian, rdp_selected_gaussian)
 # --- end accounting ---
 
 # --- theory (dptheory.noise_signal, dptheory.convergence, dptheory.clipping, dptheory.topagg,

@@ -23,6 +23,15 @@ sampling at rate ``q``, noise multiplier ``sigma`` = noise std / L2 sensitivity.
   (Mironov, Talwar & Zhang 2019, "Renyi Differential Privacy of the Sampled Gaussian Mechanism";
   computed by :func:`dptheory.accounting.rdp_subsampled_gaussian`). At ``q = 1`` it is the
   plain Gaussian.
+* :class:`SelectedGaussian` -- ONE batch-level step of private top-k support selection (Gumbel /
+  peeling exponential mechanism with pure budget ``selection_epsilon``) followed by the Gaussian
+  mechanism on the selected ``k`` coordinates; RDP
+  :math:`\min(\alpha\varepsilon^2/(8k), \varepsilon) + \alpha/(2\sigma^2)`
+  (:func:`dptheory.selection.rdp_selected_gaussian`; docs/selection.md). dp-accounting has no
+  such event: these are accounted by RDP only.
+* :class:`PoissonSelectedGaussian` -- ``steps`` self-composed Poisson-subsampled
+  :class:`SelectedGaussian` steps, with the general subsampling bound of Zhu & Wang (2019, Thm 6)
+  (:func:`dptheory.selection.rdp_poisson_selected_gaussian`).
 * :class:`NonPrivate` -- an explicit marker that a release is NOT differentially private
   (dp-accounting's ``NonPrivateDpEvent``); its epsilon is infinite.
 
@@ -46,9 +55,11 @@ import numpy as np
 
 from .accounting import (ACCOUNTANTS, DEFAULT_ORDERS, check_orders, require_dp_accounting, epsilon,
                          epsilon_from_rdp, rdp_gaussian, rdp_subsampled_gaussian)
+from .selection import (SELECTION_ORDERS, epsilon_selected_gaussian, rdp_poisson_selected_gaussian,
+                        rdp_selected_gaussian)
 from .validation import check_choice, check_delta, check_int, check_real
 
-__all__ = ["Gaussian", "PoissonGaussian", "NonPrivate", "epsilon_of"]
+__all__ = ["Gaussian", "PoissonGaussian", "SelectedGaussian", "PoissonSelectedGaussian", "NonPrivate", "epsilon_of"]
 
 #: discretisation of dp-accounting's PLD accountant when composing a sequence of events.
 _PLD_INTERVAL = 1e-4
@@ -208,6 +219,132 @@ class PoissonGaussian:
         return one if self.steps == 1 else dp_accounting.SelfComposedDpEvent(one, self.steps)
 
 
+def _k(value) -> int:
+    return check_int("k", value, low=1)
+
+
+def _sel_eps(value) -> float:
+    return check_real("selection_epsilon", value, low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class SelectedGaussian:
+    r"""One step of private top-k selection, then the Gaussian mechanism on the ``k`` selected coordinates.
+
+    The selection is the Gumbel top-k of the scores ``|s_j|`` of the clipped sum (pure budget
+    ``selection_epsilon``, Durfee & Rogers 2019); the Gaussian adds :math:`N(0, \sigma^2 C^2)` to
+    the selected coordinates of the same sum. RDP
+    :math:`\min(\alpha\varepsilon^2/(8k), \varepsilon) + \alpha/(2\sigma^2)` (adaptive
+    composition, Mironov 2017, Prop. 1; :func:`dptheory.selection.rdp_selected_gaussian`).
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        sigma = noise std / L2 sensitivity, finite and > 0.
+    k : int
+        Number of coordinates selected, >= 1.
+    selection_epsilon : float
+        Pure-DP budget of the whole selection, finite and > 0.
+
+    Raises
+    ------
+    ValueError
+        Naming the field and its allowed range when a field is invalid.
+
+    Examples
+    --------
+    >>> SelectedGaussian(1.0, 10, 1.0).poisson_sampled(0.01, 1000)
+    PoissonSelectedGaussian(sampling_rate=0.01, noise_multiplier=1.0, k=10, selection_epsilon=1.0, steps=1000)
+    """
+
+    noise_multiplier: float
+    k: int
+    selection_epsilon: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "noise_multiplier", _sigma(self.noise_multiplier))
+        object.__setattr__(self, "k", _k(self.k))
+        object.__setattr__(self, "selection_epsilon", _sel_eps(self.selection_epsilon))
+
+    def __str__(self) -> str:
+        return (f"private top-{self.k} selection (epsilon={_g(self.selection_epsilon)}) then Gaussian "
+                f"(sigma={_g(self.noise_multiplier)})")
+
+    def poisson_sampled(self, sampling_rate, steps=1) -> PoissonSelectedGaussian:
+        """This step applied to a Poisson sample at rate ``sampling_rate``, ``steps`` times.
+
+        Returns
+        -------
+        PoissonSelectedGaussian
+        """
+        return PoissonSelectedGaussian(sampling_rate, self.noise_multiplier, self.k, self.selection_epsilon, steps)
+
+    def rdp(self, orders) -> np.ndarray:
+        """Batch-level RDP at each order in ``orders`` (each in (1, inf)).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return rdp_selected_gaussian(orders, self.noise_multiplier, self.k, self.selection_epsilon)
+
+
+@dataclass(frozen=True)
+class PoissonSelectedGaussian:
+    """``steps`` self-composed Poisson-subsampled :class:`SelectedGaussian` steps.
+
+    RDP ``steps`` times the minimum of Zhu & Wang's (2019, Thm 6) general Poisson-subsampling
+    bound and the batch-level RDP (:func:`dptheory.selection.rdp_poisson_selected_gaussian`).
+
+    Parameters
+    ----------
+    sampling_rate : float
+        Poisson sampling probability q in (0, 1].
+    noise_multiplier : float
+        sigma > 0.
+    k : int
+        >= 1.
+    selection_epsilon : float
+        > 0.
+    steps : int, default 1
+        >= 1.
+
+    Raises
+    ------
+    ValueError
+        Naming the field and its allowed range when a field is invalid.
+    """
+
+    sampling_rate: float
+    noise_multiplier: float
+    k: int
+    selection_epsilon: float
+    steps: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "sampling_rate", _rate(self.sampling_rate))
+        object.__setattr__(self, "noise_multiplier", _sigma(self.noise_multiplier))
+        object.__setattr__(self, "k", _k(self.k))
+        object.__setattr__(self, "selection_epsilon", _sel_eps(self.selection_epsilon))
+        object.__setattr__(self, "steps", _steps(self.steps))
+
+    def __str__(self) -> str:
+        plural = "" if self.steps == 1 else "s"
+        return (f"Poisson-subsampled private top-{self.k} selection (epsilon={_g(self.selection_epsilon)}) "
+                f"then Gaussian (q={_g(self.sampling_rate)}, sigma={_g(self.noise_multiplier)}, "
+                f"{self.steps} step{plural})")
+
+    def rdp(self, orders) -> np.ndarray:
+        """Composed RDP ``steps * eps_step(alpha)`` at each order in ``orders`` (each in (1, inf)).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return self.steps * rdp_poisson_selected_gaussian(orders, self.sampling_rate, self.noise_multiplier,
+                                                          self.k, self.selection_epsilon)
+
+
 @dataclass(frozen=True)
 class NonPrivate:
     """An explicit marker that a release is NOT differentially private (``NonPrivateDpEvent``).
@@ -249,9 +386,12 @@ class NonPrivate:
         return dp_accounting.NonPrivateDpEvent()
 
 
-_EVENTS = (Gaussian, PoissonGaussian, NonPrivate)
-_EVENT_ERROR = ("event must be a Gaussian, PoissonGaussian or NonPrivate event, or a non-empty "
-                "sequence of them, got {!r}")
+_EVENTS = (Gaussian, PoissonGaussian, SelectedGaussian, PoissonSelectedGaussian, NonPrivate)
+_SELECTION_EVENTS = (SelectedGaussian, PoissonSelectedGaussian)
+_EVENT_ERROR = ("event must be a Gaussian, PoissonGaussian, SelectedGaussian, PoissonSelectedGaussian or "
+                "NonPrivate event, or a non-empty sequence of them, got {!r}")
+_NO_PLD = ("accountant='pld' has no dp-accounting event for private top-k selection ({}); use "
+           "accountant='rdp'")
 
 
 def _as_event_list(event) -> list:
@@ -270,6 +410,9 @@ def epsilon_of(event, delta, *, accountant="rdp"):
     * :class:`PoissonGaussian`: :func:`dptheory.accounting.epsilon` of its parameters (RDP on the
       default order grid, extended and refined between grid orders; or PLD).
     * :class:`Gaussian`: the same at sampling rate 1 and one step.
+    * :class:`PoissonSelectedGaussian`: :func:`dptheory.selection.epsilon_selected_gaussian`
+      (RDP on :data:`~dptheory.selection.SELECTION_ORDERS`); :class:`SelectedGaussian`: its
+      batch-level RDP on the same orders. RDP only (``accountant="pld"`` raises ValueError).
     * :class:`NonPrivate`: ``(inf, None)``.
     * a non-empty sequence (e.g. training phases with different noise): if any element is
       :class:`NonPrivate`, ``(inf, None)``; otherwise with ``accountant="rdp"`` the RDP curves
@@ -280,7 +423,7 @@ def epsilon_of(event, delta, *, accountant="rdp"):
 
     Parameters
     ----------
-    event : Gaussian, PoissonGaussian, NonPrivate, or sequence of them
+    event : Gaussian, PoissonGaussian, SelectedGaussian, PoissonSelectedGaussian, NonPrivate, or sequence of them
     delta : float
         Target delta in (0, 1).
     accountant : {"rdp", "pld"}
@@ -309,12 +452,22 @@ def epsilon_of(event, delta, *, accountant="rdp"):
         return epsilon(event.sampling_rate, event.noise_multiplier, event.steps, d, accountant=accountant)
     if isinstance(event, Gaussian):
         return epsilon(1.0, event.noise_multiplier, 1, d, accountant=accountant)
+    if isinstance(event, _SELECTION_EVENTS):
+        if accountant == "pld":
+            raise ValueError(_NO_PLD.format(event))
+        if isinstance(event, PoissonSelectedGaussian):
+            return epsilon_selected_gaussian(event.sampling_rate, event.noise_multiplier, event.k,
+                                             event.selection_epsilon, event.steps, d)
+        return epsilon_from_rdp(SELECTION_ORDERS, event.rdp(SELECTION_ORDERS), d)
     if isinstance(event, NonPrivate):
         return math.inf, None
     events = _as_event_list(event)
     if any(isinstance(e, NonPrivate) for e in events):
         return math.inf, None
     if accountant == "pld":
+        sel = [e for e in events if isinstance(e, _SELECTION_EVENTS)]
+        if sel:
+            raise ValueError(_NO_PLD.format(sel[0]))
         dp_accounting = require_dp_accounting('accountant="pld"')
         acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=_PLD_INTERVAL)
         for e in events:

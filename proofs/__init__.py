@@ -44,14 +44,14 @@ __all__ = [
 
 #: proof modules; each is imported by :func:`run_all`.
 MODULES = ("accounting", "noise_signal", "convergence", "clipping", "topagg", "communication", "compositions",
-           "mask_amplification", "error_feedback", "reference_rates")
+           "mask_amplification", "selection", "error_feedback", "reference_rates")
 
 #: the kinds of entry, strongest first.
 KINDS = ("derived", "identity", "composition")
 
 #: the ``dptheory`` modules whose public functions are closed forms (``validation`` only checks inputs).
 DPTHEORY_MODULES = ("accounting", "gdp", "events", "noise_signal", "convergence", "clipping", "topagg",
-                    "communication", "mask_amplification", "error_feedback", "reference_rates")
+                    "communication", "mask_amplification", "selection", "error_feedback", "reference_rates")
 
 #: public callables of those modules that are not closed forms, with the reason.
 NOT_CLOSED_FORMS = {
@@ -60,6 +60,7 @@ NOT_CLOSED_FORMS = {
     "accounting.epsilon_pld": "numerical PLD accounting delegated to dp-accounting, at two grids (its gap is "
                               "the accuracy it reports; tests/test_accounting_speed.py)",
     "events.Gaussian.poisson_sampled": "constructor of another event",
+    "events.SelectedGaussian.poisson_sampled": "constructor of another event",
     "events.Gaussian.to_dp_accounting": "conversion to a dp-accounting object",
     "events.PoissonGaussian.to_dp_accounting": "conversion to a dp-accounting object",
     "events.NonPrivate.to_dp_accounting": "conversion to a dp-accounting object",

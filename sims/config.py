@@ -74,7 +74,7 @@ def _transforms():
 
 DATASETS = ("digits", "breast_cancer", "wine", "mnist1d", "linear", "logistic", "mixture")
 TRANSFORMS = ("clip", "gaussian_noise", "random_k", "random_freeze", "top_k", "public_freeze", "public_select",
-              "magnitude_prune", "topagg", "low_rank", "error_feedback")
+              "magnitude_prune", "topagg", "low_rank", "error_feedback", "private_top_k")
 _DATA_COMMON = {"name": "digits", "feature_scale": 1.0, "public_fraction": None, "public_shift": 0.0, "validation_fraction": None,
                 "standardize": "auto", "seed": 0}
 _DEFAULTS = {
@@ -193,7 +193,7 @@ def _transform(path: str, raw) -> dict:
 
 
 #: transform arguments that are real numbers even where the constructor has no default to tell
-_REAL_ARGS = ("clip_norm", "noise_multiplier", "r_final", "fraction")
+_REAL_ARGS = ("clip_norm", "noise_multiplier", "r_final", "fraction", "selection_epsilon")
 
 
 def _number(path, value, default, *, real):
@@ -334,6 +334,10 @@ def _noise_source(cfg) -> None:
         raise ValueError("privacy.epsilon with training.sampling = 'shuffle': the accountant's Poisson analysis "
                          "does not cover shuffled batches; use sampling = 'poisson', or give "
                          "privacy.noise_multiplier (the run then reports its epsilon as not valid)")
+    if priv["epsilon"] is not None and any(t["name"] == "private_top_k" for t in cfg["mechanism"]):
+        raise ValueError("privacy.epsilon with a private_top_k stage: calibration (dptheory.calibrate_noise) targets "
+                         "the subsampled Gaussian, not selection + Gaussian; give privacy.noise_multiplier and read "
+                         "the run's epsilon (dptheory.epsilon_selected_gaussian)")
     from_privacy = priv["noise_multiplier"] is not None or priv["epsilon"] is not None
     for key in ("mechanism", "switch_mechanism"):
         for i, t in enumerate(cfg[key] or ()):

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dptheory.accounting import steps_per_epoch
-from dptheory.events import epsilon_of
+from dptheory.events import SelectedGaussian, epsilon_of
 from dptheory.validation import (as_seed_sequence, child_sequence, check_choice, check_delta, check_finite_array, check_int,
                                  check_real)
 
@@ -327,10 +327,18 @@ def privacy_report(description, *, sampling_rate: float, steps: int, delta: floa
         "private": private, "epsilon": eps, "delta": delta, "order": order,
         "noise_multiplier": desc.noise_multiplier, "sensitivity": desc.sensitivity,
         "sampling_rate": sampling_rate, "steps": int(steps), "sampling": sampling,
-        "accounting": "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)",
+        "accounting": _accounting_name(desc.event),
         "accounting_valid": private and sampling == "poisson", "event": event, "reason": desc.reason,
         "private_preprocessing": tuple(preprocessing), "notes": tuple(notes_out) + tuple(notes),
     }
+
+
+def _accounting_name(event) -> str:
+    """How ``epsilon`` was computed, for the report."""
+    if isinstance(event, SelectedGaussian):
+        return ("RDP of Poisson-subsampled private top-k selection + Gaussian (Zhu & Wang 2019 general bound; "
+                "dptheory.epsilon_of)")
+    return "RDP of the Poisson-subsampled Gaussian (dptheory.epsilon_of)"
 
 
 def epsilon_after(description, *, sampling_rate: float, steps: int, delta: float) -> float:
@@ -657,7 +665,9 @@ def train(model, data, *, steps=None, epochs=None, sampling_rate=None, batch_siz
     event (``mechanism.privacy.event``, ``Gaussian(sigma)`` for every private built-in chain)
     Poisson-sampled at ``q`` and self-composed over the ``T`` steps,
     ``dptheory.epsilon_of(event.poisson_sampled(q, T), delta)``: the RDP of the subsampled Gaussian
-    (Mironov, Talwar & Zhang 2019) converted to ``(epsilon, delta)`` (docs/theory.md §1.2-1.3).
+    (Mironov, Talwar & Zhang 2019) converted to ``(epsilon, delta)`` (docs/theory.md §1.2-1.3); a
+    chain with ``private_top_k`` has the event ``SelectedGaussian``, accounted with Zhu & Wang's
+    (2019) general subsampling bound (docs/selection.md).
 
     Parameters
     ----------

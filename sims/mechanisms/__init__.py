@@ -15,6 +15,7 @@ from .clip_noise import clip, gaussian_noise
 from .random_k import random_k
 from .freeze import frozen_fraction, random_freeze
 from .top_k import top_k
+from .private_top_k import private_top_k
 from .public_selection import public_freeze, public_select
 from .pruning import magnitude_prune
 from .topagg import topagg
@@ -24,6 +25,6 @@ from .feedback import error_feedback
 __all__ = [
     "METRICS", "Effect", "InitContext", "KeptSet", "PerExampleMap", "PrivacyDescription", "StepContext",
     "Transform", "Work", "Chain", "chain",
-    "clip", "gaussian_noise", "random_k", "random_freeze", "frozen_fraction", "top_k",
+    "clip", "gaussian_noise", "random_k", "random_freeze", "frozen_fraction", "top_k", "private_top_k",
     "public_freeze", "public_select", "magnitude_prune", "topagg", "low_rank", "error_feedback",
 ]

@@ -342,7 +342,7 @@ class Work:
     ``dtype``, ``expected_batch_size`` (B), :attr:`mask` (signal selection, None = all),
     :attr:`noise_mask` (coordinates that get noise, None = all), :attr:`scale` (factor on the
     released update), :attr:`clipped_sum` (post_clip, with ``reads="private"`` or a declared
-    ``sensitivity_factor`` only), :attr:`update` (post_noise only).
+    ``sensitivity_factor`` only), :attr:`sum_sensitivity` (post_clip), :attr:`update` (post_noise only).
     Every array handed out is a read-only copy. Write, only through: :meth:`restrict`,
     :meth:`rescale`, :meth:`replace_sum` (declared sensitivity factor only), :meth:`release`,
     :meth:`report`. Each method checks the stage of the transform that calls it; a ``pre_clip``
@@ -463,6 +463,15 @@ class Work:
         if s is None:
             raise RuntimeError("Work.clipped_sum read before the clip stage")
         return _readonly_copy(s)
+
+    @property
+    def sum_sensitivity(self) -> float:
+        """The clip stage's L2 sensitivity of the clipped sum (``clip_norm``, or ``sqrt(sum_l C_l^2)``
+        per layer; post_clip only): the scale a private selection calibrates its noise to."""
+        self._require("sum_sensitivity", ("post_clip",))
+        if self._it.total_clip is None:
+            raise RuntimeError("Work.sum_sensitivity read before the clip stage")
+        return float(self._it.total_clip)
 
     @property
     def update(self):

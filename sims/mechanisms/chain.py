@@ -14,7 +14,11 @@ its support). The chain is private iff all hold:
    row-wise :class:`PerExampleMap`, or inside an ``aggregate`` step), never with noise on the
    kept coordinates only;
 3. ``reads="private"`` appears at no stage up to and including the noise (or aggregate) step,
-   and no post-noise step reads private or per-example data;
+   and no post-noise step reads private or per-example data. The one exception is
+   :func:`private_top_k` (a registered built-in, at most one per chain, before the noise and after
+   no sensitivity-changing map): its selection is itself differentially private (the Gumbel
+   exponential mechanism with a declared budget), and the chain's event becomes
+   ``SelectedGaussian(sigma, k, selection_epsilon)`` instead of ``Gaussian(sigma)``;
 4. every post-clip map that replaces the sum declares its sensitivity factor; the chain
    multiplies the sensitivity by it and divides the noise multiplier by it, and an unbounded
    factor makes the chain non-private;
@@ -34,9 +38,10 @@ from __future__ import annotations
 
 import math
 
-from dptheory.events import Gaussian, NonPrivate
+from dptheory.events import Gaussian, NonPrivate, SelectedGaussian
 
 from . import clip_noise, topagg
+from .private_top_k import made_here as _private_selection_made_here
 from .base import STAGES, PrivacyDescription, Transform
 
 __all__ = ["chain", "Chain"]
@@ -133,7 +138,13 @@ def _check_reads(i, t, noise_idx, fail, notes) -> float:
                  f"from some examples and applied to all is not bounded by the clip norm")
         if e.noise_on == "kept":
             fail(f"{where} selects per example but noise covers only the kept coordinates")
-    if e.reads == "private":
+    if e.reads == "private" and _private_selection_made_here(t):
+        if i > noise_idx:
+            fail(f"{where} is a private selection after the noise: put it between clip and gaussian_noise")
+        else:
+            notes.append(f"step {i} ({t.name!r}) selects {t.info['k']} coordinates privately "
+                         f"(Gumbel top-k, selection_epsilon={t.info['selection_epsilon']:g}); noise on them only")
+    elif e.reads == "private":
         if i <= noise_idx:
             fail(f"{where} chooses coordinates from private, un-noised data up to the noise: its support "
                  f"leaks; select from noised or public data instead")
@@ -163,13 +174,33 @@ def _derive(transforms) -> PrivacyDescription:
     factor = 1.0
     for i, t in enumerate(transforms):
         factor *= _check_reads(i, t, noise_idx, fail, notes)
+    selection = _private_selection(transforms, fail)
     if sens is not None:
         sens = sens * factor
     sigma = None if sigma is None else float(sigma) / factor
     if reasons:
         reason = "; ".join(reasons)
         return PrivacyDescription(False, sigma, sens, NonPrivate(reason), reason, tuple(notes))
+    if selection is not None:
+        event = SelectedGaussian(sigma, selection.info["k"], selection.info["selection_epsilon"])
+        return PrivacyDescription(True, sigma, sens, event, "", tuple(notes))
     return PrivacyDescription(True, sigma, sens, Gaussian(sigma), "", tuple(notes))
+
+
+def _private_selection(transforms, fail):
+    """The chain's one :func:`private_top_k` step (or None); refuses two, and one placed after a
+    post-clip map that changes the sensitivity (its Gumbel scale uses the clip stage's)."""
+    idx = [i for i, t in enumerate(transforms) if _private_selection_made_here(t)]
+    if not idx:
+        return None
+    if len(idx) > 1:
+        fail(f"steps {idx} are private_top_k selections: a chain takes at most one (its event accounts one)")
+    i = idx[0]
+    for j in range(i):
+        if transforms[j].effect.sensitivity_factor is not None:
+            fail(f"step {i} ({transforms[i].name!r}) comes after step {j} ({transforms[j].name!r}), which "
+                 f"changes the sensitivity of the sum: put the private selection first")
+    return transforms[i]
 
 
 class Chain:

@@ -1,0 +1,389 @@
+r"""Private top-k support selection: the Gumbel / peeling exponential mechanism, its composition
+with Gaussian noise on the selected coordinates, and Poisson subsampling of the pair
+(docs/selection.md).
+
+Setting (add/remove adjacency). One step of DP-SGD clips every example's gradient to L2 norm
+``C`` and sums over the Poisson batch: ``s = sum_i clip_C(g_i)``. The utility of coordinate ``j``
+is :math:`u_j = |s_j|`; adding or removing one example changes ``s`` by a vector of L2 norm at
+most ``C``, so every :math:`u_j` moves by at most :math:`\Delta_\infty = C`, up for some
+coordinates and down for others (the scores are not monotone).
+
+Selection. Add independent Gumbel noise of scale :math:`b` to every score and keep the ``k``
+largest (one-shot top-k). Durfee & Rogers (2019, "Practical differentially private top-k
+selection with pay-what-you-get composition", NeurIPS, Lemma 4.2): the ordered output has the law
+of ``k`` rounds of the peeling exponential mechanism (McSherry & Talwar 2007), each picking ``j``
+among the remaining coordinates with probability :math:`\propto e^{u_j / b}`. With
+:math:`b = 2 \Delta_\infty k / \varepsilon` each round is :math:`(\varepsilon/k)`-bounded-range,
+hence :math:`(\varepsilon/k)`-DP and :math:`(\varepsilon/k)^2/8`-zCDP (Cesar & Rogers 2021,
+"Bounding, concentrating, and truncating: unifying privacy loss composition for data analytics",
+ALT). Over the ``k`` rounds (adaptive composition):
+
+.. math::
+    \varepsilon_{\mathrm{sel}}(\alpha) = \min\Big(\frac{\alpha \varepsilon^2}{8k},\ \varepsilon\Big)
+
+(zCDP :math:`\rho` is RDP :math:`\alpha\rho`, Bun & Steinke 2016; pure :math:`\varepsilon`-DP
+bounds every Renyi divergence by :math:`\varepsilon`).
+
+One batch-level step ``M`` = selection ``S`` of the clipped sum, then
+:math:`N(0, \sigma^2 C^2)` noise on the coordinates of ``S`` of the same sum (L2 sensitivity of
+:math:`s_S` at most ``C``). Adaptive RDP composition (Mironov 2017, Prop. 1):
+
+.. math:: \varepsilon_M(\alpha) = \varepsilon_{\mathrm{sel}}(\alpha) + \frac{\alpha}{2\sigma^2}.
+
+Poisson subsampling of ``M`` at rate ``q``: ``M`` is not a Gaussian mechanism, so the tight
+subsampled-Gaussian formula does not apply; the general upper bound of Zhu & Wang (2019,
+"Poisson subsampled Renyi differential privacy", ICML, Thm 6) does, for integer
+:math:`\alpha \ge 2`:
+
+.. math::
+    \varepsilon_{M\circ\mathrm{PS}}(\alpha) \le \frac{1}{\alpha-1}\log\Big[(1-q)^{\alpha-1}(1+(\alpha-1)q)
+    + \binom{\alpha}{2} q^2 (1-q)^{\alpha-2} e^{\varepsilon_M(2)}
+    + 3\sum_{\ell=3}^{\alpha}\binom{\alpha}{\ell} q^\ell (1-q)^{\alpha-\ell} e^{(\ell-1)\varepsilon_M(\ell)}\Big].
+
+Running ``M`` on a subsample costs at most ``eps_M`` too (no amplification), so the step's RDP is
+the smaller of the two at each order. ``T`` steps cost ``T`` times it (composition), converted to
+``(epsilon, delta)`` by :func:`dptheory.accounting.epsilon_from_rdp` over :data:`SELECTION_ORDERS`.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy import special
+
+from .accounting import check_orders, epsilon_from_rdp, rdp_gaussian
+from .validation import check_delta, check_finite_array, check_int, check_real
+
+__all__ = [
+    "MAX_EXACT_K",
+    "SELECTION_ORDERS",
+    "epsilon_selected_gaussian",
+    "gumbel_scale",
+    "prob_exact_top_k",
+    "rdp_poisson_general",
+    "rdp_poisson_selected_gaussian",
+    "rdp_selected_gaussian",
+    "rdp_top_k_selection",
+    "selection_zcdp",
+]
+
+#: largest ``k`` for which :func:`prob_exact_top_k` evaluates its ``2^k``-term sum.
+MAX_EXACT_K = 16
+
+#: the integer order grid of :func:`epsilon_selected_gaussian`: 2..256 and a few larger orders.
+SELECTION_ORDERS = np.concatenate([np.arange(2.0, 257.0), np.array([320.0, 384.0, 512.0, 768.0, 1024.0])])
+
+_ULP = float(np.finfo(float).eps)
+_MARGIN = 64.0 * _ULP   # rounding allowance per unit of magnitude of each log-term (64 ulps)
+
+
+def _eps(epsilon) -> float:
+    return check_real("selection_epsilon", epsilon, low=0.0, low_open=True)
+
+
+def _k(k) -> int:
+    return check_int("k", k, low=1)
+
+
+def _sigma(value) -> float:
+    return check_real("noise_multiplier", value, low=0.0, low_open=True)
+
+
+def _rate(value) -> float:
+    return check_real("sampling_rate", value, low=0.0, high=1.0, low_open=True)
+
+
+def gumbel_scale(k, selection_epsilon, clip) -> float:
+    r"""Scale of the Gumbel noise added to each score ``|s_j|`` for an epsilon-DP top-k.
+
+    .. math:: b = \frac{2 \Delta_\infty k}{\varepsilon},\qquad \Delta_\infty = C
+
+    (per round :math:`\varepsilon/k`; the exponential mechanism of a non-monotone score of
+    sensitivity :math:`\Delta` at budget :math:`\varepsilon_r` has scale :math:`2\Delta/\varepsilon_r`;
+    McSherry & Talwar 2007, Durfee & Rogers 2019 Lemma 4.2).
+
+    Parameters
+    ----------
+    k : int >= 1
+        Number of coordinates selected.
+    selection_epsilon : float > 0
+        Pure-DP budget of the whole selection.
+    clip : float > 0
+        Clip norm C (bounds the L_inf sensitivity of the clipped sum under add/remove).
+
+    Returns
+    -------
+    float
+    """
+    k, eps = _k(k), _eps(selection_epsilon)
+    c = check_real("clip", clip, low=0.0, low_open=True)
+    return 2.0 * c * k / eps
+
+
+def selection_zcdp(k, selection_epsilon) -> float:
+    r"""zCDP parameter :math:`\rho = \varepsilon^2 / (8k)` of the epsilon-DP Gumbel top-k.
+
+    ``k`` rounds of the exponential mechanism, each :math:`(\varepsilon/k)`-bounded-range and so
+    :math:`(\varepsilon/k)^2/8`-zCDP (Cesar & Rogers 2021); zCDP adds over adaptive rounds
+    (Bun & Steinke 2016, Lemma 2.3).
+
+    Parameters
+    ----------
+    k : int >= 1
+    selection_epsilon : float > 0
+
+    Returns
+    -------
+    float
+    """
+    k, eps = _k(k), _eps(selection_epsilon)
+    return eps * eps / (8.0 * k)
+
+
+def rdp_top_k_selection(orders, k, selection_epsilon) -> np.ndarray:
+    r"""RDP of the epsilon-DP Gumbel top-k: :math:`\min(\alpha\varepsilon^2/(8k), \varepsilon)`.
+
+    The zCDP bound :math:`\alpha\rho` (:func:`selection_zcdp`) and the pure-DP bound
+    :math:`D_\alpha \le D_\infty \le \varepsilon`, whichever is smaller (batch level).
+
+    Parameters
+    ----------
+    orders : float or array of floats in (1, inf)
+    k : int >= 1
+    selection_epsilon : float > 0
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per order.
+    """
+    a = check_orders(orders)
+    rho = selection_zcdp(k, selection_epsilon)
+    return np.minimum(a * rho, float(selection_epsilon))
+
+
+def rdp_selected_gaussian(orders, noise_multiplier, k, selection_epsilon) -> np.ndarray:
+    r"""Batch-level RDP of selection then Gaussian noise on the selected coordinates.
+
+    .. math:: \varepsilon_M(\alpha) = \min\Big(\frac{\alpha\varepsilon^2}{8k}, \varepsilon\Big) + \frac{\alpha}{2\sigma^2}
+
+    Adaptive composition of RDP (Mironov 2017, Prop. 1) of :func:`rdp_top_k_selection` and the
+    Gaussian mechanism on :math:`s_S` (L2 sensitivity at most ``C``, noise std
+    :math:`\sigma C`; Mironov 2017, Prop. 7).
+
+    Parameters
+    ----------
+    orders : float or array of floats in (1, inf)
+    noise_multiplier : float > 0
+    k : int >= 1
+    selection_epsilon : float > 0
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return rdp_top_k_selection(orders, k, selection_epsilon) + rdp_gaussian(orders, _sigma(noise_multiplier))
+
+
+def _int_orders(orders) -> tuple:
+    """``(orders, their ceilings as floats >= 2)``: the Zhu-Wang bound holds at integer orders and the
+    Renyi divergence is non-decreasing in the order, so ``ceil(alpha)`` bounds ``alpha``."""
+    a = check_orders(orders)
+    return a, np.maximum(np.ceil(a), 2.0)
+
+
+def _base_values(base_rdp, ells: np.ndarray) -> np.ndarray:
+    if not callable(base_rdp):
+        raise ValueError(f"base_rdp must be a callable mapping integer orders to RDP values, got {base_rdp!r}")
+    e = np.asarray(base_rdp(ells), dtype=float)
+    if e.shape != ells.shape:
+        raise ValueError(f"base_rdp must return one value per order (shape {ells.shape}), got shape {e.shape}")
+    if np.any(np.isnan(e)) or np.any(e < 0):
+        raise ValueError("base_rdp must return values in [0, inf]")
+    return e
+
+
+def _zhu_wang(a: np.ndarray, q: float, e: np.ndarray) -> np.ndarray:
+    """Upper bounds on the Zhu-Wang RDP at the integer orders ``a`` (floats >= 2), with ``e[l - 2]`` the
+    base RDP at order ``l``. Computed as ``log(A - 1)``: with c_0 = c_1 = 1, c_2 = e^{eps(2)} and
+    c_l = 3 e^{(l-1) eps(l)}, A = E[c_L] for L ~ Bin(alpha, q), so A - 1 = sum_{l >= 2} P(L = l)(c_l - 1),
+    a sum of non-negative terms (no cancellation for small q)."""
+    ells = np.arange(2.0, a.max() + 1.0)
+    A = a[:, None]
+    L = ells[None, :]
+    J = A - L
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = (ells - 1.0) * e
+        # log(c_l - 1): log(expm1(e_2)) at l = 2; x + log(3 - e^{-x}) at l >= 3 (both -inf / inf as needed)
+        lc = np.where(ells == 2.0, np.log(np.expm1(e)), x + np.log(3.0 - np.exp(-x)))
+        lc = np.where(np.isinf(x) & (x > 0), np.inf, lc)
+        l1q = math.log1p(-q) if q < 1.0 else -np.inf
+        tail = np.where(J > 0, J * l1q, 0.0)
+        parts = (special.gammaln(A + 1.0), special.gammaln(L + 1.0), special.gammaln(np.maximum(J, 0.0) + 1.0),
+                 L * math.log(q), tail)
+        lt = parts[0] - parts[1] - parts[2] + parts[3] + parts[4] + lc[None, :]
+        lt = np.where(J >= 0, lt, -np.inf)
+        mag = sum(np.abs(p) for p in parts) + np.where(np.isfinite(lc), np.abs(lc), 0.0)[None, :] + 8.0
+        mag = np.where(np.isfinite(lt), mag, 0.0)
+        log_am1 = special.logsumexp(lt, axis=1)
+        # each log-term is within _MARGIN * mag of its exact value; the sum adds its own ulps
+        log_am1 = log_am1 + _MARGIN * (mag.max(axis=1) + lt.shape[1] + np.abs(log_am1))
+        out = np.logaddexp(0.0, log_am1) / (a - 1.0)
+    out = out * (1.0 + _MARGIN)
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def rdp_poisson_general(orders, sampling_rate, base_rdp) -> np.ndarray:
+    r"""Zhu & Wang's general upper bound on the RDP of ANY mechanism run on a Poisson sample.
+
+    For a mechanism with RDP :math:`\varepsilon(\ell)` (add/remove adjacency) and sampling rate
+    :math:`q`, at integer :math:`\alpha \ge 2`:
+
+    .. math::
+        \frac{1}{\alpha-1}\log\Big[(1-q)^{\alpha-1}(1+(\alpha-1)q) + \binom{\alpha}{2} q^2(1-q)^{\alpha-2}
+        e^{\varepsilon(2)} + 3\sum_{\ell=3}^{\alpha}\binom{\alpha}{\ell} q^\ell(1-q)^{\alpha-\ell}
+        e^{(\ell-1)\varepsilon(\ell)}\Big]
+
+    (Zhu & Wang 2019, "Poisson subsampled Renyi differential privacy", ICML, Thm 6). A
+    fractional order is bounded by the value at ``ceil(alpha)`` (the Renyi divergence is
+    non-decreasing in the order). Evaluated in log space as :math:`\log(A - 1)` (all terms
+    non-negative), with a rounding allowance of 64 ulps per unit of magnitude so that the value
+    returned is never below the exact bound. It is NOT reduced by the no-amplification value
+    (:func:`rdp_poisson_selected_gaussian` takes the minimum). Cost :math:`O(\alpha)` per order.
+
+    Parameters
+    ----------
+    orders : float or array of floats in (1, inf)
+    sampling_rate : float in (0, 1]
+    base_rdp : callable
+        ``base_rdp(ells)`` returns the base mechanism's RDP (values in [0, inf]) at each order of
+        the float array ``ells = 2, 3, ..., ceil(max order)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One upper bound per order (``inf`` where the base RDP is infinite).
+    """
+    _, ai = _int_orders(orders)
+    q = _rate(sampling_rate)
+    uniq, inv = np.unique(ai, return_inverse=True)
+    e = _base_values(base_rdp, np.arange(2.0, uniq.max() + 1.0))
+    return _zhu_wang(uniq, q, e)[inv]
+
+
+def rdp_poisson_selected_gaussian(orders, sampling_rate, noise_multiplier, k, selection_epsilon) -> np.ndarray:
+    r"""RDP of ONE Poisson-subsampled step of private top-k selection then Gaussian noise on it.
+
+    .. math::
+        \varepsilon_{\mathrm{step}}(\alpha) = \min_{\beta \ge \alpha}
+        \min\big(\mathrm{ZW}_q[\varepsilon_M](\lceil\beta\rceil),\ \varepsilon_M(\beta)\big)
+
+    with :math:`\varepsilon_M` of :func:`rdp_selected_gaussian` and ZW the general bound of
+    :func:`rdp_poisson_general` (Zhu & Wang 2019, Thm 6). Both are valid bounds (running ``M``
+    on a subsample costs at most its batch-level RDP), and the minimum over the larger orders
+    ``beta`` among ``orders`` keeps the curve non-decreasing (so is the true RDP). At ``q = 1``
+    it is :math:`\varepsilon_M`. ``T`` steps cost ``T`` times this.
+
+    Parameters
+    ----------
+    orders : float or array of floats in (1, inf)
+    sampling_rate : float in (0, 1]
+    noise_multiplier : float > 0
+    k : int >= 1
+    selection_epsilon : float > 0
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per order, in the order given.
+    """
+    a = check_orders(orders)
+    sigma, k, eps = _sigma(noise_multiplier), _k(k), _eps(selection_epsilon)
+    q = _rate(sampling_rate)
+    direct = rdp_selected_gaussian(a, sigma, k, eps)
+    if q < 1.0:
+        zw = rdp_poisson_general(a, q, lambda ells: rdp_selected_gaussian(ells, sigma, k, eps))
+        direct = np.minimum(direct, zw)
+    order = np.argsort(a, kind="stable")
+    out = np.empty_like(direct)
+    out[order] = np.minimum.accumulate(direct[order][::-1])[::-1]
+    return out
+
+
+def epsilon_selected_gaussian(sampling_rate, noise_multiplier, k, selection_epsilon, steps, delta,
+                              *, orders=None) -> tuple:
+    r"""``(epsilon, order)`` of ``steps`` Poisson-subsampled steps of selection + Gaussian.
+
+    .. math:: \varepsilon = \min_\alpha\; T\,\varepsilon_{\mathrm{step}}(\alpha) + \log\frac{\alpha-1}{\alpha}
+              - \frac{\log\delta + \log\alpha}{\alpha - 1}
+
+    :func:`rdp_poisson_selected_gaussian` composed over ``T`` steps (Mironov 2017, Prop. 1) and
+    converted by :func:`dptheory.accounting.epsilon_from_rdp` (Balle et al. 2020, Thm 21) over
+    ``orders`` (default :data:`SELECTION_ORDERS`, the integers 2..256 and 320..1024).
+
+    Parameters
+    ----------
+    sampling_rate : float in (0, 1]
+    noise_multiplier : float > 0
+    k : int >= 1
+    selection_epsilon : float > 0
+    steps : int >= 1
+    delta : float in (0, 1)
+    orders : array of floats in (1, inf), optional
+
+    Returns
+    -------
+    (float, float)
+        epsilon and the order attaining it.
+    """
+    t = check_int("steps", steps, low=1)
+    d = check_delta(delta)
+    a = SELECTION_ORDERS if orders is None else check_orders(orders)
+    rdp = t * rdp_poisson_selected_gaussian(a, sampling_rate, noise_multiplier, k, selection_epsilon)
+    return epsilon_from_rdp(a, rdp, d)
+
+
+def prob_exact_top_k(scores, k, scale) -> float:
+    r"""Probability that the Gumbel top-k returns exactly the true top-k set of ``scores``.
+
+    With :math:`T` the indices of the ``k`` largest scores (ties broken by index),
+    :math:`w_j = e^{u_j / b}`, :math:`Z_c = \sum_{j \notin T} w_j` and
+    :math:`Z_A = \sum_{i \in A} w_i`,
+
+    .. math:: P(\hat T = T) = \sum_{A \subseteq T} (-1)^{|A|} \frac{Z_c}{Z_c + Z_A}
+
+    (inclusion-exclusion on the event that every :math:`u_i + G_i`, :math:`i \in T`, beats
+    :math:`\max_{j\notin T}(u_j + G_j)`, a Gumbel of location :math:`b \log Z_c`; derived in
+    ``proofs/selection.py``). ``1`` when ``k = d``. The alternating sum loses about
+    :math:`2^k \cdot 10^{-16}` in absolute accuracy.
+
+    Parameters
+    ----------
+    scores : 1-D array of finite floats (the utilities ``|s_j|``)
+    k : int in [1, min(len(scores), MAX_EXACT_K)]
+    scale : float > 0
+        Gumbel scale ``b`` (:func:`gumbel_scale`).
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    u = check_finite_array("scores", scores, ndim=1).astype(np.float64)
+    if u.shape[0] < 1:
+        raise ValueError("scores must have at least one entry")
+    k = check_int("k", k, low=1, high=min(u.shape[0], MAX_EXACT_K))
+    b = check_real("scale", scale, low=0.0, low_open=True)
+    order = np.argsort(-u, kind="stable")
+    top, rest = order[:k], order[k:]
+    if rest.size == 0:
+        return 1.0
+    w = np.exp((u - u.max()) / b)
+    zc = float(w[rest].sum())
+    wt = w[top]
+    total = 0.0
+    for r in range(k + 1):
+        sign = -1.0 if r % 2 else 1.0
+        for sub in itertools.combinations(range(k), r):
+            total += sign * zc / (zc + float(wt[list(sub)].sum()))
+    return float(min(1.0, max(0.0, total)))

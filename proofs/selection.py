@@ -1,0 +1,282 @@
+"""Derivations behind :mod:`dptheory.selection` (docs/selection.md): private top-k support selection.
+
+1. The Gumbel-max trick from the Gumbel density: ``argmax_j (u_j/b + G_j)`` is the softmax, and
+   the top-2 of ``d = 3`` is two peeling rounds (Durfee & Rogers 2019, Lemma 4.2, at that size);
+   the inclusion-exclusion form of ``prob_exact_top_k`` against the peeling sum.
+2. The privacy of the selection: the exponential mechanism's privacy-loss range, the zCDP of
+   ``k`` rounds, the Gaussian part from its integral, and their composition.
+3. Zhu & Wang's (2019, Thm 6) general Poisson-subsampling bound at ``alpha = 2`` against the
+   Renyi divergence of a subsampled two-point mechanism computed from the definition (both
+   directions of add/remove), and at ``alpha = 3`` as an inequality.
+4. The per-step curve (minimum of the subsampled bound and the batch-level RDP) and the
+   ``(epsilon, delta)`` conversion, against exact rational evaluations.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import sympy as sp
+
+from . import derivation
+from .common import check_points, normal_pdf
+
+t = sp.Symbol("t", positive=True)        # t = e^{-g}
+g = sp.Symbol("g", real=True)
+z = sp.Symbol("z", real=True)
+a_ = sp.Symbol("alpha", positive=True)
+s = sp.Symbol("sigma", positive=True)
+eps = sp.Symbol("epsilon", positive=True)
+kk = sp.Symbol("k", positive=True, integer=True)
+Dl = sp.Symbol("Delta", positive=True)
+q = sp.Symbol("q", positive=True)
+W = sp.symbols("w1:4", positive=True)    # w_j = e^{u_j / b}
+
+
+def _gumbel_cdf_t(w):
+    """CDF of u + G (G standard Gumbel, w = e^u) at the point x with t = e^{-x}: exp(-w t)."""
+    return sp.exp(-w * t)
+
+
+@derivation("Gumbel-max is the softmax; Gumbel top-2 of 3 is two peeling rounds; prob_exact_top_k by "
+            "inclusion-exclusion", covers=("selection.prob_exact_top_k",))
+def gumbel_top_k(show):
+    r"""From the Gumbel density to the exponential mechanism.
+
+    1. The density of :math:`X_j = u_j + G_j` is :math:`e^{-(x-u_j)} \exp(-e^{-(x-u_j)})`; with
+       :math:`t = e^{-x}` (``dx = -dt/t``) it becomes :math:`w_j e^{-w_j t}\,dt` on :math:`(0, \infty)`.
+    2. :math:`P(X_1 > X_2, X_1 > X_3) = \int f_1 F_2 F_3 = w_1 / (w_1 + w_2 + w_3)` (the softmax).
+    3. :math:`P(X_1 > X_2 > X_3) = \int f_2 F_3 (1 - F_1) = \frac{w_1}{Z}\frac{w_2}{Z - w_1}` (peeling).
+    4. ``prob_exact_top_k``'s inclusion-exclusion sum equals the peeling sum over the orderings of
+       the top set (d = 3, k = 1, 2 symbolic; d = 5, k = 2, 3 numeric), and the function matches.
+    """
+    from dptheory.selection import prob_exact_top_k
+
+    w1, w2, w3 = W
+    Z = w1 + w2 + w3
+    dens = lambda w: w * sp.exp(-w * t)
+    # step 1: the change of variables applied to the Gumbel density
+    xdens = sp.exp(-(g - sp.log(w1))) * sp.exp(-sp.exp(-(g - sp.log(w1))))
+    ok = sp.simplify(xdens.subs(g, -sp.log(t)) / t - dens(w1)) == 0
+    show("density of u_1 + G_1 at x = -log t, times |dx/dt| = 1/t", sp.simplify(xdens.subs(g, -sp.log(t)) / t))
+    p_max = sp.simplify(sp.integrate(dens(w1) * _gumbel_cdf_t(w2) * _gumbel_cdf_t(w3), (t, 0, sp.oo)))
+    show("P(X_1 = max) = int_0^oo w_1 e^{-w_1 t} e^{-w_2 t} e^{-w_3 t} dt", p_max)
+    ok &= sp.simplify(p_max - w1 / Z) == 0
+    p_12 = sp.simplify(sp.integrate(dens(w2) * _gumbel_cdf_t(w3) * (1 - _gumbel_cdf_t(w1)), (t, 0, sp.oo)))
+    show("P(X_1 > X_2 > X_3) = int f_2 F_3 (1 - F_1)", p_12)
+    ok &= sp.simplify(p_12 - (w1 / Z) * (w2 / (Z - w1))) == 0
+
+    def peeling_set(ws, top):
+        total = 0
+        for perm in itertools.permutations(top):
+            left, p = list(range(len(ws))), 1
+            for j in perm:
+                p *= ws[j] / sum(ws[i] for i in left)
+                left.remove(j)
+            total += p
+        return total
+
+    def incl_excl(ws, top):
+        zc = sum(ws[j] for j in range(len(ws)) if j not in top)
+        return sum((-1) ** r * zc / (zc + sum(ws[i] for i in sub))
+                   for r in range(len(top) + 1) for sub in itertools.combinations(top, r))
+
+    for top in ((0,), (0, 1)):
+        ok &= sp.simplify(incl_excl(list(W), top) - peeling_set(list(W), top)) == 0
+    show("inclusion-exclusion sum, top set {1, 2} of 3", sp.simplify(incl_excl(list(W), (0, 1))))
+    pairs = []
+    for u, k, b in (([3.0, 2.0, 1.5, 0.2, -1.0], 2, 1.0), ([0.5, 0.4, 0.3, 0.2, 0.1], 3, 0.2),
+                    ([1.0, 0.0, 0.0], 1, 2.0), ([2.0, 1.0, 1.0, 0.5, 0.0], 3, 0.7)):
+        ws = [sp.exp(sp.Rational(str(v)) / sp.Rational(str(b))) for v in u]
+        pairs.append((prob_exact_top_k(np.array(u), k, b), peeling_set(ws, tuple(range(k)))))
+    ok &= check_points(show, "prob_exact_top_k against the peeling sum", pairs, rtol=1e-12)
+    return bool(ok)
+
+
+def _renyi_discrete(p, r, order):
+    """D_order(p || r) of two finite distributions, from the definition."""
+    return sp.log(sum(pi ** order * ri ** (1 - order) for pi, ri in zip(p, r))) / (order - 1)
+
+
+@derivation("Private top-k selection then Gaussian noise on it: bounded range, zCDP over k rounds, "
+            "RDP composition",
+            covers=("selection.gumbel_scale", "selection.selection_zcdp", "selection.rdp_top_k_selection",
+                    "selection.rdp_selected_gaussian", "events.SelectedGaussian.rdp"))
+def selection_rdp(show):
+    r"""The batch-level RDP of selection + Gaussian.
+
+    1. The exponential mechanism with weights :math:`e^{u_j/b}` has privacy loss
+       :math:`(u_j - u'_j)/b - \log(Z/Z')`; :math:`|u_j - u'_j| \le \Delta` so its range is at most
+       :math:`2\Delta/b`, which is :math:`\varepsilon/k` at :math:`b = 2\Delta k/\varepsilon`.
+    2. An :math:`\varepsilon_r`-bounded-range mechanism is :math:`\varepsilon_r^2/8`-zCDP (Cesar &
+       Rogers 2021); ``k`` adaptive rounds add: :math:`\rho = k(\varepsilon/k)^2/8 = \varepsilon^2/(8k)`.
+       Checked on instances: :math:`D_\alpha \le \min(\alpha\varepsilon_r^2/8, \varepsilon_r)` for
+       exponential mechanisms on random neighbouring scores.
+    3. The Gaussian on :math:`s_S` (sensitivity 1 in units of C): :math:`\int p_1^\alpha p_0^{1-\alpha}
+       = e^{\alpha(\alpha-1)/(2\sigma^2)}`, i.e. :math:`\alpha/(2\sigma^2)`.
+    4. Adaptive composition adds the two (Mironov 2017, Prop. 1); the functions match.
+    """
+    from dptheory.events import SelectedGaussian
+    from dptheory.selection import (
+        gumbel_scale,
+        rdp_selected_gaussian,
+        rdp_top_k_selection,
+        selection_zcdp,
+    )
+
+    b = 2 * Dl * kk / eps
+    ok = sp.simplify(2 * Dl / b - eps / kk) == 0
+    show("privacy-loss range 2 Delta / b at b = 2 Delta k / epsilon", sp.simplify(2 * Dl / b))
+    rho = sp.simplify(kk * (eps / kk) ** 2 / 8)
+    show("rho = k (epsilon/k)^2 / 8", rho)
+    ok &= sp.simplify(rho - eps**2 / (8 * kk)) == 0
+    # instances of the BR -> zCDP lemma: random scores u, u' = u + delta, |delta| <= 1, b = 2 / eps_r
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(30):
+        n = int(rng.integers(2, 6))
+        u = rng.normal(size=n)
+        de = rng.uniform(-1.0, 1.0, size=n)
+        er = float(rng.uniform(0.1, 3.0))
+        p = np.exp(u * er / 2.0)
+        p /= p.sum()
+        r = np.exp((u + de) * er / 2.0)
+        r /= r.sum()
+        for order in (1.5, 2.0, 4.0, 16.0):
+            d_ = max(np.log(np.sum(p**order * r ** (1 - order))), np.log(np.sum(r**order * p ** (1 - order))))
+            d_ /= order - 1.0
+            worst = max(worst, d_ / min(order * er * er / 8.0, er))
+    show("max over 30 random exponential mechanisms of D_alpha / min(alpha eps_r^2/8, eps_r)", sp.Float(worst, 4))
+    ok &= worst <= 1.0
+    # p_1^alpha p_0^(1-alpha): one Gaussian exponent (the normalisations combine to one)
+    expo = sp.expand(a_ * sp.log(sp.exp(-(z - 1) ** 2 / (2 * s**2))) + (1 - a_) * sp.log(sp.exp(-z**2 / (2 * s**2))),
+                     force=True)
+    ok &= sp.simplify(sp.exp(expo) / (sp.sqrt(2 * sp.pi) * s)
+                      - normal_pdf(z, 1, s) ** a_ * normal_pdf(z, 0, s) ** (1 - a_)) == 0
+    gauss = sp.simplify(sp.integrate(sp.exp(expo) / (sp.sqrt(2 * sp.pi) * s), (z, -sp.oo, sp.oo)))
+    show("int p_1^alpha p_0^(1-alpha) dz", gauss)
+    ok &= sp.simplify(sp.log(gauss) / (a_ - 1) - a_ / (2 * s**2)) == 0
+    pairs = [(gumbel_scale(3, 0.5, 2.0), b.subs({Dl: 2, kk: 3, eps: sp.Rational(1, 2)})),
+             (selection_zcdp(4, 1.5), rho.subs({kk: 4, eps: sp.Rational(3, 2)}))]
+    for av, kv, ev, sv in ((2, 1, sp.Rational(1), sp.Rational(1)), (8, 10, sp.Rational(1, 2), sp.Rational(3, 2)),
+                           (sp.Rational(5, 2), 3, sp.Rational(4), sp.Rational(4, 5)), (100, 2, sp.Rational(1), 2)):
+        sel = sp.Min(av * ev**2 / (8 * kv), ev)
+        pairs.append((rdp_top_k_selection(float(av), kv, float(ev))[0], sel))
+        pairs.append((rdp_selected_gaussian(float(av), float(sv), kv, float(ev))[0], sel + av / (2 * sv**2)))
+        pairs.append((SelectedGaussian(float(sv), kv, float(ev)).rdp(float(av))[0], sel + av / (2 * sv**2)))
+    ok &= check_points(show, "gumbel_scale, selection_zcdp, rdp_top_k_selection, rdp_selected_gaussian", pairs,
+                       rtol=1e-13)
+    return bool(ok)
+
+
+def _zw(order: int, qv, base):
+    """Zhu & Wang (2019, Thm 6) at integer ``order``: the bracket, exactly (base(l) = eps(l))."""
+    val = (1 - qv) ** (order - 1) * (1 + (order - 1) * qv)
+    val += sp.binomial(order, 2) * qv**2 * (1 - qv) ** (order - 2) * sp.exp(base(2))
+    val += 3 * sum(sp.binomial(order, l) * qv**l * (1 - qv) ** (order - l) * sp.exp((l - 1) * base(l))
+                   for l in range(3, order + 1))
+    return sp.log(val) / (order - 1)
+
+
+@derivation("Zhu-Wang general Poisson-subsampling bound: alpha = 2 against the Renyi divergence of a "
+            "subsampled two-point mechanism, alpha = 3 as an inequality",
+            covers=("selection.rdp_poisson_general",))
+def zhu_wang_two_point(show):
+    r"""The subsampled bound against a direct computation.
+
+    Base mechanism: randomized response, :math:`Q_1 = (p, 1-p)` with the example and
+    :math:`Q_0 = (1-p, p)` without, :math:`p = e^{\varepsilon}/(1+e^{\varepsilon})`. Poisson
+    subsampling gives :math:`\mu = (1-q) Q_0 + q Q_1` against :math:`Q_0`.
+
+    1. :math:`E_{Q_0}[(\mu/Q_0)^2] = 1 - q^2 + q^2 e^{D_2(Q_1\|Q_0)}` exactly (expand the square),
+       which is the bound at :math:`\alpha = 2`: :math:`(1-q)(1+q) + q^2 e^{\varepsilon(2)}`.
+    2. The other direction :math:`D_2(Q_0\|\mu)` is below it (numeric points).
+    3. At :math:`\alpha = 3` both directions are below the bound (numeric points).
+    4. ``rdp_poisson_general`` equals the exact bracket (rtol 1e-12) and lies above the divergences.
+    """
+    from dptheory.selection import rdp_poisson_general
+
+    p = sp.Symbol("p", positive=True)
+    Q1, Q0 = (p, 1 - p), (1 - p, p)
+    mu = tuple((1 - q) * a + q * b for a, b in zip(Q0, Q1))
+    second = sp.expand(sum(m**2 / r for m, r in zip(mu, Q0)))
+    base2 = sum(a**2 / r for a, r in zip(Q1, Q0))          # e^{D_2(Q_1 || Q_0)}
+    ok = sp.simplify(second - (1 - q**2 + q**2 * base2)) == 0
+    show("E_{Q_0}[(mu/Q_0)^2] - (1 - q^2 + q^2 e^{D_2(Q_1||Q_0)})", sp.simplify(second - (1 - q**2 + q**2 * base2)))
+    show("the bound at alpha = 2 (log of its bracket)", _zw(2, q, lambda l: sp.Symbol("epsilon_2")))
+    pairs, slack = [], []
+    for ev, qv in ((sp.Rational(1, 2), sp.Rational(1, 10)), (sp.Rational(2), sp.Rational(1, 100)),
+                   (sp.Rational(1), sp.Rational(1, 2)), (sp.Rational(3), sp.Rational(9, 10))):
+        pv = sp.exp(ev) / (1 + sp.exp(ev))
+        sub = {p: pv, q: qv}
+        q1, q0 = [c.subs(sub) for c in Q1], [c.subs(sub) for c in Q0]
+        m = [c.subs(sub) for c in mu]
+
+        def base(l, q1=q1, q0=q0):
+            return _renyi_discrete(q1, q0, l)   # symmetric: D(Q1||Q0) = D(Q0||Q1)
+
+        for order in (2, 3):
+            want = _zw(order, qv, base)
+            got = rdp_poisson_general(float(order), float(qv), lambda ells: np.array(
+                [float(sp.N(base(int(l)), 30)) for l in ells]))[0]
+            pairs.append((got, want))
+            d_add, d_rem = _renyi_discrete(m, q0, order), _renyi_discrete(q0, m, order)
+            if order == 2:
+                ok &= abs(float(sp.N(d_add - want, 30))) < 1e-25
+            slack.append(float(sp.N(want - sp.Max(d_add, d_rem), 30)))
+    ok &= min(slack) >= -1e-25   # equality (to 30 digits) in the add direction at alpha = 2
+    show("min over the points of bound - max(D(mu||Q_0), D(Q_0||mu)) (alpha = 2, 3)", sp.Float(min(slack), 4))
+    ok &= check_points(show, "rdp_poisson_general against the exact bracket", pairs, rtol=1e-12)
+    return bool(ok)
+
+
+@derivation("One Poisson-subsampled selection + Gaussian step: min of the general bound and the batch RDP; "
+            "(epsilon, delta) after T steps",
+            covers=("selection.rdp_poisson_selected_gaussian", "selection.epsilon_selected_gaussian",
+                    "events.PoissonSelectedGaussian.rdp"))
+def subsampled_selected_gaussian(show):
+    r"""The per-step curve and its conversion, from exact evaluations.
+
+    :math:`\varepsilon_{\mathrm{step}}(\alpha) = \min(\mathrm{ZW}_q[\varepsilon_M](\alpha), \varepsilon_M(\alpha))`
+    at integer orders (both are bounds; the curve is then non-decreasing), ``T`` steps multiply
+    it, and :math:`\varepsilon = \min_\alpha T\varepsilon_{\mathrm{step}} + \log\frac{\alpha-1}{\alpha}
+    - \frac{\log\delta + \log\alpha}{\alpha-1}` (Balle et al. 2020, Thm 21) over orders 2..8.
+    """
+    from dptheory.events import PoissonSelectedGaussian
+    from dptheory.selection import (
+        epsilon_selected_gaussian,
+        rdp_poisson_selected_gaussian,
+    )
+
+    ok = True
+    pairs = []
+    for qv, sv, kv, ev, T in ((sp.Rational(1, 100), sp.Rational(1), 10, sp.Rational(1), 1000),
+                              (sp.Rational(1, 5), sp.Rational(3, 2), 2, sp.Rational(1, 2), 10),
+                              (sp.Rational(1), sp.Rational(2), 1, sp.Rational(1), 3)):
+        def eps_m(l, sv=sv, kv=kv, ev=ev):
+            return sp.Min(l * ev**2 / (8 * kv), ev) + sp.Rational(l, 1) / (2 * sv**2)
+
+        curve = []
+        for order in range(2, 9):
+            val = eps_m(order) if qv == 1 else sp.Min(_zw(order, qv, eps_m), eps_m(order))
+            curve.append(val)
+        # non-decreasing already at these points (so the running minimum changes nothing)
+        ok &= all(float(sp.N(curve[i + 1] - curve[i], 30)) >= 0 for i in range(len(curve) - 1))
+        got = rdp_poisson_selected_gaussian(np.arange(2.0, 9.0), float(qv), float(sv), kv, float(ev))
+        pairs += list(zip(got, curve))
+        ev_rdp = PoissonSelectedGaussian(float(qv), float(sv), kv, float(ev), T).rdp(np.arange(2.0, 9.0))
+        pairs += list(zip(ev_rdp, [T * c for c in curve]))
+        delta = sp.Rational(1, 10**5)
+        conv = [T * c + sp.log(sp.Rational(o - 1, o)) - (sp.log(delta) + sp.log(o)) / (o - 1)
+                for o, c in zip(range(2, 9), curve)]
+        want = sp.Max(0, min(conv, key=lambda e: float(sp.N(e, 30))))
+        got_eps, _ = epsilon_selected_gaussian(float(qv), float(sv), kv, float(ev), T, 1e-5,
+                                               orders=np.arange(2.0, 9.0))
+        pairs.append((got_eps, want))
+    if pairs:
+        show("example: q = 1/100, sigma = 1, k = 10, epsilon_sel = 1, alpha = 2",
+             sp.Min(_zw(2, sp.Rational(1, 100), lambda l: sp.Min(sp.Rational(l, 80), 1) + sp.Rational(l, 2)),
+                    sp.Rational(2, 80) + 1))
+    ok &= check_points(show, "rdp_poisson_selected_gaussian, PoissonSelectedGaussian.rdp, epsilon_selected_gaussian",
+                       pairs, rtol=1e-11)
+    return bool(ok)

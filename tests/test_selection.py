@@ -1,0 +1,278 @@
+"""dptheory.selection: private top-k selection + Gaussian, Poisson-subsampled (docs/selection.md).
+
+The subsampled bound (Zhu & Wang 2019, Thm 6) is checked against Renyi divergences computed by
+quadrature (a subsampled Gaussian, and the selected-Gaussian mechanism itself on a two-coordinate
+instance), for being an upper bound and not absurdly loose; then its shape (monotone in the order
+and in q, >= 0, the batch-level value at q = 1), the events, and the input checks. No test here is
+random: every number is deterministic.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+import dptheory
+from dptheory import selection as sel
+from dptheory.accounting import epsilon as sgm_epsilon
+from dptheory.accounting import rdp_gaussian, rdp_subsampled_gaussian
+from dptheory.events import (
+    Gaussian,
+    PoissonGaussian,
+    PoissonSelectedGaussian,
+    SelectedGaussian,
+    epsilon_of,
+)
+
+
+# ----------------------------------------------------------------------------- quadrature references
+def _log_renyi_moment(log_p, log_r, order, lo, hi):
+    """log of int p^order r^(1 - order) over [lo, hi] (scipy quad, integrand scaled by its max)."""
+    grid = np.linspace(lo, hi, 4001)
+    lg = order * log_p(grid) + (1 - order) * log_r(grid)
+    m = float(np.max(lg))
+    val, _ = integrate.quad(lambda y: math.exp(order * log_p(y) + (1 - order) * log_r(y) - m), lo, hi,
+                            limit=400, epsabs=0.0, epsrel=1e-11, points=[0.0, 1.0])
+    return m + math.log(val)
+
+
+def _subsampled_gaussian_divergence(order, q, sigma):
+    """max of D(mu || N(0, s^2)) and D(N(0, s^2) || mu), mu = (1-q) N(0, s^2) + q N(1, s^2), by quadrature."""
+    c = math.log(math.sqrt(2.0 * math.pi) * sigma)
+    lp0 = lambda y: -0.5 * (y / sigma) ** 2 - c
+    lp1 = lambda y: -0.5 * ((y - 1.0) / sigma) ** 2 - c
+    lmu = lambda y: np.logaddexp(math.log1p(-q) + lp0(y), math.log(q) + lp1(y))
+    lo, hi = -40.0 * sigma - order, 40.0 * sigma + order
+    add = _log_renyi_moment(lmu, lp0, order, lo, hi) / (order - 1)
+    rem = _log_renyi_moment(lp0, lmu, order, lo, hi) / (order - 1)
+    return max(add, rem)
+
+
+@pytest.mark.parametrize("q, sigma", [(0.01, 1.0), (0.1, 0.8), (0.3, 1.5), (0.6, 1.0)])
+def test_general_bound_above_quadrature_of_a_subsampled_gaussian(q, sigma):
+    """ZW[Gaussian RDP] is a valid bound for the subsampled Gaussian (whose exact RDP quadrature gives),
+    and within a factor 3 of it at orders 2..10 (equal at alpha = 2 up to quadrature error)."""
+    orders = np.arange(2.0, 11.0)
+    bound = sel.rdp_poisson_general(orders, q, lambda ells: rdp_gaussian(ells, sigma))
+    truth = np.array([_subsampled_gaussian_divergence(a, q, sigma) for a in orders])
+    assert np.all(bound >= truth * (1 - 1e-7)), (bound, truth)
+    ratio = bound / truth
+    assert ratio[0] == pytest.approx(1.0, rel=1e-6)   # alpha = 2: the bound is exact for the add direction
+    assert np.all(ratio <= 3.0), ratio
+    # the tight subsampled-Gaussian formula agrees with the quadrature (a check of the reference)
+    np.testing.assert_allclose(rdp_subsampled_gaussian(orders, q, sigma), truth, rtol=1e-6)
+
+
+def test_general_bound_above_exact_divergences_of_random_discrete_mechanisms():
+    """400 random pairs of distributions (P, Q) on 2..5 points, base RDP eps(l) = max of both
+    directions: the subsampled mixture's exact divergences (both directions, orders 2..20, q in
+    0.01..0.9) never exceed the bound (up to the reference's rounding: it takes the log of a sum near 1,
+    about 1e-16 absolute; at alpha = 2 the add direction attains the bound)."""
+    rng = np.random.default_rng(0)
+    orders = np.arange(2.0, 21.0)
+
+    def div(a, b, order):
+        return math.log(np.sum(a**order * b ** (1 - order))) / (order - 1)
+
+    for _ in range(400):
+        n = int(rng.integers(2, 6))
+        P, Q = (np.maximum(rng.dirichlet(np.full(n, 0.5)), 1e-6) for _ in range(2))
+        P, Q = P / P.sum(), Q / Q.sum()
+        base = lambda ells, P=P, Q=Q: np.array([max(div(P, Q, l), div(Q, P, l)) for l in ells])
+        for q in (0.01, 0.1, 0.5, 0.9):
+            M = (1 - q) * P + q * Q
+            bound = sel.rdp_poisson_general(orders, q, base)
+            truth = np.array([max(div(M, P, a), div(P, M, a)) for a in orders])
+            assert np.all(bound >= truth * (1 - 1e-9) - 1e-15), (bound - truth).min()
+
+
+def _selected_gaussian_divergence(order, q, sigma, eps_sel, C=1.0):
+    """Exact Renyi divergences (both directions) of ONE Poisson-subsampled selected-Gaussian step on
+    d = 2, k = 1: without the example s = (0, 0); with it s = (C, 0). Output (j, y): j by the exponential
+    mechanism with weights e^{|s_j|/b}, b = 2 C / eps_sel; y ~ N(s_j, sigma^2 C^2)."""
+    b = sel.gumbel_scale(1, eps_sel, C)
+    p0 = np.array([0.5, 0.5])
+    w = np.exp(np.array([C, 0.0]) / b)
+    p1 = w / w.sum()
+    means1 = (C, 0.0)
+    sd = sigma * C
+    c = math.log(math.sqrt(2.0 * math.pi) * sd)
+    out = []
+    for direction in ("add", "remove"):
+        total = []
+        for j in range(2):
+            lg0 = lambda y, j=j: math.log(p0[j]) - 0.5 * (y / sd) ** 2 - c
+            lg1 = lambda y, j=j: math.log(p1[j]) - 0.5 * ((y - means1[j]) / sd) ** 2 - c
+            l1q = math.log1p(-q) if q < 1 else -math.inf
+            lmu = lambda y, lg1=lg1, lg0=lg0, l1q=l1q: np.logaddexp(l1q + lg0(y), math.log(q) + lg1(y))
+            lo, hi = -40.0 * sd - order, 40.0 * sd + order
+            if direction == "add":
+                total.append(_log_renyi_moment(lmu, lg0, order, lo, hi))
+            else:
+                total.append(_log_renyi_moment(lg0, lmu, order, lo, hi))
+        out.append(special.logsumexp(total) / (order - 1))
+    return max(out)
+
+
+@pytest.mark.parametrize("q, sigma, eps_sel", [(0.05, 1.0, 1.0), (0.3, 1.2, 2.0), (1.0, 1.0, 0.5)])
+def test_step_bound_above_the_exact_divergence_of_the_mechanism(q, sigma, eps_sel):
+    """rdp_poisson_selected_gaussian bounds the true RDP of the real mechanism on a small instance."""
+    orders = np.arange(2.0, 8.0)
+    bound = sel.rdp_poisson_selected_gaussian(orders, q, sigma, 1, eps_sel)
+    truth = np.array([_selected_gaussian_divergence(a, q, sigma, eps_sel) for a in orders])
+    assert np.all(bound >= truth * (1 - 1e-7)), (bound, truth)
+    # this instance is not the worst case of the selection (nor of the factor 3 of the general bound)
+    assert np.all(bound / truth <= 20.0), bound / truth
+
+
+# ----------------------------------------------------------------------------- shape of the curve
+ORDERS = np.concatenate([1.0 + np.arange(1, 20) / 10.0, np.arange(3.0, 300.0, 7.0), [512.0, 1024.0]])
+
+
+@pytest.mark.parametrize("sigma, k, eps_sel", [(0.7, 1, 0.3), (1.0, 10, 1.0), (3.0, 100, 5.0)])
+def test_curve_monotone_nonnegative_and_batch_level_at_q_one(sigma, k, eps_sel):
+    prev = None
+    for q in (1e-4, 1e-3, 0.01, 0.05, 0.2, 0.5, 0.9, 1.0):
+        r = sel.rdp_poisson_selected_gaussian(ORDERS, q, sigma, k, eps_sel)
+        assert np.all(r >= 0) and np.all(np.isfinite(r))
+        assert np.all(np.diff(r) >= 0)                         # non-decreasing in the order
+        if prev is not None:
+            assert np.all(r >= prev * (1 - 1e-12))             # non-decreasing in q
+        prev = r
+    np.testing.assert_allclose(prev, sel.rdp_selected_gaussian(ORDERS, sigma, k, eps_sel), rtol=1e-14)
+    # below the no-amplification value everywhere, and amplified for small q
+    small = sel.rdp_poisson_selected_gaussian(ORDERS, 0.01, sigma, k, eps_sel)
+    assert np.all(small <= sel.rdp_selected_gaussian(ORDERS, sigma, k, eps_sel))
+    assert small[0] < 0.1 * sel.rdp_selected_gaussian(ORDERS[:1], sigma, k, eps_sel)[0]
+
+
+def test_general_bound_at_q_one_and_its_fallback():
+    """At q = 1 the Zhu-Wang bracket is 3 e^{(alpha-1) eps(alpha)} (alpha >= 3): above eps(alpha), so the
+    step takes eps_M there."""
+    a = np.arange(2.0, 30.0)
+    base = lambda ells: rdp_gaussian(ells, 1.3)
+    zw = sel.rdp_poisson_general(a, 1.0, base)
+    eps_m = base(a)
+    want = np.where(a == 2.0, eps_m, eps_m + math.log(3.0) / (a - 1))
+    np.testing.assert_allclose(zw, want, rtol=1e-11)
+    assert np.all(zw >= eps_m)
+
+
+def test_general_bound_is_never_below_the_tight_gaussian_value():
+    """For the Gaussian the tight value is the exact RDP, so the general bound is at least it."""
+    a = np.concatenate([np.arange(2.0, 257.0), [512.0, 1024.0]])
+    for q, sigma in ((1e-3, 0.9), (0.01, 1.0), (0.2, 2.0), (0.9, 0.6)):
+        zw = sel.rdp_poisson_general(a, q, lambda ells, s=sigma: rdp_gaussian(ells, s))
+        assert np.all(zw >= rdp_subsampled_gaussian(a, q, sigma) * (1 - 1e-12))
+
+
+def test_small_q_keeps_relative_precision():
+    """A - 1 is summed directly: at q = 1e-9 the RDP at alpha = 2 is q^2 (e^{eps(2)} - 1), not 0."""
+    r = sel.rdp_poisson_general(2.0, 1e-9, lambda ells: rdp_gaussian(ells, 1.0))[0]
+    assert r == pytest.approx(1e-18 * math.expm1(1.0), rel=1e-9)
+
+
+def test_fractional_orders_use_the_ceiling():
+    base = lambda ells: rdp_gaussian(ells, 1.0)
+    np.testing.assert_array_equal(sel.rdp_poisson_general([2.5, 3.0], 0.1, base),
+                                  sel.rdp_poisson_general([3.0, 3.0], 0.1, base))
+    assert sel.rdp_poisson_general(1.2, 0.1, base)[0] == sel.rdp_poisson_general(2.0, 0.1, base)[0]
+
+
+def test_selection_rdp_formulas():
+    a = np.array([1.5, 2.0, 8.0, 64.0, 1000.0])
+    np.testing.assert_allclose(sel.rdp_top_k_selection(a, 10, 1.0), np.minimum(a / 80.0, 1.0), rtol=1e-15)
+    np.testing.assert_allclose(sel.rdp_selected_gaussian(a, 2.0, 10, 1.0), np.minimum(a / 80.0, 1.0) + a / 8.0)
+    assert sel.gumbel_scale(10, 1.0, 0.5) == pytest.approx(10.0)
+    assert sel.selection_zcdp(4, 2.0) == pytest.approx(0.125)
+
+
+# ----------------------------------------------------------------------------- epsilon and events
+def test_epsilon_example_numbers():
+    """q = 0.01, sigma = 1, T = 1000, delta = 1e-5: DP-SGD, and with private top-10 (eps_sel 1 and 0.1)."""
+    plain, _ = sgm_epsilon(0.01, 1.0, 1000, 1e-5)
+    with_sel, order = sel.epsilon_selected_gaussian(0.01, 1.0, 10, 1.0, 1000, 1e-5)
+    small_sel, _ = sel.epsilon_selected_gaussian(0.01, 1.0, 10, 0.1, 1000, 1e-5)
+    assert plain == pytest.approx(2.1013, abs=1e-3)
+    assert with_sel == pytest.approx(2.5262, abs=1e-3) and order == 7.0
+    assert small_sel == pytest.approx(2.4510, abs=1e-3)
+    assert plain < small_sel < with_sel
+    # the whole epsilon can never exceed T times the selection's pure budget plus the Gaussian's epsilon
+    assert with_sel <= 1000 * 1.0 + sgm_epsilon(1.0, 1.0 / math.sqrt(1000), 1, 1e-5)[0]
+
+
+def test_events_and_epsilon_of():
+    ev = SelectedGaussian(1.0, 10, 1.0)
+    ps = ev.poisson_sampled(0.01, 1000)
+    assert ps == PoissonSelectedGaussian(0.01, 1.0, 10, 1.0, 1000) and hash(ps) == hash(ps)
+    eps, order = epsilon_of(ps, 1e-5)
+    assert (eps, order) == sel.epsilon_selected_gaussian(0.01, 1.0, 10, 1.0, 1000, 1e-5)
+    np.testing.assert_allclose(ps.rdp([2.0, 5.0]), 1000 * sel.rdp_poisson_selected_gaussian([2.0, 5.0], 0.01, 1.0,
+                                                                                           10, 1.0))
+    np.testing.assert_allclose(ev.rdp([2.0, 5.0]), sel.rdp_selected_gaussian([2.0, 5.0], 1.0, 10, 1.0))
+    # a sequence: the RDP curves add on the default grid (fractional orders bounded at their ceiling)
+    seq, _ = epsilon_of([ps, PoissonGaussian(0.01, 1.0, 1000)], 1e-5)
+    assert seq > eps
+    assert epsilon_of([ps], 1e-5)[0] == pytest.approx(eps, rel=1e-6)
+    # batch level: the unsampled event
+    assert epsilon_of(ev, 1e-5)[0] > epsilon_of(Gaussian(1.0), 1e-5)[0]
+    assert dptheory.SelectedGaussian is SelectedGaussian and "private top-10" in str(ps)
+    with pytest.raises(ValueError, match=r"accountant='pld' has no dp-accounting event"):
+        epsilon_of(ps, 1e-5, accountant="pld")
+    with pytest.raises(ValueError, match=r"accountant='pld' has no dp-accounting event"):
+        epsilon_of([ps, PoissonGaussian(0.01, 1.0, 10)], 1e-5, accountant="pld")
+
+
+# ----------------------------------------------------------------------------- input checks
+@pytest.mark.parametrize("call, match", [
+    (lambda: sel.gumbel_scale(0, 1.0, 1.0), r"^k must be an integer in \[1, inf\)"),
+    (lambda: sel.gumbel_scale(1, 0.0, 1.0), r"^selection_epsilon must be in \(0\.0, inf\)"),
+    (lambda: sel.gumbel_scale(1, 1.0, -1.0), r"^clip must be in \(0\.0, inf\)"),
+    (lambda: sel.rdp_top_k_selection(1.0, 1, 1.0), r"^orders must all be in \(1, inf\)"),
+    (lambda: sel.rdp_selected_gaussian(2.0, 0.0, 1, 1.0), r"^noise_multiplier must be in \(0\.0, inf\)"),
+    (lambda: sel.rdp_poisson_selected_gaussian(2.0, 1.5, 1.0, 1, 1.0), r"^sampling_rate must be in \(0\.0, 1\.0\]"),
+    (lambda: sel.rdp_poisson_selected_gaussian(2.0, 0.0, 1.0, 1, 1.0), r"^sampling_rate must be in"),
+    (lambda: sel.rdp_poisson_selected_gaussian(2.0, 0.1, 1.0, 2.5, 1.0), r"^k must be an integer"),
+    (lambda: sel.rdp_poisson_selected_gaussian(2.0, 0.1, 1.0, 1, float("inf")), r"^selection_epsilon must be finite"),
+    (lambda: sel.rdp_poisson_general(2.0, 0.1, 3.0), r"^base_rdp must be a callable"),
+    (lambda: sel.rdp_poisson_general(3.0, 0.1, lambda e: np.ones(1)), r"^base_rdp must return one value per order"),
+    (lambda: sel.rdp_poisson_general(2.0, 0.1, lambda e: -e), r"^base_rdp must return values in \[0, inf\]"),
+    (lambda: sel.epsilon_selected_gaussian(0.1, 1.0, 1, 1.0, 0, 1e-5), r"^steps must be an integer"),
+    (lambda: sel.epsilon_selected_gaussian(0.1, 1.0, 1, 1.0, 10, 1.0), r"^delta must be in \(0\.0, 1\.0\)"),
+    (lambda: sel.prob_exact_top_k([1.0, 2.0], 3, 1.0), r"^k must be an integer in \[1, 2\]"),
+    (lambda: sel.prob_exact_top_k([1.0, np.nan], 1, 1.0), r"^scores must contain only finite values"),
+    (lambda: sel.prob_exact_top_k([1.0, 2.0], 1, 0.0), r"^scale must be in"),
+    (lambda: SelectedGaussian(1.0, 0, 1.0), r"^k must be an integer"),
+    (lambda: SelectedGaussian(1.0, 1, -1.0), r"^selection_epsilon must be in"),
+    (lambda: PoissonSelectedGaussian(2.0, 1.0, 1, 1.0), r"^sampling_rate must be in"),
+    (lambda: PoissonSelectedGaussian(0.1, 1.0, 1, 1.0, steps=0), r"^steps must be an integer"),
+])
+def test_bad_inputs_name_the_parameter(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_infinite_base_rdp_gives_infinite_bound():
+    r = sel.rdp_poisson_general([2.0, 5.0], 0.1, lambda ells: np.where(ells >= 4, np.inf, 1.0))
+    assert np.isfinite(r[0]) and r[1] == math.inf
+
+
+def test_prob_exact_top_k_against_peeling():
+    """The inclusion-exclusion form against the peeling sum over the orderings of the top set."""
+    import itertools
+
+    u = np.array([2.0, 1.5, 1.2, 0.3, -0.5, 0.0])
+    b = 0.8
+    w = np.exp(u / b)
+    for k in (1, 2, 3, 6):
+        top = tuple(np.argsort(-u)[:k])
+        total = 0.0
+        for perm in itertools.permutations(top):
+            left, p = list(range(len(u))), 1.0
+            for j in perm:
+                p *= w[j] / w[left].sum()
+                left.remove(j)
+            total += p
+        assert sel.prob_exact_top_k(u, k, b) == pytest.approx(total, rel=1e-12)

@@ -395,6 +395,21 @@ def test_optimizers_and_schedules_equal_train(name, opt):
             assert out[r].config[key] == ref.config[key], key
 
 
+def test_params0_per_run_equals_train():
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    P0 = _stacked_params(model, 2)
+    common = dict(epochs=2, batch_size=24, mechanism="random_freeze", r_final=0.5)
+    out = train_stacked(model, ds, seeds=[4, 9], params0=P0, lr=0.5, **common)
+    shared = train_stacked(model, ds, seeds=[4, 9], params0=P0[1], lr=0.5, **common)
+    for r, seed in enumerate([4, 9]):
+        ch = chain_for("random_freeze", 1.0, 1.0, r_final=0.5)
+        ref = train(model, ds, mechanism=ch, lr=0.5, random_state=seed, params0=P0[r], epochs=2, batch_size=24)
+        _assert_run_equal(out[r], ref)
+    ref = train(model, ds, mechanism=chain_for("random_freeze", 1.0, 1.0, r_final=0.5), lr=0.5, random_state=4,
+                params0=P0[1], epochs=2, batch_size=24)
+    _assert_run_equal(shared[0], ref)
+
+
 def test_power_compress_stacked_matches_per_run_power_compress():
     from sims.mechanisms.low_rank import power_compress
 
@@ -489,7 +504,8 @@ def test_refuses_what_it_does_not_run():
         (dict(schedule="bogus"), "schedule"),
         (dict(schedule="inverse_time"), "strong_convexity"),
         (dict(schedule=lambda t: -1.0), "lr schedule must give finite rates >= 0"),
-        (dict(params0=np.zeros(model.n_params)), "params0"),
+        (dict(params0=np.zeros(model.n_params + 1)), "params0"),
+        (dict(params0=np.full((2, model.n_params), np.nan)), "params0"),
         (dict(lr=[0.1, 0.2, 0.3]), "lr"),
         (dict(lr=[0.1, -1.0]), r"lr\[1\]"),
         (dict(mechanism="random_freeze"), "r_final"),

@@ -108,9 +108,12 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         state stacked per run; ``schedule`` a name or a callable of :func:`sims.optim.make_schedule`,
         built for each run from its own ``lr``. The step is the optimizer's own pure function on
         the stacked arrays, elementwise, so each run gets the numbers of its ``train()`` call.
-    sampling, mode, params0
-        Accepted for a drop-in call, but only their defaults (``"poisson"``, ``"dp"``, None):
-        anything else raises ``ValueError``.
+    params0 : None, array (d,) or (R, d)
+        Initial parameters (shared, or one row per run) instead of ``init_params`` of each seed,
+        as ``train(..., params0=...)``; the mechanisms' own initial draws still come from the seed.
+    sampling, mode
+        Accepted for a drop-in call, but only their defaults (``"poisson"``, ``"dp"``): anything
+        else raises ``ValueError``.
     allow_non_private : bool
         Required for ``clip_norm=None`` or ``noise_multiplier=None``; the runs' privacy reports
         then say ``private: False``, ``epsilon: inf`` and why, as ``train()``'s do.

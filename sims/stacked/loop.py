@@ -66,7 +66,7 @@ class StackedLoop:
         Q0 = []
         for r, root in enumerate(res.roots):
             params_rng, mech_init_rng = init_generators(root)
-            P[r] = init_params(res.model, derive_seed(params_rng))
+            P[r] = init_params(res.model, derive_seed(params_rng)) if res.params0 is None else res.params0[r]
             if res.mechanism == "random_freeze":
                 rate = frozen_fraction(float(res.r_final[r]), 0, self.n_epochs, res.ramp)
                 keep[r] = ~_draw_frozen(mech_init_rng, d, rate)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_int, check_real
+from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_finite_array, check_int, check_real
 
 from sims.models.dense import Model
 from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, epsilon_after, run_length, unpack_data
@@ -168,6 +168,7 @@ class Resolved:
     reference_norm: float | None
     feedback: str | None
     roots: tuple
+    params0: np.ndarray | None
     lr: np.ndarray
     optimizer: object
     schedules: tuple
@@ -242,9 +243,6 @@ def _check_scope(opts: dict) -> None:
     if not isinstance(opts["optimizer"], str):
         raise ValueError(f"train_stacked takes the optimizer by name ({OPTIMIZERS}), got "
                          f"{type(opts['optimizer']).__name__}; use sims.train.train for an Optimizer object")
-    if opts["params0"] is not None:
-        raise ValueError("train_stacked does not support params0 (the runs start at init_params of their seed); "
-                         "use sims.train.train for this run")
 
 
 def _unpack(model, data):
@@ -312,6 +310,18 @@ def _mask_args(mechanism, fraction, options, R):
     return _per_run("fraction", fraction, R, low=0.0, high=1.0, high_open=True), dict(options or {})
 
 
+def _params0(params0, R: int, d: int):
+    """``params0`` as ``(R, d)`` float64 (one shared ``(d,)`` vector repeated), or None."""
+    if params0 is None:
+        return None
+    P = check_finite_array("params0", params0)
+    if P.shape == (d,):
+        P = np.broadcast_to(P, (R, d))
+    if P.shape != (R, d):
+        raise ValueError(f"params0 must have shape ({d},) or ({R}, {d}) (one row per seed), got {P.shape}")
+    return np.array(P, dtype=np.float64)
+
+
 def _clip_and_noise(a: dict, R: int):
     """Per-run clip norms (``inf`` for ``clip_norm=None``: no clipping) and noise multipliers (0 for
     ``noise_multiplier=None``: no noise step). Either None makes every run non-private, which
@@ -368,7 +378,8 @@ def resolve(model, data, a: dict) -> Resolved:
                              fraction=None if frac is None else float(frac[r]), options=opts,
                              feedback=a["feedback"]) for r in range(R))
     order = resolved_order(mech, a["order"], a["noise_multiplier"] is not None)
-    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, a["feedback"], roots, lr, opt,
+    return Resolved(model, X, y, Xt, yt, public, notes, mech, ramp, order, rank, ref, a["feedback"], roots,
+                    _params0(a["params0"], R, d), lr, opt,
                     scheds, schedule, C, sigma, rf, kk, frac, opts, chains, q, B, spe, total, delta, rec, factor,
                     batch_rows(n, q))
 

@@ -49,7 +49,9 @@ import numpy as np
 
 from dptheory.validation import check_choice, check_int, check_real
 
-__all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "sweep_run_stack", "DATASETS", "TRANSFORMS", "SECTIONS"]
+__all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "sweep_run_stack",
+           "transform_defaults", "second_phase", "switch_seed", "switched_privacy", "merge_phases", "validation_accuracy",
+           "DATASETS", "TRANSFORMS", "SECTIONS"]
 
 SECTIONS = ("data", "model", "mechanism", "switch_mechanism", "optimizer", "privacy", "training")
 MODEL_KINDS = ("mlp", "softmax", "logistic", "linear")
@@ -115,6 +117,12 @@ def _params(fn) -> dict:
     """Keyword parameters of ``fn`` with their defaults (``inspect.Parameter.empty`` when required)."""
     return {n: p.default for n, p in inspect.signature(fn).parameters.items()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def transform_defaults(name: str) -> dict:
+    """The arguments of the transform ``name`` (one of :data:`TRANSFORMS`) with their defaults
+    (``inspect.Parameter.empty`` when required)."""
+    return _params(_transforms()[check_choice("name", name, TRANSFORMS)])
 
 
 # ----------------------------------------------------------------------------- sections
@@ -501,7 +509,7 @@ sweep_run.stack_key = _stack_key
 sweep_run.run_stack = sweep_run_stack
 
 
-def _second_phase(cfg, ds, kw):
+def second_phase(cfg, ds, kw):
     """``(T1, chain_after)`` of a run with ``training.switch_at`` (``T1 = round(switch_at T)``, at
     least 1 and at most ``T - 1``), else None."""
     from sims.train import run_length
@@ -518,7 +526,7 @@ def _second_phase(cfg, ds, kw):
                                                               key="switch_mechanism")
 
 
-def _switched_privacy(first: dict, second: dict, t1: int) -> dict:
+def switched_privacy(first: dict, second: dict, t1: int) -> dict:
     """The privacy report of a switched run (or of its first phase, when that diverged): not
     private, whatever each phase's chain is, because the accountant does not compose them."""
     notes = tuple(first["notes"]) + (tuple(second["notes"]) if second is not first else ())
@@ -530,7 +538,7 @@ def _train(model, ds, kw, switch):
     """``(TrainResult, diverged_at)``; with a switch, phase 2 starts from phase 1's parameters with
     a fresh optimizer state and schedule and its own seed ``SeedSequence([seed, 1])``; its records'
     steps and epochs continue phase 1's."""
-    from sims.train import TrainingDiverged, TrainResult, train
+    from sims.train import TrainingDiverged, train
 
     try:
         if switch is None:
@@ -540,23 +548,37 @@ def _train(model, ds, kw, switch):
     except TrainingDiverged as e:
         if switch is None:
             return e.result, int(e.step)
-        return replace(e.result, privacy=_switched_privacy(e.result.privacy, e.result.privacy, switch[0])), int(e.step)
-    seed2 = np.random.SeedSequence([kw["random_state"], 1])
+        return replace(e.result, privacy=switched_privacy(e.result.privacy, e.result.privacy, switch[0])), int(e.step)
     kw2 = {**kw, "steps": total - t1, "epochs": None, "mechanism": after, "params0": first.params,
-           "random_state": seed2}
+           "random_state": switch_seed(kw["random_state"])}
     try:
         second, diverged_at = train(model, ds, **kw2), None
     except TrainingDiverged as e:
         second, diverged_at = e.result, t1 + int(e.step)
+    return merge_phases(first, second, t1), diverged_at
+
+
+def switch_seed(seed: int) -> np.random.SeedSequence:
+    """The seed of a switched run's phase 2: ``SeedSequence([seed, 1])`` (phase 1 runs on ``seed``)."""
+    return np.random.SeedSequence([seed, 1])
+
+
+def merge_phases(first, second, t1: int):
+    """The ``TrainResult`` of a switched run from its two phases' results: phase 2's parameters and
+    config, the histories concatenated (phase 2's ``step`` and ``epoch`` shifted by phase 1's
+    ``t1`` steps), :func:`switched_privacy`, and ``t1 + second.steps_done`` steps."""
+    from sims.train import TrainResult
+
     h1, h2 = first.history, second.history
     shift = {"step": t1, "epoch": t1 / first.config["steps_per_epoch"]}
     hist = {k: np.concatenate([h1[k], h2[k] + shift.get(k, 0)]) for k in h1 if k in h2}
-    privacy = _switched_privacy(first.privacy, second.privacy, t1)
+    privacy = switched_privacy(first.privacy, second.privacy, t1)
     return TrainResult(params=second.params, history=hist, privacy=privacy, config=dict(second.config),
-                       steps_done=t1 + second.steps_done), diverged_at
+                       steps_done=t1 + second.steps_done)
 
 
-def _validation_accuracy(model, params, ds) -> float:
+def validation_accuracy(model, params, ds) -> float:
+    """Accuracy of ``params`` on the validation split of ``ds`` (``data.validation_fraction``), NaN without one."""
     from sims import models
 
     if ds.X_val is None:
@@ -585,11 +607,11 @@ def run(config: dict) -> dict:
         return run_stacked([config])[0]
     t0 = time.perf_counter()
     model, ds, ch, kw = build(config)
-    res, diverged_at = _train(model, ds, kw, _second_phase(validate(config), ds, kw))
+    res, diverged_at = _train(model, ds, kw, second_phase(validate(config), ds, kw))
     h = res.history
     last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged_at is None else math.nan)
     return {"id": config_id(config), "test_accuracy": last("test_accuracy"),
-            "validation_accuracy": math.nan if diverged_at is not None else _validation_accuracy(model, res.params, ds),
+            "validation_accuracy": math.nan if diverged_at is not None else validation_accuracy(model, res.params, ds),
             "train_loss": last("train_loss"),
             "private": bool(res.privacy["private"]), "accounting_valid": bool(res.privacy["accounting_valid"]),
             "epsilon": float(res.privacy["epsilon"]), "delta": float(res.privacy["delta"]),

@@ -1,8 +1,10 @@
 """Which run configs the stacked engine runs, and running a group of them at once (issue 11, item 2).
 
 A config is *stackable* when :func:`sims.stacked.train_stacked` runs exactly what
-:func:`sims.train.train` would run for it: a float64 model without a chain switch (a public split
-is allowed), Poisson sampling, any optimizer and schedule of the config, and one of the chains
+:func:`sims.train.train` would run for it: a float64 model (a public split is allowed), Poisson
+sampling, any optimizer and schedule of the config, and one of the chains below (both of them, for
+a run that switches chains at ``training.switch_at``; it then runs as two stacked calls, one per
+phase, merged as :func:`sims.config.run` merges them):
 
 * ``[clip, gaussian_noise]`` (dense DP-SGD),
 * ``[random_freeze, clip, gaussian_noise]``,
@@ -72,11 +74,11 @@ _LOW_RANK_ORDER = {True: "noise_then_compress", False: "compress_then_noise"}
 
 def _defaults_only(t: dict) -> bool:
     """Every argument of transform ``t`` other than its stackable ones is at the constructor's default."""
-    from sims.config import _params, _transforms
+    from sims.config import transform_defaults
 
     if t["name"] in _MASKS:
         return True
-    params = _params(_transforms()[t["name"]])
+    params = transform_defaults(t["name"])
     return all(v == params[k] for k, v in t.items() if k != "name" and k not in _OWN[t["name"]])
 
 
@@ -88,50 +90,48 @@ def _unwrapped(mechanism: list):
     return list(mechanism), None
 
 
-def _mechanism_of(cfg) -> str | None:
-    transforms, feedback = _unwrapped(cfg["mechanism"])
-    cfg = {**cfg, "mechanism": transforms}
-    names = tuple(t["name"] for t in cfg["mechanism"])
+def _mechanism_of(mechanism: list) -> str | None:
+    """The stacked mechanism name of one chain's validated transform list, or None."""
+    transforms, feedback = _unwrapped(mechanism)
+    names = tuple(t["name"] for t in transforms)
     mech = _PATTERNS.get(names)
-    if mech is None or not all(_defaults_only(t) for t in cfg["mechanism"]):
+    if mech is None or not all(_defaults_only(t) for t in transforms):
         return None
-    if feedback is not None and (mech not in ("top_k_noisy", "low_rank") or "gaussian_noise" not in names):
-        return None
-    if mech in _TOP_K_MODE and cfg["mechanism"][names.index("top_k")].get("mode", "noisy") != _TOP_K_MODE[mech]:
-        return None
-    if mech == "random_k":
-        at = names.index("random_k")
-        if cfg["mechanism"][at].get("order", "clip_then_mask") != _RANDOM_K_ORDER[at]:
-            return None
+    stage = dict(zip(names, transforms))
     noisy = "gaussian_noise" in names
-    if mech == "low_rank" and cfg["mechanism"][names.index("low_rank")].get("order", "noise_then_compress") \
-            != _LOW_RANK_ORDER[noisy]:
+    if feedback is not None and (mech not in ("top_k_noisy", "low_rank") or not noisy):
         return None
-    clip = cfg["mechanism"][names.index("clip")]
+    if mech in _TOP_K_MODE and stage["top_k"].get("mode", "noisy") != _TOP_K_MODE[mech]:
+        return None
+    if mech == "random_k" and stage["random_k"].get("order", "clip_then_mask") != _RANDOM_K_ORDER[names.index("random_k")]:
+        return None
+    if mech == "low_rank" and stage["low_rank"].get("order", "noise_then_compress") != _LOW_RANK_ORDER[noisy]:
+        return None
+    clip = stage["clip"]
     if clip.get("clip_norm") is not None and clip.get("reference_norm", 1.0) != 1.0:
         return None  # a reference norm that train() ignores: keep the config as it is
+    if noisy and clip.get("clip_norm") is None and not (names[-1] == "gaussian_noise" and mech in ("dense", "random_freeze")):
+        return None  # noise without clipping: only the noise-only ablation (dense or after random freeze)
     return mech
 
 
-def _stackable(cfg) -> str | None:
-    """The stacked mechanism name of a validated config, or None."""
-    m, tr, p = cfg["model"], cfg["training"], cfg["privacy"]
-    if (m["dtype"] != "float64" or cfg["switch_mechanism"] is not None or tr["switch_at"] is not None
-            or tr["sampling"] != "poisson"):
+def _stackable(cfg) -> tuple | None:
+    """The stacked mechanism of each phase of a validated config (one, or two with a chain switch), or None."""
+    m, tr = cfg["model"], cfg["training"]
+    if m["dtype"] != "float64" or tr["sampling"] != "poisson":
         return None
-    mech = _mechanism_of(cfg)
-    noisy = any(t["name"] == "gaussian_noise" for t in cfg["mechanism"])
-    if mech is None or (p["allow_non_private"] and noisy and not _noise_only(cfg)):
-        return None  # noise in a non-private chain: only the noise-only ablation is a stacked chain
-    return mech
+    keys = ("mechanism",) if cfg["switch_mechanism"] is None else ("mechanism", "switch_mechanism")
+    mechs = tuple(_mechanism_of(cfg[key]) for key in keys)
+    return None if None in mechs else mechs
 
 
-def _noise_only(cfg) -> bool:
-    """The noise-only ablation: no clipping (``clip_norm = None``), noise of ``noise_multiplier *
-    reference_norm``, dense or after random freeze."""
-    names = tuple(t["name"] for t in cfg["mechanism"])
-    clip = cfg["mechanism"][names.index("clip")]
-    return clip.get("clip_norm") is None and names[-1] == "gaussian_noise" and names[0] in ("clip", "random_freeze")
+def _key_chain(mechanism: list) -> dict:
+    """One chain's part of the stack key: its transforms without the per-run entries (a clip norm is
+    per run, but clipping or not is the chain's structure), and its feedback style."""
+    transforms, feedback = _unwrapped(mechanism)
+    return {"feedback": feedback,
+            "transforms": [{k: v for k, v in t.items() if k not in ("noise_multiplier", "r_final", "k", "fraction")
+                            and not (k == "clip_norm" and v is not None)} for t in transforms]}
 
 
 def stack_key(config: dict) -> str | None:
@@ -146,19 +146,16 @@ def stack_key(config: dict) -> str | None:
         cfg = validate(config)
     except ValueError:
         return None
-    mech = _stackable(cfg)
-    if mech is None:
+    mechs = _stackable(cfg)
+    if mechs is None:
         return None
     cfg["training"] = {k: v for k, v in cfg["training"].items() if k != "seed"}
     cfg["optimizer"] = {k: v for k, v in cfg["optimizer"].items() if k != "lr"}
     cfg["privacy"] = {k: v for k, v in cfg["privacy"].items() if k not in ("noise_multiplier", "epsilon")}
-    # a clip norm is per run, but clipping or not is the chain's structure
-    transforms, feedback = _unwrapped(cfg["mechanism"])
-    cfg["mechanism"] = [{k: v for k, v in t.items()
-                         if k not in ("noise_multiplier", "r_final", "k", "fraction")
-                         and not (k == "clip_norm" and v is not None)}
-                        for t in transforms]
-    return json.dumps({"stacked": mech, "feedback": feedback, **cfg}, sort_keys=True, default=str)
+    for key in ("mechanism", "switch_mechanism"):
+        if cfg[key] is not None:
+            cfg[key] = _key_chain(cfg[key])
+    return json.dumps({"stacked": list(mechs), **cfg}, sort_keys=True, default=str)
 
 
 def _float_or_none(x):
@@ -166,16 +163,18 @@ def _float_or_none(x):
 
 
 def _noise_multiplier(cfg, stage, ch):
-    """The run's noise multiplier: the chain's (calibrated or given), or the noise-only ablation's own."""
+    """The run's noise multiplier: the chain's (calibrated or given), or the stage's own in a
+    non-private config (the noise-only ablation, a switched run)."""
     if "gaussian_noise" not in stage:
         return None
     own = stage["gaussian_noise"].get("noise_multiplier")
     return float(ch.privacy.noise_multiplier if own is None or not cfg["privacy"]["allow_non_private"] else own)
 
 
-def _per_run(cfg, ch) -> dict:
-    """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config and its chain."""
-    transforms, feedback = _unwrapped(cfg["mechanism"])
+def _per_run(cfg, ch, key: str = "mechanism") -> dict:
+    """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config's chain
+    ``cfg[key]`` and its built chain ``ch``."""
+    transforms, feedback = _unwrapped(cfg[key])
     stage = {t["name"]: t for t in transforms}
     C = _float_or_none(stage["clip"]["clip_norm"])
     ordered = stage.get("random_k", stage.get("low_rank", {}))
@@ -190,8 +189,55 @@ def _per_run(cfg, ch) -> dict:
             "feedback": feedback}
 
 
+def _train_group(model, ds, kw, mech, runs, **override) -> list:
+    """One :func:`sims.stacked.train_stacked` call for the per-run arguments ``runs`` of one chain
+    (``override``: seeds, params0, steps, epochs)."""
+    from sims.stacked import train_stacked
+
+    col = (lambda name: [r[name] for r in runs])
+    first = runs[0]
+    shared_none = (lambda name: None if first[name] is None else col(name))  # None: the chain has no such step
+    args = dict(seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=shared_none("clip_norm"),
+                noise_multiplier=shared_none("noise_multiplier"),
+                allow_non_private=first["noise_multiplier"] is None or first["clip_norm"] is None,
+                r_final=col("r_final") if mech == "random_freeze" else None,
+                k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
+                order=first["order"], rank=first["rank"], feedback=first["feedback"],
+                fraction=col("fraction") if mech in _MASKS else None,
+                options=first["options"] if mech in _MASKS else None,
+                reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
+                optimizer=kw["optimizer"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
+                schedule=kw["schedule"], strong_convexity=kw.get("strong_convexity"), steps=kw["steps"],
+                epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
+                delta=kw["delta"], record_every=kw["record_every"])
+    return train_stacked(model, ds, **{**args, **override})
+
+
+def _switched(model, ds, kw, mechs, cfgs, runs, phase2) -> list:
+    """``(result, diverged_at)`` per run of a chain switch (as :func:`sims.config.run`): phase 1 for
+    ``t1`` steps, then, for the runs that did not diverge, phase 2 from their parameters on the seeds
+    :func:`sims.config.switch_seed`, the two merged by :func:`sims.config.merge_phases`."""
+    from dataclasses import replace
+
+    from sims.config import merge_phases, switch_seed, switched_privacy
+
+    t1, total, _ = phase2[0]
+    first = _train_group(model, ds, kw, mechs[0], runs, steps=t1, epochs=None)
+    alive = [r for r, res in enumerate(first) if res.diverged_step is None]
+    out = [(replace(res, privacy=switched_privacy(res.privacy, res.privacy, t1)), res.diverged_step) for res in first]
+    if alive:
+        runs2 = [_per_run(cfgs[r], phase2[r][2], "switch_mechanism") for r in alive]
+        second = _train_group(model, ds, kw, mechs[1], runs2, seeds=[switch_seed(runs[r]["seed"]) for r in alive],
+                              params0=np.stack([first[r].params for r in alive]), steps=total - t1, epochs=None)
+        for r, res in zip(alive, second):
+            at = None if res.diverged_step is None else t1 + res.diverged_step
+            out[r] = (merge_phases(first[r], res, t1), at)
+    return out
+
+
 def run_stacked(configs) -> list[dict]:
-    """Train configs that share one :func:`stack_key` in one :func:`sims.stacked.train_stacked` call.
+    """Train configs that share one :func:`stack_key` in one :func:`sims.stacked.train_stacked` call
+    (two with a chain switch: one per phase).
 
     Returns one dict per config, in order, with the keys of :func:`sims.config.run` (its
     ``wall_time`` is the group's wall time divided equally among its runs).
@@ -201,8 +247,7 @@ def run_stacked(configs) -> list[dict]:
     ValueError
         ``configs`` empty, or not all stackable with one key.
     """
-    from sims.config import _validation_accuracy, build, config_id, validate
-    from sims.stacked import train_stacked
+    from sims.config import build, second_phase, validate
 
     configs = list(configs)
     keys = {stack_key(c) for c in configs}
@@ -211,30 +256,22 @@ def run_stacked(configs) -> list[dict]:
     t0 = time.perf_counter()
     built = [build(c) for c in configs]
     model, ds, _, kw = built[0]
-    mech = _stackable(validate(configs[0]))
-    runs = [_per_run(validate(c), b[2]) for c, b in zip(configs, built)]
-    col = (lambda name: [r[name] for r in runs])
-    shared_none = (lambda name: None if runs[0][name] is None else col(name))  # None: the chain has no such step
-    first = runs[0]
-    out = train_stacked(model, ds, seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=shared_none("clip_norm"),
-                        noise_multiplier=shared_none("noise_multiplier"),
-                        allow_non_private=first["noise_multiplier"] is None or first["clip_norm"] is None,
-                        r_final=col("r_final") if mech == "random_freeze" else None,
-                        k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
-                        order=first["order"], rank=first["rank"], feedback=first["feedback"],
-                        fraction=col("fraction") if mech in _MASKS else None,
-                        options=first["options"] if mech in _MASKS else None,
-                        reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
-                        optimizer=kw["optimizer"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
-                        schedule=kw["schedule"], strong_convexity=kw.get("strong_convexity"), steps=kw["steps"],
-                        epochs=kw["epochs"], sampling_rate=kw["sampling_rate"], batch_size=kw["batch_size"],
-                        delta=kw["delta"], record_every=kw["record_every"])
+    cfgs = [validate(c) for c in configs]
+    mechs = _stackable(cfgs[0])
+    runs = [_per_run(v, b[2]) for v, b in zip(cfgs, built)]
+    if len(mechs) == 1:
+        out = [(res, res.diverged_step) for res in _train_group(model, ds, kw, mechs[0], runs)]
+    else:
+        out = _switched(model, ds, kw, mechs, cfgs, runs, [second_phase(v, ds, b[3]) for v, b in zip(cfgs, built)])
     share = (time.perf_counter() - t0) / len(configs)
-    return [_record(c, model, ds, res, share, config_id, _validation_accuracy) for c, res in zip(configs, out)]
+    return [_record(c, model, ds, res, at, share) for c, (res, at) in zip(configs, out)]
 
 
-def _record(config, model, ds, res, wall, config_id, validation_accuracy) -> dict:
-    h, diverged = res.history, res.diverged_step
+def _record(config, model, ds, res, diverged, wall) -> dict:
+    """The record of :func:`sims.config.run` for one run's result (``diverged``: its 0-based step, or None)."""
+    from sims.config import config_id, validation_accuracy
+
+    h = res.history
     last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged is None else math.nan)
     pr = res.privacy
     return {"id": config_id(config), "test_accuracy": last("test_accuracy"),

@@ -191,6 +191,53 @@ def test_a_non_private_group_equals_each_run_alone_bit_for_bit(mech):
             assert np.array_equal(rec["history"][k], col, equal_nan=True), k
 
 
+SWITCH = {"mechanism": [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise", "noise_multiplier": 1.5}],
+          "switch_mechanism": [{"name": "clip", "clip_norm": None}],
+          "privacy": {"allow_non_private": True, "noise_multiplier": None}, "training": {"switch_at": 0.5}}
+
+
+def _switched(seed=0, lr=0.5, **extra):
+    cfg = _with(**{k: v for k, v in SWITCH.items() if k not in ("mechanism", "switch_mechanism")},
+                optimizer={"lr": lr}, **extra)
+    cfg["training"]["seed"] = seed
+    cfg["mechanism"], cfg["switch_mechanism"] = SWITCH["mechanism"], SWITCH["switch_mechanism"]
+    return cfg
+
+
+def test_a_chain_switch_stacks_and_agrees_with_its_two_train_phases():
+    """DP-SGD then plain SGD (training.switch_at): two stacked calls, one per phase, merged as
+    sims.config.run merges two train() calls; reported non-private."""
+    cfg = _switched()
+    key = stacking.stack_key(cfg)
+    assert key is not None and key == stacking.stack_key(_switched(seed=3, lr=0.1))
+    assert stacking.stack_key(_with(mechanism=SWITCH["mechanism"], privacy={"noise_multiplier": None})) != key
+    rec = C.run(cfg)
+    model, ds, ch, kw = C.build(cfg)
+    t1, total, after = C.second_phase(C.validate(cfg), ds, kw)
+    first = train(model, ds, **{**kw, "steps": t1, "epochs": None})
+    second = train(model, ds, **{**kw, "steps": total - t1, "epochs": None, "mechanism": after,
+                                 "params0": first.params, "random_state": C.switch_seed(0)})
+    ref = C.merge_phases(first, second, t1)
+    for k, col in ref.history.items():
+        np.testing.assert_allclose(rec["history"][k], col, rtol=1e-10, atol=1e-300, err_msg=k)
+    assert rec["steps"] == ref.steps_done == total and rec["diverged_at"] is None
+    assert rec["private"] is False and rec["epsilon"] == math.inf
+    group = stacking.run_stacked([_switched(seed=s) for s in (1, 0, 2)])
+    assert group[1]["id"] == rec["id"]
+    for k, col in rec["history"].items():
+        assert np.array_equal(group[1]["history"][k], col, equal_nan=True), k
+
+
+def test_a_run_diverging_in_phase_one_of_a_switch_stops_alone():
+    cfgs = [_switched(seed=0, lr=0.5), _switched(seed=1, lr=1e308)]
+    recs = stacking.run_stacked(cfgs)
+    for c, rec in zip(cfgs, recs):
+        alone = C.run(c)
+        assert rec["diverged_at"] == alone["diverged_at"] and rec["steps"] == alone["steps"]
+    assert recs[0]["diverged_at"] is None and recs[1]["diverged_at"] is not None
+    assert math.isnan(recs[1]["test_accuracy"]) and recs[1]["private"] is False
+
+
 def test_groups_fill_free_slots_and_respect_the_caps():
     keys = ["a"] * 20 + [None, None] + ["b"] * 3
     tasks = sweep._groups(list(range(25)), keys, free=1)

@@ -54,7 +54,7 @@ from .step import dpsgd_step, step_context
 __all__ = [
     "train", "run_length", "TrainResult", "TrainingDiverged", "DIVERGENCE_FACTOR", "default_mechanism", "default_delta",
     "init_generators", "step_generators", "epoch_generator", "StepStreams", "privacy_report", "epsilon_after",
-    "unpack_data", "MODES", "SAMPLINGS",
+    "unpack_data", "run_checks", "MODES", "SAMPLINGS",
 ]
 
 MODES = ("dp", "nonprivate", "clip_only", "noise_only")
@@ -276,6 +276,18 @@ def run_length(n, *, sampling="poisson", sampling_rate=None, batch_size=None, st
         raise ValueError("give exactly one of steps (int >= 1) and epochs (int >= 1)")
     total = check_int("steps", steps, low=1) if steps is not None else check_int("epochs", epochs, low=1) * spe
     return q, B, spe, total
+
+
+def run_checks(n: int, spe: int, a: dict):
+    """``(delta, record_every, divergence_factor)`` of a run's arguments ``a`` on ``n`` private rows
+    with ``spe`` steps per epoch, checked as :func:`train` checks them (``delta`` defaults to
+    :func:`default_delta`, ``record_every`` to one record per epoch)."""
+    delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
+    rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
+    factor = a["divergence_factor"]
+    if factor is not None:
+        factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
+    return delta, rec, factor
 
 
 def _resolve_sampling(n, sampling, sampling_rate, batch_size):
@@ -501,11 +513,7 @@ def _resolve(model, data, a: dict) -> _Run:
     n = X.shape[0]
     q, B, spe, total = run_length(n, sampling=sampling, sampling_rate=a["sampling_rate"], batch_size=a["batch_size"],
                                   steps=a["steps"], epochs=a["epochs"])
-    delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
-    rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
-    factor = a["divergence_factor"]
-    if factor is not None:
-        factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
+    delta, rec, factor = run_checks(n, spe, a)
     mech, clip_norm, sigma = _resolve_mechanism(a["mode"], a["mechanism"], a["clip_norm"], a["noise_multiplier"])
     opt = _resolve_optimizer(a["optimizer"], a["momentum"], a["weight_decay"])
     sched, lr_desc = _resolve_schedule(a["lr"], a["schedule"], a["strong_convexity"], total)

@@ -37,7 +37,7 @@ from .pergrad import Backprop, sq_norms, weighted_sum
 __all__ = [
     "Model", "ACTIVATIONS", "HEADS",
     "linear_regression", "logistic_regression", "softmax_regression", "mlp",
-    "init_params", "backprop", "check_targets", "loss", "predict", "accuracy", "evaluate", "gradient", "per_example_grad_norms",
+    "init_params", "backprop", "backward_deltas", "check_targets", "loss", "predict", "accuracy", "evaluate", "gradient", "per_example_grad_norms",
 ]
 
 ACTIVATIONS = ("relu", "tanh")
@@ -300,14 +300,14 @@ def _head(model, z, y):
     return losses, z
 
 
-def _backprop(model, params, X, y) -> Backprop:
-    acts, z = _forward(model, params, X)
-    losses, delta = _head(model, z, y)
+def backward_deltas(model, views, acts, delta) -> list:
+    """Per-layer output gradients ``[d loss_i / d z_l for l = 0 .. L-1]`` from the last one ``delta``:
+    the recursion ``delta_{l-1} = (delta_l W_l) * act'(z_{l-1})`` with ``act'`` read off the layer
+    inputs ``acts`` (relu: ``a > 0``; tanh: ``1 - a^2``). ``views`` are :meth:`Layout.views` of the
+    parameters; arrays may carry leading axes (stacked runs: ``(R, B, .)``, ``W (R, out, in)``)."""
     deltas = [delta]
-    views = model.layout.views(params)
     for l in range(model.layout.n_layers - 1, 0, -1):
-        W, _ = views[l]
-        delta = delta @ W
+        delta = delta @ views[l][0]
         a = acts[l]
         if model.activation == "relu":
             delta *= a > 0
@@ -315,6 +315,13 @@ def _backprop(model, params, X, y) -> Backprop:
             delta *= 1 - a * a
         deltas.append(delta)
     deltas.reverse()
+    return deltas
+
+
+def _backprop(model, params, X, y) -> Backprop:
+    acts, z = _forward(model, params, X)
+    losses, delta = _head(model, z, y)
+    deltas = backward_deltas(model, model.layout.views(params), acts, delta)
     return Backprop(model.layout, tuple(acts), tuple(deltas), losses)
 
 

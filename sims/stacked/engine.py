@@ -24,6 +24,8 @@ import math
 import numpy as np
 from scipy.special import expit
 
+from sims.models.dense import backward_deltas
+
 __all__ = ["layer_views", "backprop_stacked", "sq_norms_stacked", "masked_sq_norms_stacked", "clip_factors_stacked",
            "weighted_sum_stacked", "power_compress_stacked", "evaluate_stacked"]
 
@@ -92,18 +94,7 @@ def backprop_stacked(model, P, xb, yb, valid):
     acts, z = _forward(model, P, xb)
     _, delta = _head(model, z, yb.astype(np.int64) if model.head == "softmax" else yb)
     delta *= valid[..., None]
-    deltas = [delta]
-    views = layer_views(model.layout, P)
-    for l in range(model.layout.n_layers - 1, 0, -1):
-        delta = np.matmul(delta, views[l][0])
-        a = acts[l]
-        if model.activation == "relu":
-            delta *= a > 0
-        else:
-            delta *= 1 - a * a
-        deltas.append(delta)
-    deltas.reverse()
-    return acts, deltas
+    return acts, backward_deltas(model, layer_views(model.layout, P), acts, delta)
 
 
 def sq_norms_stacked(layout, acts, deltas) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_finite_array, check_int, check_real
 
 from sims.models.dense import Model
-from sims.train import DIVERGENCE_NOTE, TrainResult, default_delta, epsilon_after, run_length, unpack_data
+from sims.train import DIVERGENCE_NOTE, TrainResult, epsilon_after, run_checks, run_length, unpack_data
 from sims.train import privacy_report as train_privacy_report
 
 from .streams import pcg_words_supported
@@ -346,11 +346,7 @@ def resolve(model, data, a: dict) -> Resolved:
     R, n, d = len(roots), X.shape[0], model.n_params
     q, B, spe, total = run_length(n, sampling="poisson", sampling_rate=a["sampling_rate"], batch_size=a["batch_size"],
                                   steps=a["steps"], epochs=a["epochs"])
-    delta = default_delta(n) if a["delta"] is None else check_delta(a["delta"], n)
-    rec = spe if a["record_every"] in (None, "epoch") else check_int("record_every", a["record_every"], low=1)
-    factor = a["divergence_factor"]
-    if factor is not None:
-        factor = check_real("divergence_factor", factor, low=1.0, low_open=True)
+    delta, rec, factor = run_checks(n, spe, a)
     lr = _per_run("lr", a["lr"], R, low=0.0)
     opt, scheds = _optimizer_and_schedules(a, lr, total)
     schedule = a["schedule"] if a["schedule"] is None or isinstance(a["schedule"], str) else "callable"

@@ -10,8 +10,6 @@ stack; the others go on.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from dptheory.noise_signal import n_frozen

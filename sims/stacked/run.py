@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dptheory.validation import as_seed_sequence, check_choice, check_delta, check_finite_array, check_int, check_real
+from dptheory.validation import as_seed_sequence, check_choice, check_finite_array, check_int, check_real
 
 from sims.models.dense import Model
 from sims.train import DIVERGENCE_NOTE, TrainResult, epsilon_after, run_checks, run_length, unpack_data

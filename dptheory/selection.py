@@ -43,6 +43,10 @@ subsampled-Gaussian formula does not apply; the general upper bound of Zhu & Wan
 Running ``M`` on a subsample costs at most ``eps_M`` too (no amplification), so the step's RDP is
 the smaller of the two at each order. ``T`` steps cost ``T`` times it (composition), converted to
 ``(epsilon, delta)`` by :func:`dptheory.accounting.epsilon_from_rdp` over :data:`SELECTION_ORDERS`.
+
+Calibration. That epsilon is non-increasing in sigma and tends, as sigma -> inf, to the cost of the
+selection alone (:func:`epsilon_selection_limit`); :func:`calibrate_noise_selected` finds the smallest
+sigma meeting a target above that limit.
 """
 from __future__ import annotations
 
@@ -52,13 +56,16 @@ import math
 import numpy as np
 from scipy import special
 
-from .accounting import check_orders, epsilon_from_rdp, rdp_gaussian
+from .accounting import _root_bracketed, _sigma_guess, check_orders, epsilon_from_rdp, rdp_gaussian
 from .validation import check_delta, check_finite_array, check_int, check_real
 
 __all__ = [
     "MAX_EXACT_K",
     "SELECTION_ORDERS",
+    "CALIBRATION_RTOL",
+    "calibrate_noise_selected",
     "epsilon_selected_gaussian",
+    "epsilon_selection_limit",
     "gumbel_scale",
     "prob_exact_top_k",
     "rdp_poisson_general",
@@ -73,6 +80,9 @@ MAX_EXACT_K = 16
 
 #: the integer order grid of :func:`epsilon_selected_gaussian`: 2..256 and a few larger orders.
 SELECTION_ORDERS = np.concatenate([np.arange(2.0, 257.0), np.array([320.0, 384.0, 512.0, 768.0, 1024.0])])
+
+#: default relative tolerance of :func:`calibrate_noise_selected` on the noise multiplier.
+CALIBRATION_RTOL = 1e-7
 
 _ULP = float(np.finfo(float).eps)
 _MARGIN = 64.0 * _ULP   # rounding allowance per unit of magnitude of each log-term (64 ulps)
@@ -301,10 +311,15 @@ def rdp_poisson_selected_gaussian(orders, sampling_rate, noise_multiplier, k, se
     a = check_orders(orders)
     sigma, k, eps = _sigma(noise_multiplier), _k(k), _eps(selection_epsilon)
     q = _rate(sampling_rate)
-    direct = rdp_selected_gaussian(a, sigma, k, eps)
+    return _step_rdp(a, q, lambda ells: rdp_selected_gaussian(ells, sigma, k, eps))
+
+
+def _step_rdp(a: np.ndarray, q: float, base) -> np.ndarray:
+    """``min(ZW_q[base], base)`` at the orders ``a`` (ZW only for q < 1), made non-decreasing by a
+    running minimum from the largest order down (:func:`rdp_poisson_selected_gaussian`)."""
+    direct = base(a)
     if q < 1.0:
-        zw = rdp_poisson_general(a, q, lambda ells: rdp_selected_gaussian(ells, sigma, k, eps))
-        direct = np.minimum(direct, zw)
+        direct = np.minimum(direct, rdp_poisson_general(a, q, base))
     order = np.argsort(a, kind="stable")
     out = np.empty_like(direct)
     out[order] = np.minimum.accumulate(direct[order][::-1])[::-1]
@@ -342,6 +357,152 @@ def epsilon_selected_gaussian(sampling_rate, noise_multiplier, k, selection_epsi
     a = SELECTION_ORDERS if orders is None else check_orders(orders)
     rdp = t * rdp_poisson_selected_gaussian(a, sampling_rate, noise_multiplier, k, selection_epsilon)
     return epsilon_from_rdp(a, rdp, d)
+
+
+def epsilon_selection_limit(sampling_rate, k, selection_epsilon, steps, delta, *, orders=None) -> tuple:
+    r"""``(epsilon, order)`` of the selection alone: :func:`epsilon_selected_gaussian` as sigma -> inf.
+
+    As :math:`\sigma \to \infty` the batch-level RDP :math:`\varepsilon_M(\alpha) =
+    \varepsilon_{\mathrm{sel}}(\alpha) + \alpha/(2\sigma^2)` decreases to
+    :math:`\varepsilon_{\mathrm{sel}}(\alpha) = \min(\alpha\varepsilon^2/(8k), \varepsilon)`, and every
+    later step (the Zhu-Wang bracket, the minimum with the batch value, the running minimum over the
+    orders, ``T`` times, the conversion) is continuous and non-decreasing in it, so
+
+    .. math:: \lim_{\sigma\to\infty}\varepsilon(\sigma) = \inf_\sigma \varepsilon(\sigma)
+              = \min_\alpha\; T\,\varepsilon^{\mathrm{sel}}_{\mathrm{step}}(\alpha) + \log\frac{\alpha-1}{\alpha}
+              - \frac{\log\delta + \log\alpha}{\alpha - 1},
+
+    with :math:`\varepsilon^{\mathrm{sel}}_{\mathrm{step}}` the curve of
+    :func:`rdp_poisson_selected_gaussian` with :math:`\varepsilon_{\mathrm{sel}}` as the base RDP (Zhu &
+    Wang 2019, Thm 6; Balle et al. 2020, Thm 21; derived in ``proofs/selection.py``). No finite
+    sigma reaches it (each :math:`\varepsilon_M(\alpha)` is strictly above its limit), so a target
+    ``epsilon`` at or below it is out of reach of :func:`calibrate_noise_selected`.
+
+    Parameters
+    ----------
+    sampling_rate : float in (0, 1]
+    k : int >= 1
+    selection_epsilon : float > 0
+    steps : int >= 1
+    delta : float in (0, 1)
+    orders : array of floats in (1, inf), optional
+        Default :data:`SELECTION_ORDERS` (as :func:`epsilon_selected_gaussian`).
+
+    Returns
+    -------
+    (float, float)
+        epsilon and the order attaining it.
+    """
+    q, k, eps = _rate(sampling_rate), _k(k), _eps(selection_epsilon)
+    t = check_int("steps", steps, low=1)
+    d = check_delta(delta)
+    a = SELECTION_ORDERS if orders is None else check_orders(orders)
+    return epsilon_from_rdp(a, t * _step_rdp(a, q, lambda ells: rdp_top_k_selection(ells, k, eps)), d)
+
+
+def calibrate_noise_selected(sampling_rate, steps, epsilon, delta, k, selection_epsilon, *, orders=None,
+                             rtol=CALIBRATION_RTOL) -> float:
+    r"""Smallest noise multiplier sigma with :func:`epsilon_selected_gaussian` ``<= epsilon``.
+
+    The accounted epsilon of ``T`` Poisson-subsampled steps of private top-k selection then Gaussian
+    noise on the selected coordinates,
+
+    .. math:: \varepsilon(\sigma) = \min_\alpha\; T\,\varepsilon_{\mathrm{step}}(\alpha; \sigma)
+              + \log\frac{\alpha-1}{\alpha} - \frac{\log\delta + \log\alpha}{\alpha - 1},
+
+    with :math:`\varepsilon_{\mathrm{step}}` the minimum of Zhu & Wang's (2019, Thm 6) general
+    subsampling bound of :math:`\varepsilon_M(\alpha) = \min(\alpha\varepsilon_{\mathrm{sel}}^2/(8k),
+    \varepsilon_{\mathrm{sel}}) + \alpha/(2\sigma^2)` and :math:`\varepsilon_M` itself
+    (:func:`rdp_poisson_selected_gaussian`; Durfee & Rogers 2019, Cesar & Rogers 2021, Mironov 2017,
+    Balle et al. 2020, Thm 21), is non-increasing in sigma: :math:`\varepsilon_M(\alpha)` decreases
+    in sigma, the Zhu-Wang bracket has non-negative coefficients in every
+    :math:`e^{(\ell-1)\varepsilon_M(\ell)}`, and minima, ``T`` times and the conversion preserve the
+    order (``proofs/selection.py``). Its infimum is the selection's own cost
+    :math:`\varepsilon(\infty)` (:func:`epsilon_selection_limit`), never attained.
+
+    Search: a target ``epsilon <= epsilon(inf)`` raises. Otherwise sigma is bracketed by doubling /
+    halving from :math:`\sigma_0 = q\sqrt{2T\log(1/\delta)}/\varepsilon` (clipped to
+    :math:`[2^{-2}, 2^{40}]`) and the crossing found on :math:`\log\sigma` by Illinois false position
+    (:func:`dptheory.accounting._root_bracketed`, as :func:`dptheory.accounting.calibrate_noise`)
+    until the bracket :math:`[\sigma_{lo}, \sigma_{hi}]` has
+    :math:`\log(\sigma_{hi}/\sigma_{lo}) \le` ``rtol``. The returned sigma is :math:`\sigma_{hi}`,
+    an evaluated point with :math:`\varepsilon(\sigma_{hi}) \le` ``epsilon``; :math:`\sigma_{lo} \ge
+    \sigma_{hi}(1 - \mathrm{rtol})` was evaluated above the target, so (monotonicity) every
+    sigma at or below :math:`\sigma_{hi}(1 - \mathrm{rtol})` misses it. If the halving reaches a
+    sigma in :math:`[2^{-30}, 2^{-29})` that still meets the target, that sigma is returned (as
+    :func:`dptheory.accounting.calibrate_noise`; only absurd targets, about :math:`10^{18}`, get there).
+
+    Parameters
+    ----------
+    sampling_rate : float in (0, 1]
+    steps : int >= 1
+    epsilon : float > 0
+        Target epsilon (of the whole run: selection and noise).
+    delta : float in (0, 1)
+    k : int >= 1
+        Coordinates selected per step.
+    selection_epsilon : float > 0
+        Pure-DP budget of each step's selection.
+    orders : array of floats in (1, inf), optional
+        Orders of :func:`epsilon_selected_gaussian` (default :data:`SELECTION_ORDERS`).
+    rtol : float in [1e-12, 0.1]
+        Relative tolerance on sigma (default :data:`CALIBRATION_RTOL` = 1e-7).
+
+    Returns
+    -------
+    float
+        The noise multiplier (in :math:`[2^{-30}, 2^{60}]`).
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter for an invalid argument; naming ``epsilon`` and ``selection_epsilon``,
+        with the value of :func:`epsilon_selection_limit`, when the target is at or below what the
+        selection alone spends (or needs sigma above :math:`2^{60}`).
+
+    Examples
+    --------
+    >>> s = calibrate_noise_selected(0.01, 1000, 3.0, 1e-5, 10, 1.0)
+    >>> round(s, 4), epsilon_selected_gaussian(0.01, s, 10, 1.0, 1000, 1e-5)[0] <= 3.0
+    (0.929, True)
+    """
+    q = _rate(sampling_rate)
+    t = check_int("steps", steps, low=1)
+    target = check_real("epsilon", epsilon, low=0.0, low_open=True)
+    d = check_delta(delta)
+    k, eps = _k(k), _eps(selection_epsilon)
+    tol = check_real("rtol", rtol, low=1e-12, high=0.1)
+    a = SELECTION_ORDERS if orders is None else check_orders(orders)
+    floor, _ = epsilon_selection_limit(q, k, eps, t, d, orders=a)
+
+    def unreachable(why):
+        return ValueError(
+            f"epsilon={target!r} cannot be reached{why}: the selection alone spends epsilon={floor:.10g} "
+            f"(epsilon_selection_limit, the limit as noise_multiplier -> inf, at sampling_rate={q!r}, steps={t}, "
+            f"delta={d!r}, k={k}, selection_epsilon={eps!r}); ask for epsilon above it or lower selection_epsilon")
+
+    if target <= floor:
+        raise unreachable("")
+
+    def g(log_sigma):
+        return epsilon_selected_gaussian(q, math.exp(log_sigma), k, eps, t, d, orders=a)[0] - target
+
+    step = math.log(2.0)
+    lo = hi = math.log(_sigma_guess(q, t, target, d))
+    g_lo = g_hi = g(hi)
+    if g_hi > 0:
+        while g_hi > 0:
+            lo, g_lo, hi = hi, g_hi, hi + step
+            if hi > math.log(2.0**60):
+                raise unreachable(" with noise_multiplier <= 2**60")
+            g_hi = g(hi)
+    else:
+        while g_lo <= 0:
+            hi, g_hi, lo = lo, g_lo, lo - step
+            if lo < math.log(2.0**-30):
+                return math.exp(hi)
+            g_lo = g(lo)
+    return math.exp(_root_bracketed(g, lo, g_lo, hi, g_hi, tol))
 
 
 def prob_exact_top_k(scores, k, scale) -> float:

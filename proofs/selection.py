@@ -10,6 +10,9 @@
    directions of add/remove), and at ``alpha = 3`` as an inequality.
 4. The per-step curve (minimum of the subsampled bound and the batch-level RDP) and the
    ``(epsilon, delta)`` conversion, against exact rational evaluations.
+5. What the calibration relies on: epsilon is non-increasing in sigma (every step of the accounting
+   is non-decreasing in the batch-level RDP, which decreases in sigma) and tends, as sigma -> inf,
+   to the cost of the selection alone; the calibrated sigma meets its target.
 """
 from __future__ import annotations
 
@@ -279,4 +282,93 @@ def subsampled_selected_gaussian(show):
                     sp.Rational(2, 80) + 1))
     ok &= check_points(show, "rdp_poisson_selected_gaussian, PoissonSelectedGaussian.rdp, epsilon_selected_gaussian",
                        pairs, rtol=1e-11)
+    return bool(ok)
+
+
+@derivation("Selection + Gaussian as sigma -> inf: epsilon is non-increasing in sigma, its infimum is the "
+            "selection's own cost, and the calibrated sigma meets its target",
+            covers=("selection.epsilon_selection_limit", "selection.calibrate_noise_selected"))
+def selected_gaussian_sigma_limit(show):
+    r"""What :func:`dptheory.selection.calibrate_noise_selected` relies on, from the definitions.
+
+    1. :math:`\varepsilon_M(\alpha) = \min(\alpha\varepsilon^2/(8k), \varepsilon) + \alpha/(2\sigma^2)` has
+       :math:`\partial_\sigma\varepsilon_M = -\alpha/\sigma^3 < 0` and tends to
+       :math:`\varepsilon_{\mathrm{sel}}(\alpha)` as :math:`\sigma\to\infty`.
+    2. The Zhu-Wang bracket :math:`B(e_2, \dots, e_\alpha)` (here :math:`\alpha = 5`, with
+       :math:`r = 1 - q > 0`) has every :math:`\partial B/\partial e_\ell > 0`, so the bound
+       :math:`\log B/(\alpha-1)` is non-decreasing in each base value; so are the minimum with
+       :math:`\varepsilon_M`, the running minimum over the orders, ``T`` times it, and the conversion
+       (:math:`\partial/\partial R = 1`; the KL shortcut and the clip at 0 are non-decreasing steps).
+       Hence epsilon is non-increasing in sigma.
+    3. The bracket at :math:`e_\ell = \varepsilon_M(\ell)` tends to the bracket at
+       :math:`\varepsilon_{\mathrm{sel}}(\ell)` (sympy limit, :math:`k = 10`, :math:`\varepsilon = 1`, any ``q``).
+    4. ``epsilon_selection_limit`` against exact rational evaluations of that limit (orders 2..8,
+       rtol 1e-11); ``epsilon_selected_gaussian`` decreasing along sigma = 1, 4, ..., 4^7 and above the
+       limit, within 1e-5 of it at the end; ``calibrate_noise_selected`` meets its target at sigma and
+       misses it at sigma (1 - 1e-5), and refuses the limit itself as a target.
+    """
+    from dptheory.selection import (
+        calibrate_noise_selected,
+        epsilon_selected_gaussian,
+        epsilon_selection_limit,
+    )
+
+    eps_m = sp.Min(a_ * eps**2 / (8 * kk), eps) + a_ / (2 * s**2)
+    d_sigma = sp.diff(eps_m, s)
+    show("d eps_M / d sigma", d_sigma)
+    ok = sp.simplify(d_sigma + a_ / s**3) == 0 and bool((-a_ / s**3).is_negative)
+    lim = sp.limit(eps_m, s, sp.oo)
+    show("lim_{sigma -> inf} eps_M(alpha)", lim)
+    ok &= sp.simplify(lim - sp.Min(a_ * eps**2 / (8 * kk), eps)) == 0
+    # 2. the bracket is increasing in every base value
+    r = sp.Symbol("r", positive=True)         # r = 1 - q
+    order = 5
+    es = sp.symbols(f"e2:{order + 1}", real=True)
+    bracket = (r ** (order - 1) * (1 + (order - 1) * q) + sp.binomial(order, 2) * q**2 * r ** (order - 2) * sp.exp(es[0])
+               + 3 * sum(sp.binomial(order, l) * q**l * r ** (order - l) * sp.exp((l - 1) * es[l - 2])
+                         for l in range(3, order + 1)))
+    grads = [sp.diff(bracket, e) for e in es]
+    show("partial derivatives of the Zhu-Wang bracket (alpha = 5, r = 1 - q)", sp.Matrix(grads))
+    ok &= all(bool(gr.is_positive) for gr in grads)
+    # 3. the limit of the bracket (k = 10, epsilon_sel = 1: eps_sel(l) = l/80 for l <= 80)
+    sel = lambda l: sp.Rational(l, 80)                          # noqa: E731
+    full = lambda l: sp.Rational(l, 80) + sp.Rational(l, 2) / s**2  # noqa: E731
+    for o in (2, 4):
+        lim_b = sp.limit(sp.exp((o - 1) * _zw(o, q, full)), s, sp.oo)
+        ok &= sp.simplify(lim_b - sp.exp((o - 1) * _zw(o, q, sel))) == 0
+    show("lim_{sigma -> inf} of the alpha = 4 bracket (k = 10, epsilon_sel = 1)",
+         sp.simplify(sp.exp(3 * _zw(4, q, sel))))
+    # 4. numbers
+    pairs = []
+    delta = sp.Rational(1, 10**5)
+    for qv, kv, ev, T in ((sp.Rational(1, 100), 10, sp.Rational(1), 1000), (sp.Rational(1, 5), 2, sp.Rational(1, 2), 10),
+                          (sp.Rational(1), 1, sp.Rational(1), 3)):
+        def base(l, kv=kv, ev=ev):
+            return sp.Min(l * ev**2 / (8 * kv), ev)
+
+        curve = [base(o) if qv == 1 else sp.Min(_zw(o, qv, base), base(o)) for o in range(2, 9)]
+        ok &= all(float(sp.N(curve[i + 1] - curve[i], 30)) >= 0 for i in range(len(curve) - 1))
+        conv = [T * c + sp.log(sp.Rational(o - 1, o)) - (sp.log(delta) + sp.log(o)) / (o - 1)
+                for o, c in zip(range(2, 9), curve)]
+        want = sp.Max(0, min(conv, key=lambda e: float(sp.N(e, 30))))
+        got, _ = epsilon_selection_limit(float(qv), kv, float(ev), T, 1e-5, orders=np.arange(2.0, 9.0))
+        pairs.append((got, want))
+        # along sigma: decreasing, above the limit, close to it at the end (the default orders)
+        floor = epsilon_selection_limit(float(qv), kv, float(ev), T, 1e-5)[0]
+        path = [epsilon_selected_gaussian(float(qv), 4.0**j, kv, float(ev), T, 1e-5)[0] for j in range(8)]
+        ok &= all(b < a for a, b in zip(path, path[1:])) and path[-1] > floor and path[-1] - floor < 1e-5
+    ok &= check_points(show, "epsilon_selection_limit against the exact limit (orders 2..8)", pairs, rtol=1e-11)
+    sigmas = []
+    for qv, T, e, kv, ev in ((0.01, 1000, 3.0, 10, 1.0), (0.2, 10, 4.0, 2, 0.5)):
+        sig = calibrate_noise_selected(qv, T, e, 1e-5, kv, ev)
+        sigmas.append(sig)
+        ok &= epsilon_selected_gaussian(qv, sig, kv, ev, T, 1e-5)[0] <= e
+        ok &= epsilon_selected_gaussian(qv, sig * (1 - 1e-5), kv, ev, T, 1e-5)[0] > e
+        try:
+            calibrate_noise_selected(qv, T, epsilon_selection_limit(qv, kv, ev, T, 1e-5)[0], 1e-5, kv, ev)
+            ok = False
+        except ValueError as exc:
+            ok &= str(exc).startswith("epsilon=") and "selection_epsilon" in str(exc)
+    show("calibrate_noise_selected at (q, T, eps, k, eps_sel) = (0.01, 1000, 3, 10, 1), (0.2, 10, 4, 2, 0.5): "
+         "target met at sigma, missed at sigma (1 - 1e-5)", sp.Matrix([[sp.Float(x, 6) for x in sigmas]]))
     return bool(ok)

@@ -3,7 +3,8 @@
 The subsampled bound (Zhu & Wang 2019, Thm 6) is checked against Renyi divergences computed by
 quadrature (a subsampled Gaussian, and the selected-Gaussian mechanism itself on a two-coordinate
 instance), for being an upper bound and not absurdly loose; then its shape (monotone in the order
-and in q, >= 0, the batch-level value at q = 1), the events, and the input checks. No test here is
+and in q, >= 0, the batch-level value at q = 1), the events, the input checks, and the calibration of
+sigma to a target (calibrate_noise_selected, epsilon_selection_limit). No test here is
 random: every number is deterministic.
 """
 from __future__ import annotations
@@ -248,6 +249,18 @@ def test_events_and_epsilon_of():
     (lambda: SelectedGaussian(1.0, 1, -1.0), r"^selection_epsilon must be in"),
     (lambda: PoissonSelectedGaussian(2.0, 1.0, 1, 1.0), r"^sampling_rate must be in"),
     (lambda: PoissonSelectedGaussian(0.1, 1.0, 1, 1.0, steps=0), r"^steps must be an integer"),
+    (lambda: sel.calibrate_noise_selected(0.0, 10, 1.0, 1e-5, 1, 1.0), r"^sampling_rate must be in \(0\.0, 1\.0\]"),
+    (lambda: sel.calibrate_noise_selected(0.1, 0, 1.0, 1e-5, 1, 1.0), r"^steps must be an integer in \[1, inf\)"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 0.0, 1e-5, 1, 1.0), r"^epsilon must be in \(0\.0, inf\)"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, float("nan"), 1e-5, 1, 1.0), r"^epsilon must be finite"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 1.0, 0.0, 1, 1.0), r"^delta must be in \(0\.0, 1\.0\)"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 1.0, 1e-5, 0, 1.0), r"^k must be an integer in \[1, inf\)"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 1.0, 1e-5, 1, -1.0), r"^selection_epsilon must be in \(0\.0, inf\)"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 1.0, 1e-5, 1, 1.0, rtol=0.0), r"^rtol must be in \[1e-12, 0\.1\]"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 1.0, 1e-5, 1, 1.0, rtol=0.5), r"^rtol must be in \[1e-12, 0\.1\]"),
+    (lambda: sel.calibrate_noise_selected(0.1, 10, 1.0, 1e-5, 1, 1.0, orders=[1.0, 2.0]), r"^orders must all be in"),
+    (lambda: sel.epsilon_selection_limit(0.1, 1, 0.0, 10, 1e-5), r"^selection_epsilon must be in \(0\.0, inf\)"),
+    (lambda: sel.epsilon_selection_limit(0.1, 1, 1.0, 10, 1e-5, orders=[]), r"^orders must contain at least one"),
 ])
 def test_bad_inputs_name_the_parameter(call, match):
     with pytest.raises(ValueError, match=match):
@@ -276,3 +289,61 @@ def test_prob_exact_top_k_against_peeling():
                 left.remove(j)
             total += p
         assert sel.prob_exact_top_k(u, k, b) == pytest.approx(total, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- calibration
+@pytest.mark.parametrize("q, T, target, k, eps_sel, rtol", [
+    (0.01, 1000, 3.0, 10, 1.0, sel.CALIBRATION_RTOL),
+    (0.2, 50, 6.0, 2, 0.5, 1e-3),
+    (0.2, 50, 6.0, 2, 0.5, 1e-12),
+    (1.0, 3, 8.0, 1, 1.0, sel.CALIBRATION_RTOL),
+])
+def test_calibrated_sigma_meets_the_target_and_is_the_smallest(q, T, target, k, eps_sel, rtol):
+    """epsilon(sigma) <= target (the returned end of the bracket is the feasible one) and
+    epsilon(sigma (1 - rtol)) > target (it is the smallest to within rtol)."""
+    s = sel.calibrate_noise_selected(q, T, target, 1e-5, k, eps_sel, rtol=rtol)
+    assert sel.epsilon_selected_gaussian(q, s, k, eps_sel, T, 1e-5)[0] <= target
+    assert sel.epsilon_selected_gaussian(q, s * (1 - rtol), k, eps_sel, T, 1e-5)[0] > target
+
+
+def test_calibration_example_numbers_and_explicit_orders():
+    """docs/selection.md: eps = 3 at q = 0.01, T = 1000, delta = 1e-5, k = 10, eps_sel = 1 needs sigma = 0.9290
+    (dense DP-SGD: 0.865); the selection alone spends 0.5121. Explicit orders are passed through."""
+    s = sel.calibrate_noise_selected(0.01, 1000, 3.0, 1e-5, 10, 1.0)
+    assert s == pytest.approx(0.92904, abs=1e-4)
+    assert s > dptheory.calibrate_noise(0.01, 1000, 3.0, 1e-5)
+    assert sel.epsilon_selection_limit(0.01, 10, 1.0, 1000, 1e-5) == (pytest.approx(0.51210, abs=1e-4), 25.0)
+    orders = np.arange(2.0, 33.0)
+    s_few = sel.calibrate_noise_selected(0.01, 1000, 3.0, 1e-5, 10, 1.0, orders=orders)
+    assert sel.epsilon_selected_gaussian(0.01, s_few, 10, 1.0, 1000, 1e-5, orders=orders)[0] <= 3.0
+    assert s_few >= s * (1 - 1e-7)   # fewer orders: never a smaller sigma
+
+
+@pytest.mark.parametrize("q, T, k, eps_sel", [(0.01, 1000, 10, 1.0), (0.2, 50, 2, 0.5), (1.0, 3, 1, 1.0)])
+def test_epsilon_is_decreasing_in_sigma_towards_the_selection_limit(q, T, k, eps_sel):
+    """What the bracketing search relies on: along sigma = 0.3 .. 3e4 epsilon strictly decreases and stays
+    above epsilon_selection_limit (its infimum), which it approaches."""
+    sigmas = np.geomspace(0.3, 3e4, 16)
+    eps = np.array([sel.epsilon_selected_gaussian(q, x, k, eps_sel, T, 1e-5)[0] for x in sigmas])
+    floor, _ = sel.epsilon_selection_limit(q, k, eps_sel, T, 1e-5)
+    assert np.all(np.diff(eps) < 0), np.diff(eps)
+    assert np.all(eps > floor)
+    assert eps[-1] - floor < 1e-5 * max(floor, 1.0)
+
+
+def test_unreachable_target_names_epsilon_and_the_selection_limit():
+    floor, _ = sel.epsilon_selection_limit(0.01, 10, 1.0, 1000, 1e-5)
+    for target in (floor, 0.99 * floor, 0.5):
+        with pytest.raises(ValueError, match=r"^epsilon=\S+ cannot be reached: the selection alone spends "
+                                             r"epsilon=0\.5121010\d* \(epsilon_selection_limit.*selection_epsilon"):
+            sel.calibrate_noise_selected(0.01, 1000, target, 1e-5, 10, 1.0)
+    # just above the limit is reachable, with a large sigma
+    s = sel.calibrate_noise_selected(0.01, 1000, floor * (1 + 1e-3), 1e-5, 10, 1.0)
+    assert s > 50.0 and sel.epsilon_selected_gaussian(0.01, s, 10, 1.0, 1000, 1e-5)[0] <= floor * (1 + 1e-3)
+
+
+def test_absurd_target_stops_at_the_smallest_sigma_tried():
+    """As accounting.calibrate_noise: a sigma in [2^-30, 2^-29) that meets the target is returned."""
+    s = sel.calibrate_noise_selected(1.0, 1, 1e20, 1e-5, 1, 1.0)
+    assert 2.0**-30 * (1 - 1e-12) <= s < 2.0**-29
+    assert sel.epsilon_selected_gaussian(1.0, s, 1, 1.0, 1, 1e-5)[0] <= 1e20

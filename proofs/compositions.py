@@ -60,6 +60,25 @@ def calibrate_noise_root(show):
     return _fine(show, "target met at sigma, missed at sigma (1 - 1e-5)", ok)
 
 
+@_composition("calibrate_noise_selected: the smallest sigma with epsilon_selected_gaussian <= target, "
+              "refused at or below epsilon_selection_limit", "selection.calibrate_noise_selected")
+def calibrate_noise_selected_root(show):
+    """epsilon_selected_gaussian at the returned sigma meets the target; at sigma (1 - 1e-5) it does not; a
+    target at the sigma -> inf limit raises."""
+    from dptheory.selection import calibrate_noise_selected, epsilon_selected_gaussian, epsilon_selection_limit
+    ok = True
+    for q, T, e, d, k, es in ((0.01, 1000, 3.0, 1e-5, 10, 1.0), (1.0, 3, 8.0, 1e-6, 1, 1.0)):
+        s = calibrate_noise_selected(q, T, e, d, k, es)
+        ok &= (epsilon_selected_gaussian(q, s, k, es, T, d)[0] <= e
+               < epsilon_selected_gaussian(q, s * (1 - 1e-5), k, es, T, d)[0])
+        try:
+            calibrate_noise_selected(q, T, epsilon_selection_limit(q, k, es, T, d)[0], d, k, es)
+            ok = False
+        except ValueError:
+            pass
+    return _fine(show, "target met at sigma, missed at sigma (1 - 1e-5); the limit refused", ok)
+
+
 @_composition("steps_per_epoch = max(1, round(1/q)); steps_for_epochs = epochs * steps_per_epoch",
               "accounting.steps_per_epoch", "accounting.steps_for_epochs")
 def steps_convention(show):

@@ -22,7 +22,8 @@ Sections and keys (every key optional unless marked; defaults in brackets)::
     [optimizer]  name [sgd]: sgd | momentum | nesterov | adam; lr [0.1]; momentum [0];
                  weight_decay [0]; schedule [constant]: constant | cosine | step | warmup_cosine.
     [privacy]    noise_multiplier [1.0, when no transform sets its own], or epsilon (> 0) that
-                 dptheory.calibrate_noise turns into one for this run's q and steps; delta [train's default min(1e-5, n^-1.1)];
+                 dptheory.calibrate_noise turns into one for this run's q and steps (with a private_top_k
+                 stage: dptheory.selection.calibrate_noise_selected); delta [train's default min(1e-5, n^-1.1)];
                  allow_non_private [false] (ablations and audits only).
     [training]   exactly one of epochs / steps [epochs = 10]; exactly one of batch_size /
                  sampling_rate [batch_size = 64]; sampling [poisson] | shuffle; record_every
@@ -342,10 +343,6 @@ def _noise_source(cfg) -> None:
         raise ValueError("privacy.epsilon with training.sampling = 'shuffle': the accountant's Poisson analysis "
                          "does not cover shuffled batches; use sampling = 'poisson', or give "
                          "privacy.noise_multiplier (the run then reports its epsilon as not valid)")
-    if priv["epsilon"] is not None and any(t["name"] == "private_top_k" for t in cfg["mechanism"]):
-        raise ValueError("privacy.epsilon with a private_top_k stage: calibration (dptheory.calibrate_noise) targets "
-                         "the subsampled Gaussian, not selection + Gaussian; give privacy.noise_multiplier and read "
-                         "the run's epsilon (dptheory.epsilon_selected_gaussian)")
     from_privacy = priv["noise_multiplier"] is not None or priv["epsilon"] is not None
     for key in ("mechanism", "switch_mechanism"):
         for i, t in enumerate(cfg[key] or ()):
@@ -443,12 +440,27 @@ def _calibrated(q, steps, epsilon, delta) -> float:
     return dptheory.calibrate_noise(q, steps, epsilon=epsilon, delta=delta)
 
 
+@functools.lru_cache(maxsize=256)
+def _calibrated_selected(q, steps, epsilon, delta, k, selection_epsilon) -> float:
+    """``dptheory.selection.calibrate_noise_selected`` (deterministic), remembered like :func:`_calibrated`;
+    an unreachable target raises naming ``privacy.epsilon``."""
+    from dptheory.selection import calibrate_noise_selected
+
+    try:
+        return calibrate_noise_selected(q, steps, epsilon, delta, k, selection_epsilon)
+    except ValueError as e:
+        raise ValueError(f"privacy.{e}") from None
+
+
 def build(config: dict):
     """``(model, dataset, chain, train_kwargs)`` of a config (validated first).
 
     With ``privacy.epsilon``, the noise multiplier is ``dptheory.calibrate_noise(q, T, epsilon,
-    delta)`` for this run's ``q`` and step count ``T`` (:func:`sims.train.run_length`).
+    delta)`` for this run's ``q`` and step count ``T`` (:func:`sims.train.run_length`), or, for a
+    chain with a ``private_top_k`` stage (event ``SelectedGaussian``),
+    ``dptheory.selection.calibrate_noise_selected(q, T, epsilon, delta, k, selection_epsilon)``.
     """
+    from dptheory.events import SelectedGaussian
     from sims.train import default_delta, run_length
 
     cfg = validate(config)
@@ -462,8 +474,14 @@ def build(config: dict):
     sigma = priv["noise_multiplier"]
     if priv["epsilon"] is not None:
         # the target is the chain's EFFECTIVE multiplier (stage sigma / declared sensitivity factors)
-        factor = 1.0 / _chain(cfg, 1.0).privacy.noise_multiplier
-        sigma = factor * _calibrated(q, steps, priv["epsilon"], delta)
+        desc = _chain(cfg, 1.0).privacy
+        factor = 1.0 / desc.noise_multiplier
+        ev = desc.event
+        if isinstance(ev, SelectedGaussian):
+            base = _calibrated_selected(q, steps, priv["epsilon"], delta, ev.k, ev.selection_epsilon)
+        else:
+            base = _calibrated(q, steps, priv["epsilon"], delta)
+        sigma = factor * base
     ch = _chain(cfg, sigma)
     opt = cfg["optimizer"]
     kw = dict(steps=tr["steps"], epochs=tr["epochs"], sampling_rate=tr["sampling_rate"], batch_size=tr["batch_size"],

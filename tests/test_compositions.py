@@ -52,6 +52,21 @@ def test_calibrate_noise_is_the_smallest_sigma_meeting_the_target(q, T, e):
     assert acc.epsilon(q, s * (1 - 1e-5), T, 1e-5)[0] > e
 
 
+@SLOW
+@given(q=st.floats(1e-3, 0.2), T=st.integers(10, 1000), e=st.floats(0.5, 8.0), k=st.integers(1, 100),
+       es=st.floats(0.05, 3.0))
+def test_calibrate_noise_selected_is_the_smallest_sigma_meeting_the_target(q, T, e, k, es):
+    from dptheory import selection as sel
+    floor = sel.epsilon_selection_limit(q, k, es, T, 1e-5)[0]
+    if e <= floor:
+        with pytest.raises(ValueError, match=r"^epsilon=.*cannot be reached.*selection_epsilon"):
+            sel.calibrate_noise_selected(q, T, e, 1e-5, k, es)
+        return
+    s = sel.calibrate_noise_selected(q, T, e, 1e-5, k, es)
+    assert sel.epsilon_selected_gaussian(q, s, k, es, T, 1e-5)[0] <= e
+    assert sel.epsilon_selected_gaussian(q, s * (1 - 1e-5), k, es, T, 1e-5)[0] > e
+
+
 def test_calibrate_noise_at_q1_classic_is_near_the_closed_form():
     """Continuous orders give the closed form; the order grid and its refinement are within 1e-6."""
     for T, e, d in ((1, 1.0, 1e-5), (100, 3.0, 1e-6)):

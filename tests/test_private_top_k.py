@@ -15,7 +15,13 @@ from scipy import stats
 
 import sims.mechanisms as mech
 from dptheory.events import SelectedGaussian
-from dptheory.selection import epsilon_selected_gaussian, gumbel_scale, prob_exact_top_k
+from dptheory.selection import (
+    calibrate_noise_selected,
+    epsilon_selected_gaussian,
+    epsilon_selection_limit,
+    gumbel_scale,
+    prob_exact_top_k,
+)
 from sims import config
 from sims.data import make_logistic
 from sims.measure import backprop_from_rows
@@ -252,13 +258,30 @@ def test_config_path(tmp_path):
                     '[[mechanism]]\nname = "gaussian_noise"\n'
                     '[privacy]\nnoise_multiplier = 1.0\ndelta = 1e-4\n[training]\nsteps = 20\nsampling_rate = 0.1\n')
     assert config.load(toml) == cfg
-    bad = {**_CFG, "privacy": {"epsilon": 2.0, "delta": 1e-4}}
-    with pytest.raises(ValueError, match=r"^privacy\.epsilon with a private_top_k stage"):
-        config.validate(bad)
     with pytest.raises(ValueError, match=r"mechanism\[1\]\.selection_epsilon must be in"):
         config.validate({**_CFG, "mechanism": [_CFG["mechanism"][0], {"name": "private_top_k", "k": 3,
                                                                     "selection_epsilon": -1},
                                                _CFG["mechanism"][2]]})
+
+
+def test_config_calibrates_sigma_to_privacy_epsilon():
+    """privacy.epsilon with a private_top_k stage: sigma = calibrate_noise_selected(q, T, eps, delta, k, eps_sel),
+    the run reports an epsilon <= the target; a target at or below the selection's own cost is refused,
+    naming privacy.epsilon and the limit."""
+    raw = {**_CFG, "privacy": {"epsilon": 4.0, "delta": 1e-4}}
+    config.validate(raw)
+    want = calibrate_noise_selected(0.1, 20, 4.0, 1e-4, 3, 1.0)
+    _, _, ch, _ = config.build(raw)
+    assert ch.privacy.event == SelectedGaussian(want, 3, 1.0)
+    rec = config.run(raw)
+    assert rec["private"] and rec["noise_multiplier"] == want
+    assert rec["epsilon"] == epsilon_selected_gaussian(0.1, want, 3, 1.0, 20, 1e-4)[0] <= 4.0
+    assert rec["epsilon"] == pytest.approx(4.0, rel=1e-6)
+    floor, _ = epsilon_selection_limit(0.1, 3, 1.0, 20, 1e-4)   # 1.10
+    with pytest.raises(ValueError, match=r"^privacy\.epsilon=1\.0 cannot be reached: the selection alone spends "
+                                         r"epsilon=1\.10\d* .*selection_epsilon"):
+        config.build({**_CFG, "privacy": {"epsilon": 1.0, "delta": 1e-4}})
+    assert floor > 1.0
 
 
 def test_docs_selection_blocks_run():

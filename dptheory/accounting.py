@@ -8,7 +8,8 @@ noise multiplier ``sigma`` (noise std divided by the L2 sensitivity), ``T`` step
 * :func:`epsilon` -- composed over ``T`` steps and optimised over the order; ``accountant="pld"``
   delegates to dp-accounting's privacy-loss-distribution accountant (optional dependency) through
   :func:`epsilon_pld`, which also returns the accuracy reached (the gap between two grids).
-* :func:`calibrate_noise` -- the smallest noise multiplier meeting an (eps, delta) target.
+* :func:`calibrate_noise` -- the smallest noise multiplier meeting an (eps, delta) target, by the
+  search :func:`calibrate_sigma` (shared with :func:`dptheory.selection.calibrate_noise_selected`).
 
 Typed privacy events (:class:`~dptheory.events.Gaussian`, :class:`~dptheory.events.PoissonGaussian`,
 :class:`~dptheory.events.NonPrivate`) and :func:`~dptheory.events.epsilon_of` live in
@@ -52,8 +53,9 @@ __all__ = [
     "steps_per_epoch",
     "steps_for_epochs",
 ]
-# epsilon_pld and pld_loss_scale are public too, but not yet in __all__: tests/test_proofs.py asks a
-# proofs entry (or a NOT_CLOSED_FORMS reason) of every name listed here, and proofs/ is not ours.
+# epsilon_pld, pld_loss_scale, calibrate_sigma and sigma_guess are public too, but not yet in __all__:
+# tests/test_proofs.py asks a proofs entry (or a NOT_CLOSED_FORMS reason) of every name listed here, and
+# proofs/ is not ours.
 
 #: default order grid {1 + x/10 : x = 1..99} U {12, ..., 63} (as in Opacus / dp-accounting).
 DEFAULT_ORDERS = np.concatenate([1.0 + np.arange(1, 100) / 10.0, np.arange(12, 64, dtype=float)])
@@ -984,10 +986,112 @@ def _root_bracketed(g, lo: float, g_lo: float, hi: float, g_hi: float, xtol: flo
     return hi
 
 
-def _sigma_guess(q: float, steps: int, target: float, delta: float) -> float:
-    """Start of the bracket search: eps ~ mu sqrt(2 log(1/delta)) with mu = q sqrt(T) / sigma
-    (the large-sigma behaviour of the subsampled Gaussian, Bu et al. 2020), clipped to [1/4, 2^40]."""
-    return min(max(q * math.sqrt(2.0 * steps * math.log(1.0 / delta)) / target, 0.25), 2.0**40)
+def sigma_guess(sampling_rate, steps, epsilon, delta) -> float:
+    r"""Start of the bracket search of :func:`calibrate_sigma`, clipped to :math:`[2^{-2}, 2^{40}]`:
+
+    .. math:: \sigma_0 = \frac{q\sqrt{2T\log(1/\delta)}}{\varepsilon}
+
+    (for large sigma the subsampled Gaussian composed ``T`` times is about mu-GDP with
+    :math:`\mu = q\sqrt{T}/\sigma`, and mu-GDP gives :math:`\varepsilon \approx \mu\sqrt{2\log(1/\delta)}`;
+    Bu, Dong, Long & Su 2020). Only the speed of the search depends on it.
+
+    Parameters
+    ----------
+    sampling_rate : float in (0, 1]
+    steps : int >= 1
+    epsilon : float > 0
+    delta : float in (0, 1)
+
+    Returns
+    -------
+    float
+    """
+    q, t = _check_q(sampling_rate), _check_steps(steps)
+    e = check_real("epsilon", epsilon, low=0.0, low_open=True)
+    d = _check_delta(delta)
+    return min(max(q * math.sqrt(2.0 * t * math.log(1.0 / d)) / e, 0.25), 2.0**40)
+
+
+def _unreachable(target: float) -> ValueError:
+    return ValueError(f"epsilon={target!r} cannot be reached with noise_multiplier <= 2**60")
+
+
+def calibrate_sigma(eps_of_sigma, target, sigma0, *, rtol=1e-7, error=None) -> float:
+    r"""Smallest sigma with ``eps_of_sigma(sigma) <= target``, for a non-increasing ``eps_of_sigma``.
+
+    The search shared by :func:`calibrate_noise` and
+    :func:`dptheory.selection.calibrate_noise_selected`. With
+    :math:`g(x) = \varepsilon(e^x) - \text{target}` on :math:`x = \log\sigma`:
+
+    1. bracket: from :math:`x_0 = \log\sigma_0`, step by :math:`\log 2` up while
+       :math:`g > 0` (raise ``error`` once :math:`\sigma > 2^{60}`), or down while :math:`g \le 0`
+       (return the last sigma meeting the target once :math:`\sigma < 2^{-30}`);
+    2. shrink the bracket :math:`[x_{lo}, x_{hi}]`, :math:`g(x_{lo}) > 0 \ge g(x_{hi})`, by Illinois
+       false position (Dowell & Jarratt 1971) until :math:`x_{hi} - x_{lo} \le` ``rtol``.
+
+    Returns :math:`\sigma_{hi} = e^{x_{hi}}`, an evaluated point meeting the target; every sigma at
+    or below :math:`\sigma_{hi} e^{-\mathrm{rtol}}` misses it when ``eps_of_sigma`` is non-increasing.
+
+    Parameters
+    ----------
+    eps_of_sigma : callable
+        ``eps_of_sigma(sigma) -> float``, non-increasing in sigma (a value may be ``inf``).
+    target : float > 0
+        The epsilon to meet.
+    sigma0 : float > 0
+        Where the bracket search starts (e.g. :func:`sigma_guess`); only the speed depends on it.
+    rtol : float in [1e-12, 0.1]
+        Width of the final bracket on log sigma (default 1e-7).
+    error : ValueError, optional
+        Raised when the target is missed at every sigma up to :math:`2^{60}` (default: one naming
+        ``epsilon`` and the bound).
+
+    Returns
+    -------
+    float
+        The noise multiplier, in :math:`[2^{-30}, 2^{60}]`.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter for an invalid argument, or ``error`` for an unreachable target.
+    """
+    if not callable(eps_of_sigma):
+        raise ValueError(f"eps_of_sigma must be a callable sigma -> epsilon, got {eps_of_sigma!r}")
+    target = check_real("target", target, low=0.0, low_open=True)
+    x0 = math.log(check_real("sigma0", sigma0, low=0.0, low_open=True))
+    tol = check_real("rtol", rtol, low=1e-12, high=0.1)
+
+    def g(log_sigma):
+        return eps_of_sigma(math.exp(log_sigma)) - target
+
+    bracket = _bracket_log_sigma(g, x0)
+    if bracket is None:
+        raise _unreachable(target) if error is None else error
+    if len(bracket) == 1:
+        return math.exp(bracket[0])
+    return math.exp(_root_bracketed(g, *bracket, tol))
+
+
+def _bracket_log_sigma(g, x0: float):
+    """``(lo, g_lo, hi, g_hi)`` with g(lo) > 0 >= g(hi), stepping log 2 from ``x0``; ``(hi,)`` when
+    g <= 0 still below sigma = 2^-30; None when g > 0 still above 2^60 (:func:`calibrate_sigma`)."""
+    step = math.log(2.0)
+    lo = hi = x0
+    g_lo = g_hi = g(hi)
+    if g_hi > 0:
+        while g_hi > 0:
+            lo, g_lo, hi = hi, g_hi, hi + step
+            if hi > math.log(2.0**60):
+                return None
+            g_hi = g(hi)
+    else:
+        while g_lo <= 0:
+            hi, g_hi, lo = lo, g_lo, lo - step
+            if lo < math.log(2.0**-30):
+                return (hi,)
+            g_lo = g(lo)
+    return lo, g_lo, hi, g_hi
 
 
 def calibrate_noise(sampling_rate, steps, epsilon, delta, *, accountant="rdp", conversion="balle"):
@@ -995,9 +1099,9 @@ def calibrate_noise(sampling_rate, steps, epsilon, delta, *, accountant="rdp", c
 
     epsilon is strictly decreasing in sigma (docs/theory.md §1.4), so the target is bracketed by
     doubling / halving sigma from the guess sigma0 = q sqrt(2 T log(1/delta)) / epsilon (clipped
-    to [1/4, 2^40]) and the crossing is found on log sigma by Illinois false position
-    (:func:`_root_bracketed`) to a relative tolerance of 1e-7 (the task asks for 1e-4). The
-    returned sigma is the upper end of the final bracket, so it always meets the target.
+    to [1/4, 2^40]; :func:`sigma_guess`) and the crossing is found on log sigma by Illinois false
+    position to a relative tolerance of 1e-7 (the task asks for 1e-4), by :func:`calibrate_sigma`.
+    The returned sigma is the upper end of the final bracket, so it always meets the target.
 
     Parameters
     ----------
@@ -1021,25 +1125,10 @@ def calibrate_noise(sampling_rate, steps, epsilon, delta, *, accountant="rdp", c
     check_choice("conversion", conversion, _CONVERSIONS)
     eps_fn = globals()["epsilon"]
 
-    def g(log_sigma):
-        return eps_fn(q, math.exp(log_sigma), t, d, accountant=accountant, conversion=conversion)[0] - target
+    def eps_of_sigma(sigma):
+        return eps_fn(q, sigma, t, d, accountant=accountant, conversion=conversion)[0]
 
-    step = math.log(2.0)
-    lo = hi = math.log(_sigma_guess(q, t, target, d))
-    g_lo = g_hi = g(hi)
-    if g_hi > 0:
-        while g_hi > 0:
-            lo, g_lo, hi = hi, g_hi, hi + step
-            if hi > math.log(2.0**60):
-                raise ValueError(f"epsilon={target!r} cannot be reached with noise_multiplier <= 2**60")
-            g_hi = g(hi)
-    else:
-        while g_lo <= 0:
-            hi, g_hi, lo = lo, g_lo, lo - step
-            if lo < math.log(2.0**-30):
-                return math.exp(hi)
-            g_lo = g(lo)
-    return math.exp(_root_bracketed(g, lo, g_lo, hi, g_hi, 1e-7))
+    return calibrate_sigma(eps_of_sigma, target, sigma_guess(q, t, target, d))
 
 
 def calibrate_noise_gaussian_closed_form(steps, epsilon, delta) -> float:

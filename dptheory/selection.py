@@ -56,7 +56,7 @@ import math
 import numpy as np
 from scipy import special
 
-from .accounting import _root_bracketed, _sigma_guess, check_orders, epsilon_from_rdp, rdp_gaussian
+from .accounting import calibrate_sigma, check_orders, epsilon_from_rdp, rdp_gaussian, sigma_guess
 from .validation import check_delta, check_finite_array, check_int, check_real
 
 __all__ = [
@@ -422,9 +422,9 @@ def calibrate_noise_selected(sampling_rate, steps, epsilon, delta, k, selection_
 
     Search: a target ``epsilon <= epsilon(inf)`` raises. Otherwise sigma is bracketed by doubling /
     halving from :math:`\sigma_0 = q\sqrt{2T\log(1/\delta)}/\varepsilon` (clipped to
-    :math:`[2^{-2}, 2^{40}]`) and the crossing found on :math:`\log\sigma` by Illinois false position
-    (:func:`dptheory.accounting._root_bracketed`, as :func:`dptheory.accounting.calibrate_noise`)
-    until the bracket :math:`[\sigma_{lo}, \sigma_{hi}]` has
+    :math:`[2^{-2}, 2^{40}]`; :func:`dptheory.accounting.sigma_guess`) and the crossing found on
+    :math:`\log\sigma` by Illinois false position (:func:`dptheory.accounting.calibrate_sigma`, the
+    search of :func:`dptheory.accounting.calibrate_noise`) until the bracket :math:`[\sigma_{lo}, \sigma_{hi}]` has
     :math:`\log(\sigma_{hi}/\sigma_{lo}) \le` ``rtol``. The returned sigma is :math:`\sigma_{hi}`,
     an evaluated point with :math:`\varepsilon(\sigma_{hi}) \le` ``epsilon``; :math:`\sigma_{lo} \ge
     \sigma_{hi}(1 - \mathrm{rtol})` was evaluated above the target, so (monotonicity) every
@@ -484,25 +484,11 @@ def calibrate_noise_selected(sampling_rate, steps, epsilon, delta, k, selection_
     if target <= floor:
         raise unreachable("")
 
-    def g(log_sigma):
-        return epsilon_selected_gaussian(q, math.exp(log_sigma), k, eps, t, d, orders=a)[0] - target
+    def eps_of_sigma(sigma):
+        return epsilon_selected_gaussian(q, sigma, k, eps, t, d, orders=a)[0]
 
-    step = math.log(2.0)
-    lo = hi = math.log(_sigma_guess(q, t, target, d))
-    g_lo = g_hi = g(hi)
-    if g_hi > 0:
-        while g_hi > 0:
-            lo, g_lo, hi = hi, g_hi, hi + step
-            if hi > math.log(2.0**60):
-                raise unreachable(" with noise_multiplier <= 2**60")
-            g_hi = g(hi)
-    else:
-        while g_lo <= 0:
-            hi, g_hi, lo = lo, g_lo, lo - step
-            if lo < math.log(2.0**-30):
-                return math.exp(hi)
-            g_lo = g(lo)
-    return math.exp(_root_bracketed(g, lo, g_lo, hi, g_hi, tol))
+    return calibrate_sigma(eps_of_sigma, target, sigma_guess(q, t, target, d), rtol=tol,
+                           error=unreachable(" with noise_multiplier <= 2**60"))
 
 
 def prob_exact_top_k(scores, k, scale) -> float:

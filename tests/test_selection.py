@@ -347,3 +347,62 @@ def test_absurd_target_stops_at_the_smallest_sigma_tried():
     s = sel.calibrate_noise_selected(1.0, 1, 1e20, 1e-5, 1, 1.0)
     assert 2.0**-30 * (1 - 1e-12) <= s < 2.0**-29
     assert sel.epsilon_selected_gaussian(1.0, s, 1, 1.0, 1, 1e-5)[0] <= 1e20
+
+
+# ----------------------------------------------------------------------------- the shared search
+# sigma returned by calibrate_noise / calibrate_noise_selected before their bracketing loops were factored
+# into dptheory.accounting.calibrate_sigma (recorded from commit a114525, as float.hex): the same
+# arithmetic in the same order, so the same bits.
+_DENSE_BEFORE = [
+    ((0.01, 1000, 3.0, 1e-5), {}, "0x1.baa5975bc6074p-1"),
+    ((0.01, 1000, 1.0, 1e-5), {"conversion": "classic"}, "0x1.c4e2b5b028e58p+0"),
+    ((1.0, 1, 1e20, 1e-5), {}, "0x1.0000000000034p-30"),
+    ((0.2, 10, 4.0, 1e-5), {}, "0x1.3b6598c4b72b9p+0"),
+    ((0.001, 10000, 0.5, 1e-6), {}, "0x1.5ba999ac0bf4bp+0"),
+]
+_SELECTED_BEFORE = [
+    ((0.01, 1000, 3.0, 1e-5, 10, 1.0), {}, "0x1.dbaac0a88eeddp-1"),
+    ((0.2, 10, 4.0, 1e-5, 2, 0.5), {}, "0x1.8cc83f8eba079p+0"),
+    ((1.0, 1, 1e20, 1e-5, 1, 1.0), {}, "0x1.0000000000034p-30"),
+    ((0.01, 1000, 1.0, 1e-5, 10, 0.1), {"rtol": 1e-3}, "0x1.ce5fb0019f7a8p+0"),
+    ((0.1, 20, 4.0, 1e-4, 3, 1.0), {}, "0x1.1cab89bd597d2p+0"),
+]
+
+
+@pytest.mark.parametrize("args, kw, before", _DENSE_BEFORE)
+def test_calibrate_noise_unchanged_by_the_shared_search(args, kw, before):
+    assert dptheory.calibrate_noise(*args, **kw) == float.fromhex(before)
+
+
+@pytest.mark.parametrize("args, kw, before", _SELECTED_BEFORE)
+def test_calibrate_noise_selected_unchanged_by_the_shared_search(args, kw, before):
+    assert sel.calibrate_noise_selected(*args, **kw) == float.fromhex(before)
+
+
+def test_calibrate_sigma_on_a_closed_form():
+    """eps(sigma) = 1/sigma: the smallest sigma meeting target 0.25 is 4, found to within rtol from either side
+    of the start; the returned end meets the target."""
+    from dptheory.accounting import calibrate_sigma
+
+    for start in (0.3, 4.0, 1e3):
+        for rtol in (1e-3, 1e-7, 1e-12):
+            s = calibrate_sigma(lambda x: 1.0 / x, 0.25, start, rtol=rtol)
+            assert 1.0 / s <= 0.25 and s <= 4.0 * math.exp(rtol) * (1 + 1e-15)
+
+
+def test_calibrate_sigma_unreachable_and_bad_inputs():
+    from dptheory.accounting import calibrate_sigma
+
+    with pytest.raises(ValueError, match=r"^epsilon=0\.5 cannot be reached with noise_multiplier <= 2\*\*60"):
+        calibrate_sigma(lambda x: 1.0, 0.5, 1.0)
+    with pytest.raises(ValueError, match=r"^mine$"):
+        calibrate_sigma(lambda x: 1.0, 0.5, 1.0, error=ValueError("mine"))
+    assert calibrate_sigma(lambda x: 0.0, 0.5, 1.0) < 2.0**-29
+    for call, match in [
+        (lambda: calibrate_sigma(3.0, 0.5, 1.0), r"^eps_of_sigma must be a callable"),
+        (lambda: calibrate_sigma(abs, 0.0, 1.0), r"^target must be in \(0\.0, inf\)"),
+        (lambda: calibrate_sigma(abs, 0.5, -1.0), r"^sigma0 must be in \(0\.0, inf\)"),
+        (lambda: calibrate_sigma(abs, 0.5, 1.0, rtol=1.0), r"^rtol must be in \[1e-12, 0\.1\]"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()

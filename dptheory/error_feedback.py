@@ -26,6 +26,12 @@ What was checked against the literature, and what is the project's own work:
   :func:`dptheory.convergence.error_feedback_bound` (Karimireddy et al. 2019, re-derived there)
   with the second moment of the privatised gradient, ``E||g + s z||^2 = E||g||^2 + d s^2``,
   ``s = sigma C/B`` (noise added BEFORE compression, so the compressor is post-processing).
+- DP EF21: :func:`dp_ef21_step_size` and :func:`dp_ef21_bound` are the project's derivation [D]
+  (EF21 on the noisy releases, with the noise carried through the Lyapunov recursion;
+  :func:`proofs.error_feedback.dp_ef21_lyapunov`). Only the structure (descent lemma, contraction,
+  Young, Lyapunov function, telescoping) follows the stochastic EF21 analyses (EF21-SGD of
+  Fatkhullin, Sokolov, Gorbunov, Li & Richtárik 2021, arXiv 2110.03294); their constants were not
+  read here and are not claimed.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ from .validation import (
 )
 
 __all__ = ["mem_sgd_lr", "mem_sgd_weight_sum", "mem_sgd_bound",
-           "ef21_parameters", "ef21_step_size", "ef21_bound", "dp_error_feedback_bound"]
+           "ef21_parameters", "ef21_step_size", "ef21_bound", "dp_error_feedback_bound",
+           "dp_ef21_step_size", "dp_ef21_bound"]
 
 
 def _shift(shift):
@@ -364,3 +371,165 @@ def dp_error_feedback_bound(delta_f, smoothness, steps, signal_second_moment, co
     dl = check_real_array("compressor_delta", compressor_delta, low=0.0, high=1.0, low_open=True)
     N = np.asarray(noise_energy(d, sigma, clip, batch))
     return error_feedback_bound(delta_f, smoothness, steps, G2 + N, dl)
+
+
+def _dp_ef21_constants(a):
+    """``(r, theta_hat, beta_hat, nu)`` of :func:`dp_ef21_bound` for ``alpha`` in (0, 1] (already validated)."""
+    r = np.sqrt(1.0 - a)                   # sqrt(1 - alpha)
+    theta = 1.0 - np.sqrt(r)               # 1 - (1 - alpha)^(1/4)
+    beta = r / theta
+    nu = r + 1.0 / (1.0 - r)
+    return r, theta, beta, nu
+
+
+def dp_ef21_step_size(alpha, smoothness):
+    """Largest step of :func:`dp_ef21_bound`: ``gamma_max = theta_hat/L``, ``theta_hat = 1 - (1 - alpha)^(1/4)`` [D].
+
+    This is EF21's ``gamma_max = 1/(L (1 + sqrt(beta_hat/theta_hat)))`` (:func:`ef21_step_size`)
+    with ``theta_hat = 1 - sqrt(r)``, ``beta_hat = r/theta_hat``, ``r = sqrt(1 - alpha)``: the
+    noise costs one more Young split, which replaces ``1 - alpha`` by ``r`` (see
+    :func:`dp_ef21_bound`; :func:`proofs.error_feedback.dp_ef21_lyapunov`). For top-k with
+    ``k << d`` it is ``~ k/(4 d L)``, half of EF21's ``~ k/(2 d L)``.
+
+    Parameters
+    ----------
+    alpha : float or array in (0, 1]
+        Compressor contraction parameter (top-k: ``k/d``).
+    smoothness : float or array > 0
+        ``L``.
+
+    Returns
+    -------
+    float or ndarray
+        ``gamma_max``; ``1/L`` at ``alpha = 1``.
+
+    Raises
+    ------
+    ValueError
+        For an argument out of range (naming it) or shapes that do not broadcast.
+    """
+    check_broadcast(alpha=alpha, smoothness=smoothness)
+    a = _alpha(alpha)
+    L = check_real_array("smoothness", smoothness, low=0.0, low_open=True)
+    _, theta, _, _ = _dp_ef21_constants(a)
+    return float_or_array(theta / L)
+
+
+def dp_ef21_bound(delta_f, smoothness, steps, alpha, d, sigma, clip, batch, lr=None, init_error=None,
+                  grad_variance=0.0):
+    """DP EF21 (EF21 on the noisy DP-SGD releases), smooth non-convex, constant step [D].
+
+    ``(1/T) sum_{t<T} E||grad f(x_t)||^2 <= 2 DeltaF/(gamma T) + H_0/(theta_hat T) + nu V_tot/theta_hat``
+
+    with ``r = sqrt(1 - alpha)``, ``theta_hat = 1 - sqrt(r) = 1 - (1 - alpha)^(1/4)``,
+    ``nu = r + 1/(1 - r)``, ``V_tot = V + d sigma^2 C^2/B^2`` (:func:`dptheory.noise_signal.noise_energy`
+    plus the sampling variance ``V``), any ``gamma <= gamma_max = theta_hat/L`` (:func:`dp_ef21_step_size`)
+    and ``H_0 = E||g_0 - grad f(x_0)||^2``. The minimum over ``t < T`` is below the average.
+    At ``alpha = 1`` (no compression) it reads ``2 DeltaF/(gamma T) + H_0/T + V_tot``, ``gamma <= 1/L``.
+
+    Algorithm (one node, as ``sims.mechanisms.error_feedback(top_k(k, "noisy"), "ef21")`` after
+    ``clip(C)`` and ``gaussian_noise(sigma)``, with plain SGD): the step-``t`` release
+    ``v_t = (sum_{i in batch} clip_C(grad f_i(x_t)) + N(0, sigma^2 C^2 I_d))/B``, then
+    ``g_t = g_{t-1} + Q(v_t - g_{t-1})`` from ``g_{-1} = 0`` and ``x_{t+1} = x_t - gamma g_t``.
+    Written from ``g_0 = Q(v_0)`` this is EF21's ``x_{t+1} = x_t - gamma g_t``,
+    ``g_{t+1} = g_t + Q(v_{t+1} - g_t)`` with the exact gradient replaced by ``v_{t+1}``.
+
+    Assumptions: ``f`` is ``L``-smooth and bounded below by ``f*``; ``Q`` is ``alpha``-contractive,
+    ``E||Q(y) - y||^2 <= (1 - alpha)||y||^2`` for every ``y`` (top-k: ``alpha = k/d``); the error
+    ``xi_t = v_t - grad f(x_t)`` has conditional mean zero given the past and ``x_t`` and
+    conditional second moment at most ``V_tot``. Mean zero needs NO clipping bias: ``C`` at least
+    every per-example gradient norm along the run (otherwise ``E v_t`` is the mean clipped gradient
+    and the bound does not apply as stated), and an unbiased batch (``B`` the batch size, or the
+    expected batch size ``q n`` under Poisson sampling). The Gaussian part is independent of the
+    sampling, so its ``d sigma^2 C^2/B^2`` adds to the sampling variance ``V`` (0 with the full
+    batch; with replacement ``V <= (1/(B n)) sum_i ||grad f_i - grad f||^2``).
+
+    Privacy: ``g_t`` and ``x_t`` are functions of the released ``v_0 .. v_t`` (and public
+    starting values) only, so the compressor, the EF21 state and the step are post-processing:
+    the run has exactly the privacy of the noisy releases, i.e. DP-SGD's with noise multiplier
+    ``sigma`` and the same sampling (:mod:`dptheory.accounting`).
+
+    Proof (:func:`proofs.error_feedback.dp_ef21_lyapunov`): the descent lemma with the biased
+    direction ``g_t``, ``f(x_{t+1}) <= f(x_t) - (gamma/2)||grad f(x_t)||^2 - (1/(2 gamma) - L/2) R_t
+    + (gamma/2) H_t`` (``R_t = ||x_{t+1} - x_t||^2``, ``H_t = ||g_t - grad f(x_t)||^2``); the new
+    error ``g_{t+1} - grad f(x_{t+1}) = (Q(y) - y) + xi_{t+1}``, ``y = a + xi_{t+1}``,
+    ``a = grad f(x_{t+1}) - g_t``, split by Young with ``1 + c = 1/r`` and the contraction, then
+    ``E||a + xi||^2 = ||a||^2 + E||xi||^2`` and Young with ``1 + s = 1/sqrt(r)`` on ``a``:
+    ``E H_{t+1} <= (1 - theta_hat) H_t + beta_hat L^2 R_t + nu V_tot``, ``beta_hat = r/theta_hat``.
+    With ``Phi_t = f(x_t) - f* + gamma/(2 theta_hat) H_t`` the ``H_t`` terms cancel, the ``R_t``
+    coefficient is ``<= 0`` for ``gamma <= theta_hat/L``, and telescoping from ``Phi_0`` gives the bound.
+    This split is the best of the family ``(1 + c)(1 - alpha) = p`` (``1 + s = 1/sqrt(p)``) for the
+    noise term as ``alpha -> 0``, where it is ``~ 8 V_tot/alpha^2``.
+
+    How close it is (tests/test_error_feedback_theory.py): at ``alpha = 1`` on ``f = (L/2)||x||^2``
+    with ``gamma = 1/L`` it is attained up to ``(T + 1)/(T - 1)`` (noise and sampling variance) and
+    exactly without noise. At ``alpha < 1`` the noise term is NOT nearly attained by any instance
+    found: the closest, the contractive ``Q(y) = y + sqrt(1-alpha)||y|| e_0`` on a quadratic, is
+    6.8x (``alpha = 0.9``) and 11.7x (``alpha = 0.5``) below it, a gap growing like ``4/alpha``; top-k
+    with isotropic noise is ~400x below it at ``alpha = 0.5``. Whether the ``1/alpha^2`` of
+    ``nu/theta_hat`` can be attained is open (not proved either way), so for ``alpha < 1`` its
+    constant is pinned by the proof entry, not by simulation.
+
+    Parameters
+    ----------
+    delta_f : float or array >= 0
+        ``DeltaF = f(x_0) - f*``.
+    smoothness : float or array > 0
+        ``L``.
+    steps : int or array >= 1
+        ``T``; the average is over ``x_0 .. x_{T-1}``.
+    alpha : float or array in (0, 1]
+        Compressor contraction parameter.
+    d : int or array >= 1
+        Dimension (the noise energy is ``d sigma^2 C^2/B^2``).
+    sigma : float or array >= 0
+        Noise multiplier.
+    clip : float or array > 0
+        Clipping norm ``C``.
+    batch : float or array > 0
+        (Expected) batch size ``B``.
+    lr : float or array in (0, gamma_max], optional
+        The step ``gamma``; defaults to ``gamma_max = theta_hat/L``.
+    init_error : float or array >= 0, optional
+        ``H_0 = E||g_0 - grad f(x_0)||^2``. The default is the simulator's start ``g_{-1} = 0``,
+        ``g_0 = Q(v_0)``, for which the same one-step split gives
+        ``H_0 <= r ||grad f(x_0)||^2 + nu V_tot <= 2 L r DeltaF + nu V_tot``
+        (``||grad f(x_0)||^2 <= 2 L DeltaF`` for an ``L``-smooth ``f`` bounded below). Pass
+        ``V_tot`` for ``g_0 = v_0``.
+    grad_variance : float or array >= 0, optional
+        ``V``, a bound on the conditional second moment of the sampling error of the (clipped)
+        mini-batch mean; 0 (full batch) by default.
+
+    Returns
+    -------
+    float or ndarray
+        The right-hand side above.
+
+    Raises
+    ------
+    ValueError
+        For an argument out of range (naming it), ``lr > gamma_max`` or shapes that do not broadcast.
+    """
+    check_broadcast(delta_f=delta_f, smoothness=smoothness, steps=steps, alpha=alpha, d=d, sigma=sigma, clip=clip,
+                    batch=batch, lr=0.0 if lr is None else lr, init_error=0.0 if init_error is None else init_error,
+                    grad_variance=grad_variance)
+    dF = check_real_array("delta_f", delta_f, low=0.0)
+    L = check_real_array("smoothness", smoothness, low=0.0, low_open=True)
+    T = check_int_array("steps", steps, low=1)
+    a = _alpha(alpha)
+    V = check_real_array("grad_variance", grad_variance, low=0.0)
+    Vtot = V + np.asarray(noise_energy(d, sigma, clip, batch))
+    r, theta, _, nu = _dp_ef21_constants(a)
+    gmax = theta / L
+    if lr is None:
+        gamma = gmax
+    else:
+        gamma = check_real_array("lr", lr, low=0.0, low_open=True)
+        if np.any(gamma > gmax * (1 + 1e-12)):
+            raise ValueError(f"lr must be in (0, gamma_max] with gamma_max = (1 - (1 - alpha)^(1/4))/L "
+                             f"= {gmax!r}, got lr={lr!r}")
+    if init_error is None:
+        H0 = 2.0 * L * r * dF + nu * Vtot
+    else:
+        H0 = check_real_array("init_error", init_error, low=0.0)
+    return float_or_array(2.0 * dF / (gamma * T) + H0 / (theta * T) + nu * Vtot / theta)

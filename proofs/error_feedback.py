@@ -185,3 +185,106 @@ def mem_sgd_unrolled(show):
                   (mem_sgd_lr(3, f[1], f[7]), eta.subs(sub | {t: 3}))]
     ok &= check_points(show, "mem_sgd_bound, mem_sgd_weight_sum, mem_sgd_lr", pairs, rtol=1e-12)
     return bool(ok)
+
+
+@derivation("DP EF21 [D]: Young twice + contraction + E||a + xi||^2 = ||a||^2 + V; Lyapunov step with the noise; telescoped",
+            covers=("error_feedback.dp_ef21_step_size", "error_feedback.dp_ef21_bound"))
+def dp_ef21_lyapunov(show):
+    """EF21 on noisy releases v = grad f + xi: the error recursion with the noise term, the Lyapunov step,
+    telescoping from Phi_0, the default H_0 of the start g_{-1} = 0; then the two functions (rtol 1e-12)."""
+    from dptheory.error_feedback import dp_ef21_bound, dp_ef21_step_size
+    ok = True
+    # (1) Young: (1+c)u^2 + (1+1/c)w^2 - (u+w)^2 is a square, for every c > 0.
+    c, u, w = sp.symbols("c u w", positive=True)
+    ok &= sp.simplify((1 + c) * u ** 2 + (1 + 1 / c) * w ** 2 - (u + w) ** 2
+                      - (sp.sqrt(c) * u - w / sp.sqrt(c)) ** 2) == 0
+    # (2) the new error g_{t+1} - grad f(x_{t+1}) = (Q(y) - y) + xi, y = a + xi, a = grad f(x_{t+1}) - g_t.
+    #     Young with c, then E||Q(y) - y||^2 <= (1-alpha)||y||^2:
+    #     H_{t+1} <= (1+c)(1-alpha) E||a + xi||^2 + (1+1/c) E||xi||^2.  Pick (1+c)(1-alpha) = r = sqrt(1-alpha).
+    q = sp.Symbol("q", positive=True)          # q = (1 - alpha)^(1/4) in [0, 1): rational algebra in q
+    r = q ** 2                                 # r = sqrt(1 - alpha)
+    alpha = 1 - r ** 2
+    c_star = sp.solve(sp.Eq((1 + c) * (1 - alpha), r), c)
+    show("c with (1+c)(1-alpha) = sqrt(1-alpha)", sp.Tuple(*c_star))
+    ok &= len(c_star) == 1
+    cs = c_star[0]
+    # (3) E||a + xi||^2 = ||a||^2 + E||xi||^2: xi has conditional mean zero given a (a is fixed before xi is drawn);
+    #     for the Gaussian part s z, the integral per coordinate (d = 3, symbolic a):
+    z = sp.Symbol("z", real=True)
+    sd = sp.Symbol("s", positive=True)
+    per = [sp.simplify(sp.integrate((ai + sd * z) ** 2 * normal_pdf(z), (z, -sp.oo, sp.oo))) for ai in _A]
+    show("sum_i E(a_i + s z_i)^2, z ~ N(0, I_3)", sp.Add(*per))
+    ok &= sp.expand(sp.Add(*per) - _dot(_A, _A) - 3 * sd ** 2) == 0
+    V, Ht, Rt, L, gam = sp.symbols("V H_t R_t L gamma", positive=True)
+    s = sp.Symbol("s_y", positive=True)        # Young on a = (grad f(x_t) - g_t) + (grad f(x_{t+1}) - grad f(x_t))
+    a2 = (1 + s) * Ht + (1 + 1 / s) * L ** 2 * Rt   # ||a||^2 <= (1+s) H_t + (1+1/s) L^2 R_t
+    Hnext = sp.expand(r * (a2 + V) + (1 + 1 / cs) * V)
+    s_star = sp.solve(sp.Eq(r * (1 + s), q), s)   # contraction factor r(1+s) = sqrt(r)
+    show("s with r(1+s) = sqrt(r)", sp.Tuple(*s_star))
+    ok &= len(s_star) == 1
+    Hnext = sp.simplify(Hnext.subs(s, s_star[0]))
+    one_m_theta = sp.simplify(sp.diff(Hnext, Ht))
+    beta_L2 = sp.simplify(sp.diff(Hnext, Rt))
+    nu = sp.simplify(sp.diff(Hnext, V))
+    show("E H_{t+1} <= (1 - theta_hat) H_t + beta_hat L^2 R_t + nu V", Hnext)
+    theta = 1 - q                              # 1 - sqrt(r) = 1 - (1 - alpha)^(1/4)
+    ok &= sp.simplify(one_m_theta - (1 - theta)) == 0
+    ok &= sp.simplify(beta_L2 - r / theta * L ** 2) == 0
+    ok &= sp.simplify(nu - (r + 1 / (1 - r))) == 0
+    beta = r / theta
+    # (4) descent lemma with the biased direction g_t (exact algebra at d = 3), as in ef21_lyapunov
+    lhs = -gam * _dot(_A, _G) + L * gam ** 2 / 2 * _dot(_G, _G)
+    diff = [gi - ai for gi, ai in zip(_G, _A)]
+    rhs = -gam / 2 * _dot(_A, _A) - (1 / (2 * gam) - L / 2) * gam ** 2 * _dot(_G, _G) + gam / 2 * _dot(diff, diff)
+    ok &= sp.expand(lhs - rhs) == 0
+    # (5) Lyapunov Phi_t = f(x_t) - f* + gamma/(2 theta_hat) H_t: one step
+    g2 = sp.Symbol("g2", positive=True)        # ||grad f(x_t)||^2
+    step = (-gam / 2 * g2 - (1 / (2 * gam) - L / 2) * Rt + gam / 2 * Ht
+            + gam / (2 * theta) * (Hnext - Ht))
+    cH = sp.simplify(sp.diff(step, Ht))
+    cR = sp.simplify(sp.diff(step, Rt))
+    cV = sp.simplify(sp.diff(step, V))
+    show("coefficient of H_t in Phi_{t+1} - Phi_t", cH)
+    ok &= cH == 0
+    gmax = theta / L
+    rho = q / (1 - q)                          # sqrt(beta_hat/theta_hat) (> 0 for q in (0, 1))
+    ok &= sp.simplify(rho ** 2 - beta / theta) == 0
+    ok &= sp.simplify(gmax - 1 / (L * (1 + rho))) == 0          # EF21's form 1/(L(1 + sqrt(beta/theta)))
+    at_max = sp.simplify(cR.subs(gam, gmax))
+    show("coefficient of R_t at gamma_max = theta_hat/L", at_max)
+    ok &= sp.simplify(at_max + L * q / 2) == 0                        # = -(L/2) sqrt(r) <= 0
+    ok &= bool(sp.simplify(sp.diff(cR, gam) - (1 / (2 * gam ** 2) + beta * L ** 2 / (2 * theta))) == 0)  # increasing
+    show("noise per step (coefficient of V)", cV)
+    ok &= sp.simplify(cV - gam * nu / (2 * theta)) == 0
+    # (6) telescoping: (gamma/2) g2_t <= Phi_t - Phi_{t+1} + gamma nu V/(2 theta), Phi_0 = DeltaF + gamma H_0/(2 theta)
+    T, dF, H0 = sp.symbols("T DeltaF H_0", positive=True)
+    _, avg = telescoped_average(gam / 2, gam * nu * V / (2 * theta), T, dF + gam * H0 / (2 * theta))
+    avg = sp.expand(avg)
+    show("(1/T) sum_{t<T} E||grad f(x_t)||^2 <=", avg)
+    bound = 2 * dF / (gam * T) + H0 / (theta * T) + nu * V / theta
+    ok &= sp.simplify(avg - bound) == 0
+    # (7) default H_0 (g_{-1} = 0, g_0 = Q(v_0)): step (2) with a = grad f(x_0), no drift: r ||grad f(x_0)||^2 + nu V;
+    #     ||grad f(x_0)||^2 <= 2 L DeltaF from the descent lemma at g = grad f, gamma = 1/L: f drops by ||grad f||^2/(2L).
+    ok &= sp.simplify(sp.expand(lhs.subs(dict(zip(_G, _A))).subs(gam, 1 / L)) + _dot(_A, _A) / (2 * L)) == 0
+    H0_default = 2 * L * r * dF + nu * V
+    # (8) no compression (alpha = 1, r -> 0): 2 DeltaF/(gamma T) + H_0/T + V with gamma <= 1/L
+    ok &= sp.simplify(sp.limit(bound, q, 0, "+") - (2 * dF / (gam * T) + H0 / T + V)) == 0
+    ok &= sp.limit(gmax, q, 0, "+") == 1 / L
+    # (9) numbers: V = V_s + d sigma^2 C^2/B^2
+    pairs = []
+    for a_, L_, T_, dF_, d_, sig_, C_, B_, Vs_, H0_, frac in (
+            (0.1, 1.0, 100, 2.0, 10, 1.0, 1.0, 8.0, 0.0, None, 1.0),
+            (0.5, 3.0, 7, 0.25, 100, 1.5, 2.0, 64.0, 0.3, 1.5, 0.5),
+            (1.0, 0.2, 1000, 5.0, 1, 0.0, 1.0, 1.0, 0.1, None, 1.0),
+            (0.01, 2.0, 50000, 1.0, 1000, 0.8, 0.5, 256.0, 0.0, 0.0, 0.25)):
+        qv = (1 - sp.nsimplify(a_)) ** sp.Rational(1, 4)
+        Vtot = sp.nsimplify(Vs_) + d_ * (sp.nsimplify(sig_) * sp.nsimplify(C_) / sp.nsimplify(B_)) ** 2
+        sub = {q: qv, L: sp.nsimplify(L_), T: T_, dF: sp.nsimplify(dF_), V: Vtot}
+        gm = gmax.subs(sub)
+        h0 = H0_default.subs(sub) if H0_ is None else sp.nsimplify(H0_)
+        want = bound.subs(sub).subs({gam: gm * sp.nsimplify(frac), H0: h0})
+        got = dp_ef21_bound(dF_, L_, T_, a_, d_, sig_, C_, B_, lr=None if frac == 1.0 else frac * float(gm),
+                            init_error=H0_, grad_variance=Vs_)
+        pairs += [(got, want), (dp_ef21_step_size(a_, L_), gm)]
+    ok &= check_points(show, "dp_ef21_bound, dp_ef21_step_size", pairs, rtol=1e-12)
+    return bool(ok)

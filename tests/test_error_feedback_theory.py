@@ -169,6 +169,172 @@ def test_dp_error_feedback_bound_holds_and_is_within_2_5():
     assert m - thr * se >= 1 / 2.5, (m, se)
 
 
+# ----------------------------------------------------------------------------- DP EF21
+def _fixed_direction(r):
+    """An alpha-contractive compressor (r = sqrt(1 - alpha)) that is NOT top-k: Q(y) = y + r||y|| e_0, so
+    ||Q(y) - y||^2 = (1 - alpha)||y||^2 exactly. Its error always points along e_0: a persistent bias."""
+    def q(y):
+        out = y.copy()
+        out[:, 0] += r * np.linalg.norm(y, axis=1)
+        return out
+    return q
+
+
+def _dp_ef21_run(h, X0, gam, compress, T, sigma, C, B, rng, offsets=None):
+    """DP EF21 as the simulator's chain clip(C) -> gaussian_noise(sigma) -> error_feedback(Q, "ef21"), plain SGD:
+    per-example gradients h*x + c_i on f = (1/2) sum_j h_j x_j^2 (the c_i sum to zero; a batch of B drawn with
+    replacement, or B copies of h*x when offsets is None), clipped at C, summed, plus N(0, sigma^2 C^2 I), / B;
+    g <- g + Q(v - g) from g = 0, x <- x - gam g. Vectorised over the rows of X0 (independent runs).
+    Returns (||grad f(x_t)||^2 for t < T, largest per-example gradient norm seen)."""
+    X, G = X0.copy(), np.zeros_like(X0)
+    out = np.empty((X0.shape[0], T))
+    max_norm = 0.0
+    for t in range(T):
+        grad = h * X
+        out[:, t] = np.sum(grad ** 2, axis=1)
+        if offsets is None:
+            per = grad[:, None, :]                                       # all B examples alike
+        else:
+            idx = rng.integers(0, offsets.shape[0], size=(X.shape[0], B))
+            per = grad[:, None, :] + offsets[idx]
+        norms = np.linalg.norm(per, axis=2, keepdims=True)
+        max_norm = max(max_norm, float(norms.max()))
+        clipped = per * np.minimum(1.0, C / np.maximum(norms, 1e-300))
+        total = clipped.sum(axis=1) * (B if offsets is None else 1)
+        v = (total + sigma * C * rng.standard_normal(X.shape)) / B
+        G = G + compress(v - G)
+        X = X - gam * G
+    return out, max_norm
+
+
+def _holds_within(bound, m, se, K, thr):
+    """measured <= bound and bound <= K measured, each with a one-sided t margin: m + thr se <= bound <= K (m - thr se)."""
+    return bool(m + thr * se <= bound <= K * (m - thr * se))
+
+
+def test_dp_ef21_bound_is_attained_without_compression_and_noise():
+    """alpha = 1, sigma = 0, V = 0: DP EF21 is gradient descent with gamma = 1/L, and on f = (L/2)||x||^2 with
+    g_0 = grad f(x_0) the average is ||grad f(x_0)||^2/T = 2 L DeltaF/T, EXACTLY the bound (it then equals
+    ef21_bound). K = 1 + 1e-9; the bound divided or multiplied by 1.5 fails. Deterministic."""
+    L, d, T = 2.0, 6, 40
+    x0 = np.random.default_rng(3).standard_normal(d) * 0.1
+    gam = ef.dp_ef21_step_size(1.0, L)
+    assert gam == pytest.approx(1 / L, rel=1e-15)
+    meas, _ = _dp_ef21_run(np.full(d, L), x0[None], gam, lambda y: y, T, 0.0, 10.0, 5, np.random.default_rng(0))
+    meas = float(meas.mean())
+    bound = ef.dp_ef21_bound(L * x0 @ x0 / 2, L, T, 1.0, d, 0.0, 10.0, 5)
+    assert bound == pytest.approx(ef.ef21_bound(L * x0 @ x0 / 2, L, T, 1.0), rel=1e-14)
+    for b, expect in ((bound, True), (bound / 1.5, False), (bound * 1.5, False)):
+        assert (meas <= b * (1 + 1e-12) and b <= (1 + 1e-9) * meas) == expect, (b, meas)
+
+
+def test_dp_ef21_noise_term_is_attained_without_compression():
+    """alpha = 1 (top-d), gamma = 1/L on f = (L/2)||x||^2 (L = 1, d = 100): x_{t+1} = -xi_t/L, so
+    E||grad f(x_t)||^2 = V_tot = V + d sigma^2 C^2/B^2 for t >= 1, and the bound (default H_0 = V_tot at
+    alpha = 1) exceeds the expected average by exactly 2 V_tot/T: ratio (a + (T+1) V_tot)/(a + (T-1) V_tot),
+    a = ||grad f(x_0)||^2. Here sigma = 0.4, C = 1, B = 10 (N = 0.16) and per-example offsets c_i of norm 0.6
+    drawn with replacement (sampling variance V = 0.036, 18 % of V_tot), T = 50, 256 runs; clipping is never
+    active (checked), so the privatised gradient is unbiased.
+
+    - measured <= bound and bound <= K measured with K = 1.07 (measured ratio 1.043);
+    - mutations fail: the bound / 1.5, the bound with the noise energy 1.5 x too large, and the bound
+      without the sampling variance V (then it is BELOW the measured average).
+    One-sided Student-t margins on 255 dof, four checks, false-failure probability <= 1e-7."""
+    d, L, T, R, n = 100, 1.0, 50, 256, 64
+    sigma, C, B = 0.4, 1.0, 10
+    rng = np.random.default_rng(2025)
+    c = rng.standard_normal((n, d))
+    c -= c.mean(axis=0)
+    c *= 0.6 / np.linalg.norm(c, axis=1, keepdims=True)
+    c -= c.mean(axis=0)                                   # mean exactly zero again (norms stay ~0.6)
+    V = float(np.mean(np.sum(c ** 2, axis=1))) / B       # E||mean of B draws with replacement||^2
+    N = noise_energy(d, sigma, C, B)
+    x0 = np.zeros(d); x0[0] = 0.3
+    gam = ef.dp_ef21_step_size(1.0, L)
+    g2, max_norm = _dp_ef21_run(np.full(d, L), np.tile(x0, (R, 1)), gam, lambda y: y, T, sigma, C, B, rng,
+                                offsets=c)
+    assert max_norm < C
+    m, se = _mean_se(g2.mean(axis=1))
+    thr = _t(R - 1, 4)
+    dF = 0.5 * L * x0 @ x0
+    bound = ef.dp_ef21_bound(dF, L, T, 1.0, d, sigma, C, B, grad_variance=V)
+    a0 = L ** 2 * x0 @ x0
+    assert bound == pytest.approx((a0 + (T + 1) * (V + N)) / T, rel=1e-12)
+    assert _holds_within(bound, m, se, 1.07, thr), (m, se, bound, bound / m)
+    assert not _holds_within(bound / 1.5, m, se, 1.07, thr)
+    assert not _holds_within(ef.dp_ef21_bound(dF, L, T, 1.0, d, sigma * math.sqrt(1.5), C, B, grad_variance=V),
+                             m, se, 1.07, thr)
+    assert not _holds_within(ef.dp_ef21_bound(dF, L, T, 1.0, d, sigma, C, B), m, se, 1.07, thr)
+
+
+def test_dp_ef21_delta_f_term_within_two_on_one_sparse_gradients():
+    """Top-1 in d = 10 (alpha = 0.1, gamma_max L = 1 - 0.9^(1/4) = 0.026), sigma = 0, g_0 = grad f(x_0) on
+    f = (L/2) x_0^2: every v - g is 1-sparse, so DP EF21 is gradient descent with gamma_max and the bound
+    2 DeltaF/(gamma T) is (2 - gamma L)/(1 - (1 - gamma L)^(2T)) times the average (measured 1.974). K = 2:
+    a DeltaF term 1.5x too large gives 2.96 and fails (the alpha = 1 tests catch one 1.5x too small). Deterministic."""
+    L, d, T, k = 1.0, 10, 4000, 1
+    h = np.zeros(d); h[0] = L
+    x0 = np.zeros(d); x0[0] = 3.0
+    gam = ef.dp_ef21_step_size(k / d, L)
+    assert gam * L == pytest.approx(1 - 0.9 ** 0.25, rel=1e-14)
+    X, G, out = x0.copy(), h * x0, []
+    for _ in range(T):                                    # g_0 = grad f(x_0): the paper's start
+        out.append(float(np.sum((h * X) ** 2)))
+        X = X - gam * G
+        G = G + _top_k(h * X - G, k)
+    meas = float(np.mean(out))
+    bound = ef.dp_ef21_bound(L * x0[0] ** 2 / 2, L, T, k / d, d, 0.0, 1.0, 1, init_error=0.0)
+    ratio = bound / meas
+    assert 1.0 <= ratio <= 2.0, ratio
+    assert ratio == pytest.approx((2 - gam * L) / (1 - (1 - gam * L) ** (2 * T)), rel=1e-9)
+    assert not 1.0 <= 1.5 * ratio <= 2.0
+
+
+@pytest.mark.parametrize("alpha, K", [(0.9, 10.0), (0.5, 17.0)])
+def test_dp_ef21_noise_term_with_compression_fixed_direction_compressor(alpha, K):
+    """alpha < 1: the closest instance found. The alpha-contractive Q(y) = y + sqrt(1-alpha)||y|| e_0 biases g
+    persistently along e_0, so x settles where grad f = -bias and E||grad f||^2 ~ 2(1-alpha) V_tot/alpha,
+    against the bound's ~ 8 V_tot/alpha^2 for small alpha. f = (L/2)||x||^2, d = 10, isotropic DP noise
+    (sigma = 1, C = 1, B = 10, N = 0.1), x_0 = 0, gamma = gamma_max, T = 100/(gamma L), 32 runs, clipping
+    inactive (checked). Measured bound/average: 6.8 at alpha = 0.9, 11.7 at alpha = 0.5 (it grows like
+    4/alpha: no instance near the bound is known for alpha < 1, and the Young splits give ~1/alpha^2,
+    so a 1.5x error in the alpha-dependent constant nu/theta_hat is NOT detectable here; the proof entry
+    pins it). K = 10 and 17 (1.5x the measured ratios) catch a bound that became 1.5x looser.
+    One-sided t on 31 dof, two checks, false-failure probability <= 1e-7."""
+    d, L, R = 10, 1.0, 32
+    sigma, C, B = 1.0, 1.0, 10
+    gam = ef.dp_ef21_step_size(alpha, L)
+    T = int(100 / (gam * L))
+    rng = np.random.default_rng(int(alpha * 100))
+    g2, max_norm = _dp_ef21_run(np.full(d, L), np.zeros((R, d)), gam, _fixed_direction(math.sqrt(1 - alpha)), T,
+                                sigma, C, B, rng)
+    assert max_norm < C
+    m, se = _mean_se(g2.mean(axis=1))
+    bound = ef.dp_ef21_bound(0.0, L, T, alpha, d, sigma, C, B)
+    assert _holds_within(bound, m, se, K, _t(R - 1, 2)), (m, se, bound / m)
+
+
+def test_dp_ef21_bound_holds_with_top_k_far_from_tight():
+    """The simulator's compressor: top-k of v - g (k = 5 in d = 10, alpha = 0.5), isotropic DP noise (sigma = 1,
+    C = 1, B = 10), diagonal quadratic with eigenvalues in [0.1 L, L], x_0 with ||grad f(x_0)|| = 0.5,
+    gamma = gamma_max, T = 2000, 32 runs, clipping inactive (checked). The average is below the bound, but
+    FAR below: measured bound/average = 413 (top-k refreshes the noise on only k coordinates per step,
+    while the bound covers any alpha-contractive Q, e.g. the fixed-direction one above). K = 600 only
+    catches a much looser bound. One-sided t on 31 dof, two checks, false failure <= 1e-7."""
+    d, k, L, R, T = 10, 5, 1.0, 32, 2000
+    sigma, C, B = 1.0, 1.0, 10
+    rng = np.random.default_rng(77)
+    h = L * np.concatenate([[1.0], rng.uniform(0.1, 1.0, d - 1)])
+    x0 = rng.standard_normal(d)
+    x0 *= 0.5 / np.linalg.norm(h * x0)
+    gam = ef.dp_ef21_step_size(k / d, L)
+    g2, max_norm = _dp_ef21_run(h, np.tile(x0, (R, 1)), gam, lambda y: _top_k(y, k), T, sigma, C, B, rng)
+    assert max_norm < C
+    m, se = _mean_se(g2.mean(axis=1))
+    bound = ef.dp_ef21_bound(0.5 * float(np.sum(h * x0 ** 2)), L, T, k / d, d, sigma, C, B)
+    assert _holds_within(bound, m, se, 600.0, _t(R - 1, 2)), (m, se, bound / m)
+
+
 # ----------------------------------------------------------------------------- memory SGD (Stich et al.)
 def test_mem_sgd_bound_holds_far_from_tight():
     """MEM-SGD with top-1 in d = 10 on f_i(x) = (mu/2)||x||^2 + <xi_i, x>, xi ~ N(0, I) (L = mu = 1),
@@ -219,6 +385,19 @@ def test_mem_sgd_bound_holds_far_from_tight():
     (lambda: ef.dp_error_feedback_bound(1.0, 1.0, 10, -1.0, 0.5, 10, 1.0, 1.0, 8), "signal_second_moment"),
     (lambda: ef.dp_error_feedback_bound(1.0, 1.0, 10, 1.0, 0.5, 0, 1.0, 1.0, 8), "d"),
     (lambda: ef.dp_error_feedback_bound(1.0, 1.0, 10, 1.0, 0.5, 10, 1.0, 0.0, 8), "clip"),
+    (lambda: ef.dp_ef21_step_size(0.0, 1.0), "alpha"),
+    (lambda: ef.dp_ef21_step_size(0.5, 0.0), "smoothness"),
+    (lambda: ef.dp_ef21_bound(-1.0, 1.0, 10, 0.5, 10, 1.0, 1.0, 8), "delta_f"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 0, 0.5, 10, 1.0, 1.0, 8), "steps"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 1.5, 10, 1.0, 1.0, 8), "alpha"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 0, 1.0, 1.0, 8), "d"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, -1.0, 1.0, 8), "sigma"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, 1.0, 0.0, 8), "clip"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, 1.0, 1.0, 0), "batch"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, 1.0, 1.0, 8, lr=0.2), "lr"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, 1.0, 1.0, 8, init_error=-1.0), "init_error"),
+    (lambda: ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, 1.0, 1.0, 8, grad_variance=-1.0), "grad_variance"),
+    (lambda: ef.dp_ef21_bound([1.0, 2.0], 1.0, [10, 20, 30], 0.5, 10, 1.0, 1.0, 8), "delta_f and steps"),
     (lambda: ef.mem_sgd_lr(-1, 1.0, 2.0), "t"),
     (lambda: ef.mem_sgd_lr(0, 1.0, 1.0), "shift"),
     (lambda: ef.mem_sgd_weight_sum(0, 2.0), "steps"),
@@ -239,6 +418,11 @@ def test_vectorised_and_scalar_outputs():
     th, be = ef.ef21_parameters(np.array([0.25, 1.0]))
     assert th == pytest.approx([0.5 * (2 - math.sqrt(3)), 1.0]) and be[1] == 0.0
     assert ef.mem_sgd_bound([100, 1000], 1.0, 1.0, 1.0, 1, 10, 0.0, 70.0, 5.0).shape == (2,)
+    assert isinstance(ef.dp_ef21_bound(1.0, 1.0, 10, 0.5, 10, 1.0, 1.0, 8), float)
+    arr = ef.dp_ef21_bound(1.0, 1.0, [10, 20], [0.5, 1.0], 10, 1.0, 1.0, 8)
+    assert arr.shape == (2,)
+    assert arr[1] == pytest.approx(2.0 / 20 + 10 / 64 / 20 + 10 / 64)   # alpha = 1: gamma = 1/L, H_0 = V_tot
+    assert ef.dp_ef21_step_size(np.array([0.5, 1.0]), 2.0) == pytest.approx([(1 - 0.5 ** 0.25) / 2, 0.5])
 
 
 def test_ef21_needs_a_step_condition_and_the_stated_one_is_conservative():

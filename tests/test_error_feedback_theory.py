@@ -1,4 +1,7 @@
-"""dptheory.error_feedback against plain-NumPy simulations of each algorithm (docs/error_feedback.md).
+"""dptheory.error_feedback against plain-NumPy simulations of each algorithm (docs/error_feedback.md), and
+DP EF21 against the simulator itself: the NumPy DP EF21 update is checked step by step against the chain
+clip -> gaussian_noise -> error_feedback(top_k(k, "noisy"), "ef21") run by sims.step.dpsgd_step, and two of
+its instances are re-run by the simulator (dpsgd_step on sims.models.linear_regression; sims.train.train).
 
 Each bound is checked two ways: the simulated quantity is below it, and it is within a stated
 factor K of the simulated quantity on an instance chosen to come close to it (quadratics,
@@ -6,6 +9,7 @@ factor K of the simulated quantity on an instance chosen to come close to it (qu
 false-failure probability (one-sided Student-t, total <= 1e-7 per test).
 """
 import math
+import types
 
 import numpy as np
 import pytest
@@ -14,6 +18,13 @@ from scipy import stats
 from dptheory import error_feedback as ef
 from dptheory.convergence import error_feedback_bound
 from dptheory.noise_signal import contraction_top_k, noise_energy
+from sims.mechanisms import InitContext, StepContext, chain, clip, error_feedback, gaussian_noise, top_k
+from sims.models import Backprop, Layout, gradient, linear_regression
+from sims.noise import standard_normal
+from sims.optim import sgd
+from sims.rng import derive_seed
+from sims.step import dpsgd_step, step_context
+from sims.train import train
 
 
 def _top_k(v, k):
@@ -180,18 +191,22 @@ def _fixed_direction(r):
     return q
 
 
-def _dp_ef21_run(h, X0, gam, compress, T, sigma, C, B, rng, offsets=None):
+def _dp_ef21_run(h, X0, gam, compress, T, sigma, C, B, rng, offsets=None, normals=None, trace=None):
     """DP EF21 as the simulator's chain clip(C) -> gaussian_noise(sigma) -> error_feedback(Q, "ef21"), plain SGD:
     per-example gradients h*x + c_i on f = (1/2) sum_j h_j x_j^2 (the c_i sum to zero; a batch of B drawn with
     replacement, or B copies of h*x when offsets is None), clipped at C, summed, plus N(0, sigma^2 C^2 I), / B;
     g <- g + Q(v - g) from g = 0, x <- x - gam g. Vectorised over the rows of X0 (independent runs).
-    Returns (||grad f(x_t)||^2 for t < T, largest per-example gradient norm seen)."""
+    ``normals(t, shape)`` (default ``rng.standard_normal(shape)``) gives step t's standard normals; ``trace``,
+    a list, receives (x_t, g_t, batch indices or None) for every step (test_dp_ef21_numpy_update_matches_the_simulator
+    replays both against sims.step.dpsgd_step). Returns (||grad f(x_t)||^2 for t < T, largest per-example
+    gradient norm seen)."""
     X, G = X0.copy(), np.zeros_like(X0)
     out = np.empty((X0.shape[0], T))
     max_norm = 0.0
     for t in range(T):
         grad = h * X
         out[:, t] = np.sum(grad ** 2, axis=1)
+        idx = None
         if offsets is None:
             per = grad[:, None, :]                                       # all B examples alike
         else:
@@ -201,8 +216,11 @@ def _dp_ef21_run(h, X0, gam, compress, T, sigma, C, B, rng, offsets=None):
         max_norm = max(max_norm, float(norms.max()))
         clipped = per * np.minimum(1.0, C / np.maximum(norms, 1e-300))
         total = clipped.sum(axis=1) * (B if offsets is None else 1)
-        v = (total + sigma * C * rng.standard_normal(X.shape)) / B
+        z = rng.standard_normal(X.shape) if normals is None else normals(t, X.shape)
+        v = (total + sigma * C * z) / B
         G = G + compress(v - G)
+        if trace is not None:
+            trace.append((X.copy(), G.copy(), idx))
         X = X - gam * G
     return out, max_norm
 
@@ -333,6 +351,189 @@ def test_dp_ef21_bound_holds_with_top_k_far_from_tight():
     m, se = _mean_se(g2.mean(axis=1))
     bound = ef.dp_ef21_bound(0.5 * float(np.sum(h * x0 ** 2)), L, T, k / d, d, sigma, C, B)
     assert _holds_within(bound, m, se, 600.0, _t(R - 1, 2)), (m, se, bound / m)
+
+
+# ----------------------------------------------------------------------------- DP EF21 in the simulator
+def _ef21_chain(C, sigma, k):
+    """The simulator's DP EF21 chain (sigma = 0 is the non-private noise-free ablation)."""
+    return chain(clip(C), gaussian_noise(sigma), error_feedback(top_k(k, mode="noisy"), "ef21"),
+                 allow_non_private=sigma == 0)
+
+
+def _replayed_normals(seed, t, d):
+    """The standard normals gaussian_noise draws at step t when StepContext.rng = default_rng([seed, t]):
+    standard_normal(d, derive_seed(rng)) (sims.mechanisms.clip_noise, the seed rule of _util.normals)."""
+    return standard_normal(d, derive_seed(np.random.default_rng([seed, t])))
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize("case", ["alpha1_sampled", "top_k_clipping_active", "top_k_identical_rows",
+                                  "one_sparse_sigma0"])
+def test_dp_ef21_numpy_update_matches_the_simulator(case):
+    """_dp_ef21_run (the NumPy update of the DP EF21 tests above) against the simulator's chain
+    clip(C) -> gaussian_noise(sigma) -> error_feedback(top_k(k, "noisy"), "ef21") run by sims.step.dpsgd_step
+    with sims.optim.sgd() at lr gamma, step by step, from the same x_0 and g_{-1} = 0.
+
+    The per-example gradients h*x_t + c_i of the NumPy run (the same batch indices, replayed from its trace)
+    are handed to the chain as a Backprop record of a one-layer bias-free layout (1, d) with input 1, whose
+    per-example gradient is exactly its delta row; the Gaussian draws of the NumPy run are replayed from the
+    simulator's documented seed rule (_replayed_normals), so the noise is matched draw for draw and sigma > 0
+    is compared directly. Checked every step: x_t, the released update = the EF21 state g_t, the chain's
+    stored state, to 1e-12 relative (norm-wise, float64); the clipped fraction agrees with the NumPy clip.
+    Cases: alpha = 1 (top-d vs the NumPy identity) with examples sampled with replacement (the noise-term
+    test's setup); top-3 of 10 with clipping ACTIVE (offset norms 1.5 > C = 1); top-5 of 10 with B identical
+    rows (the far-from-tight test's setup); top-1 of 10, sigma = 0 on the 1-sparse quadratic. Deterministic."""
+    seed = {"alpha1_sampled": 11, "top_k_clipping_active": 12, "top_k_identical_rows": 13, "one_sparse_sigma0": 14}[case]
+    rng0 = np.random.default_rng(seed)
+    T = 40
+    if case == "alpha1_sampled":
+        d, k, sigma, C, B, off_norm = 20, 20, 0.4, 1.0, 10, 0.6
+        h = np.ones(d)
+        x0 = np.zeros(d); x0[0] = 0.3
+    elif case == "top_k_clipping_active":
+        d, k, sigma, C, B, off_norm = 10, 3, 1.0, 1.0, 8, 1.5
+        h = np.concatenate([[1.0], rng0.uniform(0.1, 1.0, d - 1)])
+        x0 = rng0.standard_normal(d)
+    elif case == "top_k_identical_rows":
+        d, k, sigma, C, B, off_norm = 10, 5, 1.0, 1.0, 10, None
+        h = np.concatenate([[1.0], rng0.uniform(0.1, 1.0, d - 1)])
+        x0 = rng0.standard_normal(d); x0 *= 0.5 / np.linalg.norm(h * x0)
+    else:
+        d, k, sigma, C, B, off_norm = 10, 1, 0.0, 10.0, 1, None
+        h = np.zeros(d); h[0] = 1.0
+        x0 = np.zeros(d); x0[0] = 3.0
+        T = 300
+    offsets = None
+    if off_norm is not None:
+        c = rng0.standard_normal((16, d))
+        c -= c.mean(axis=0)
+        c *= off_norm / np.linalg.norm(c, axis=1, keepdims=True)
+        offsets = c - c.mean(axis=0)
+    gam = ef.dp_ef21_step_size(k / d, 1.0)
+    compress = (lambda y: y) if k == d else (lambda y: _top_k(y, k))
+    trace = []
+    _, max_norm = _dp_ef21_run(h, x0[None], gam, compress, T, sigma, C, B, np.random.default_rng(100 + seed),
+                               offsets=offsets, normals=lambda t, shape: _replayed_normals(seed, t, d).reshape(shape),
+                               trace=trace)
+    if case == "top_k_clipping_active":
+        assert max_norm > C                                # the clip formula is exercised
+    lay = Layout((1, d), bias=False)
+    ch, opt = _ef21_chain(C, sigma, k), sgd()
+    p = x0.copy()
+    state = ch.init(InitContext(model=None, layout=lay, params=p, total_steps=T, steps_per_epoch=T,
+                                expected_batch_size=float(B), rng=np.random.default_rng(0)))
+    ostate = opt.init(p)
+    for t, (x_np, g_np, idx) in enumerate(trace):
+        assert _rel(p, x_np[0]) <= 1e-12, (t, "x")
+        per = np.tile(h * p, (B, 1)) if idx is None else h * p + offsets[idx[0]]
+        bp = Backprop(lay, (np.ones((B, 1)),), (per,), np.zeros(B))
+        sc = StepContext(model=None, layout=lay, step=t, epoch=0, params=p, bp=bp, expected_batch_size=float(B),
+                         rng=np.random.default_rng([seed, t]))
+        u, state, metrics = dpsgd_step(ch, state, sc)
+        assert _rel(u, g_np[0]) <= 1e-12, (t, "g")
+        assert _rel(state[-1]["e"], g_np[0]) <= 1e-12, (t, "state")
+        n_clipped = int(np.sum(np.linalg.norm(per, axis=1) > C))
+        assert metrics["clipped_fraction"] == pytest.approx(n_clipped / B), t
+        p, ostate = opt.step(p, u, ostate, gam)
+    assert len(trace) == T
+
+
+def _one_hot_design(d, L, m):
+    """Linear regression data (bias-free model) whose training loss is EXACTLY F(w) = (L/2)||w||^2: the rows
+    are sqrt(d L) e_j, each j = 1..d repeated m times, y = 0, so F(w) = (1/(m d)) sum_rows (1/2) d L w_j^2."""
+    X = np.tile(math.sqrt(d * L) * np.eye(d), (m, 1))
+    return X, np.zeros(d * m)
+
+
+def test_dp_ef21_noise_term_attained_in_the_simulator_without_compression():
+    """The alpha = 1 noisy instance of test_dp_ef21_noise_term_is_attained_without_compression, run by the
+    simulator: sims.step.dpsgd_step with clip(C) -> gaussian_noise(sigma) -> error_feedback(top_k(d, "noisy"),
+    "ef21") on sims.models.linear_regression, plain SGD at gamma = 1/L, the measured quantity from
+    sims.models.gradient on the full training set.
+
+    Design. The simulator's per-example gradients are x_i (x_i . w - y_i), rank one along the example's
+    features, so the NumPy instance's offsets c_i (a sampling variance that does not depend on w) cannot be
+    expressed: on the design below a batch of B drawn from the rows has sampling variance (d - 1)||grad F||^2/B,
+    not a constant. So the simulator runs the FULL
+    batch, B = n (the grad_variance term V = 0; the NumPy test pins V, and its update is checked against this
+    chain above), on the one-hot design _one_hot_design (d = 100, L = 1, m = 4, n = B = 400), whose loss is
+    exactly f = (L/2)||w||^2. Per-example gradients are d L w_j e_j: clipping (C = 1) stays inactive (checked
+    every step through the chain's clipped_fraction) when x_0 = 0.00678 e_0 (norm 0.68), chosen so that
+    ||grad f(x_0)||^2 = 0.46 N as in the NumPy instance (0.09 = 0.46 x 0.196), sigma = 0.4, N = d sigma^2 C^2/B^2
+    = 1e-4. Then x_{t+1} = -xi_t/L and the bound exceeds the expected average by (a + (T+1) N)/(a + (T-1) N)
+    = 1.040 (T = 50); 64 runs (noise seeds default_rng([r, t])).
+
+    - measured <= bound and bound <= K measured with K = 1.07, the NumPy test's K (measured ratio 1.039);
+    - mutations fail: the bound / 1.5 and the bound with the noise energy 1.5 x too large.
+    One-sided Student-t margins on 63 dof at 1e-7/3 each: the two sides of the first check (a mutation check
+    can only fail falsely inside one of those events), false-failure probability <= 1e-7."""
+    d, L, m, T, R = 100, 1.0, 4, 50, 64
+    sigma, C = 0.4, 1.0
+    X, y = _one_hot_design(d, L, m)
+    n = X.shape[0]
+    model = linear_regression(d, bias=False)
+    N = noise_energy(d, sigma, C, n)
+    x0 = np.zeros(d); x0[0] = math.sqrt(0.46 * N) / L
+    assert d * L * x0[0] < C
+    gam = ef.dp_ef21_step_size(1.0, L)
+    ch, opt = _ef21_chain(C, sigma, d), sgd()
+    avg = np.empty(R)
+    for r in range(R):
+        p = x0.copy()
+        state = ch.init(InitContext(model=model, layout=model.layout, params=p, total_steps=T, steps_per_epoch=1,
+                                    expected_batch_size=float(n), rng=np.random.default_rng(0)))
+        ostate, g2 = opt.init(p), np.empty(T)
+        for t in range(T):
+            grad = gradient(model, p, X, y)
+            g2[t] = grad @ grad
+            ctx = step_context(model, p, X, y, step=t, epoch=t, expected_batch_size=float(n),
+                               rng=np.random.default_rng([r, t]))
+            u, state, metrics = dpsgd_step(ch, state, ctx)
+            assert metrics["clipped_fraction"] == 0.0
+            p, ostate = opt.step(p, u, ostate, gam)
+        avg[r] = g2.mean()
+    m_, se = _mean_se(avg)
+    thr = _t(R - 1, 3)
+    dF, a0 = 0.5 * L * x0 @ x0, L ** 2 * x0 @ x0
+    bound = ef.dp_ef21_bound(dF, L, T, 1.0, d, sigma, C, n)
+    assert bound == pytest.approx((a0 + (T + 1) * N) / T, rel=1e-12)
+    assert _holds_within(bound, m_, se, 1.07, thr), (m_, se, bound, bound / m_)
+    assert not _holds_within(bound / 1.5, m_, se, 1.07, thr)
+    assert not _holds_within(ef.dp_ef21_bound(dF, L, T, 1.0, d, sigma * math.sqrt(1.5), C, n), m_, se, 1.07, thr)
+
+
+def test_dp_ef21_delta_f_term_within_two_in_the_simulator_on_one_sparse_gradients():
+    """The alpha = 0.1, sigma = 0 instance of test_dp_ef21_delta_f_term_within_two_on_one_sparse_gradients
+    (top-1 in d = 10, f = (L/2) x_0^2, x_0 = 3 e_0, gamma = gamma_max, T = 4000), run by sims.train.train:
+    mechanism clip(10) -> gaussian_noise(0) -> error_feedback(top_k(1, "noisy"), "ef21") (the non-private
+    noise-free ablation), optimizer "sgd" at lr gamma, params0 = x_0, record_every = 1.
+
+    Design: sims.models.linear_regression(10, bias=False) on ONE row sqrt(L) e_0 with y = 0 has training
+    loss exactly (L/2) w_0^2 = f(w), so ||grad f(x_t)||^2 = 2 L train_loss(x_t) (the history's train_loss
+    at step t is f(x_t), t = 1..T), and every per-example gradient is L w_0 e_0 (norm <= 3 < C = 10: clipping
+    inactive, checked in the history). The simulator starts from g_{-1} = 0, so g_0 = top_1(grad f(x_0))
+    = grad f(x_0) (1-sparse): the paper's start, H_0 = 0, as in the NumPy test. Then DP EF21 is gradient
+    descent with gamma_max, and bound/average = (2 - gamma L)/(1 - (1 - gamma L)^(2T)) (measured 1.974),
+    within K = 2, the NumPy test's K; a DeltaF term 1.5x too large fails. Deterministic (sigma = 0)."""
+    L, d, T, k = 1.0, 10, 4000, 1
+    X = np.zeros((1, d)); X[0, 0] = math.sqrt(L)
+    x0 = np.zeros(d); x0[0] = 3.0
+    gam = ef.dp_ef21_step_size(k / d, L)
+    res = train(linear_regression(d, bias=False), types.SimpleNamespace(X_train=X, y_train=np.zeros(1)), steps=T,
+                batch_size=1, sampling="shuffle", mechanism=_ef21_chain(10.0, 0.0, k), optimizer="sgd", lr=gam,
+                record_every=1, params0=x0, divergence_factor=None, random_state=0)
+    hist = res.history
+    assert np.array_equal(hist["step"], np.arange(1, T + 1)) and np.all(hist["clipped_fraction"] == 0.0)
+    g2 = np.concatenate([[(L * x0[0]) ** 2], 2 * L * hist["train_loss"][:T - 1]])
+    meas = float(g2.mean())
+    bound = ef.dp_ef21_bound(L * x0[0] ** 2 / 2, L, T, k / d, d, 0.0, 1.0, 1, init_error=0.0)
+    ratio = bound / meas
+    assert 1.0 <= ratio <= 2.0, ratio
+    assert ratio == pytest.approx((2 - gam * L) / (1 - (1 - gam * L) ** (2 * T)), rel=1e-9)
+    assert not 1.0 <= 1.5 * ratio <= 2.0
 
 
 # ----------------------------------------------------------------------------- memory SGD (Stich et al.)

@@ -233,6 +233,19 @@ def test_freeze_redraw_schedule():
     assert m["kept_fraction"] == pytest.approx(1 - math.floor(0.3 * d) / d)
 
 
+def test_freeze_with_nothing_frozen_is_the_dense_step_bit_for_bit():
+    """At a frozen fraction of 0 (the first epochs of a ramp) the step takes the dense path: the
+    same release as chain(clip, gaussian_noise), bit for bit, and kept_fraction 1."""
+    bp = make_bp((8, 6, 4), 5, 1)
+    outs = []
+    for ch in (chain(random_freeze(0.0, "constant"), clip(0.5), gaussian_noise(1.0)), chain(clip(0.5), gaussian_noise(1.0))):
+        ic, sc = contexts(bp, 7)
+        u, _, m = dpsgd_step(ch, ch.init(ic), sc)
+        outs.append((u, m))
+    assert np.array_equal(outs[0][0], outs[1][0])
+    assert outs[0][1]["kept_fraction"] == 1.0
+
+
 # ---------------------------------------------------------------- top-k
 def ref_topk_row(g, k):
     out = np.zeros_like(g)

@@ -558,6 +558,20 @@ def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     assert _bitwise_equal(pair[0], group[2]) and _bitwise_equal(pair[1], group[1])
 
 
+def test_runs_that_freeze_nothing_take_the_dense_norms_alone_or_stacked(digits):
+    """A run with nothing frozen uses the dense norm trick (as train() does); stacked with runs
+    that do freeze, it still gets its own bits and train()'s history."""
+    model = mlp((64, 12, 10))
+    seeds, r_final = [0, 1, 2], [0.0, 0.8, 0.0]
+    common = dict(mechanism="random_freeze", ramp="constant", epochs=2, batch_size=48, lr=0.5)
+    group = train_stacked(model, digits, seeds=seeds, r_final=r_final, **common)
+    for r, (s, rf) in enumerate(zip(seeds, r_final)):
+        assert _bitwise_equal(group[r], train_stacked(model, digits, seeds=[s], r_final=rf, **common)[0])
+        ref = train(model, digits, mechanism=chain_for("random_freeze", 1.0, 1.0, r_final=rf, ramp="constant"),
+                    lr=0.5, random_state=s, epochs=2, batch_size=48)
+        _assert_run_equal(group[r], ref)
+
+
 def test_batches_beyond_the_chunk_rows_are_summed_in_further_chunks(monkeypatch):
     """With chunks of 8 rows, every Poisson batch (about 24) spans several chunks, and runs reach
     different numbers of them: each run still equals train() and its own run alone."""

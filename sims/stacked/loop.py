@@ -194,10 +194,15 @@ class StackedLoop:
         acts, deltas = E.backprop_stacked(res.model, pick(a["P"]), xb, yb, valid)
         keep = self.pre_clip_keep()
         keepf = None if keep is None else pick(keep).astype(np.float64)
-        if keepf is None:
-            nsq = E.sq_norms_stacked(layout, acts, deltas)
-        else:
-            nsq = E.masked_sq_norms_stacked(layout, acts, deltas, layout.views(keepf))
+        nsq = E.sq_norms_stacked(layout, acts, deltas)
+        if keepf is not None:
+            # Runs that freeze nothing keep the dense norms, as train() does; the masked GEMM per
+            # run only for the others (per-run shapes either way, so a run's bits do not depend on
+            # the runs stacked with it).
+            part = np.flatnonzero(~pick(keep).all(axis=1))
+            if part.size:
+                nsq[part] = E.masked_sq_norms_stacked(layout, [x[part] for x in acts], [x[part] for x in deltas],
+                                                      layout.views(keepf[part]))
         C = pick(a["C"])
         f, norms = E.clip_factors_stacked(nsq, C)
         n_clipped = np.count_nonzero((norms > C[:, None]) & (valid > 0), axis=1)

@@ -52,6 +52,7 @@ from dptheory.validation import check_choice, check_int, check_real
 
 __all__ = ["load", "read_toml", "validate", "config_id", "build", "run", "sweep_run", "sweep_run_stack",
            "transform_defaults", "second_phase", "switch_seed", "switched_privacy", "merge_phases", "validation_accuracy",
+           "record_of",
            "DATASETS", "TRANSFORMS", "SECTIONS"]
 
 SECTIONS = ("data", "model", "mechanism", "switch_mechanism", "optimizer", "privacy", "training")
@@ -604,16 +605,34 @@ def validation_accuracy(model, params, ds) -> float:
     return float(models.evaluate(model, params, ds.X_val, ds.y_val)["accuracy"])
 
 
+def record_of(config: dict, model, ds, res, diverged_at, wall_time: float) -> dict:
+    """The record of :func:`run` for one run's ``TrainResult`` ``res`` (``diverged_at``: its 0-based
+    divergence step, or None): the last recorded test accuracy and train loss (NaN after a
+    divergence), the validation accuracy of the final parameters, the privacy report's fields and
+    the history as arrays."""
+    h = res.history
+    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged_at is None else math.nan)
+    pr = res.privacy
+    return {"id": config_id(config), "test_accuracy": last("test_accuracy"),
+            "validation_accuracy": math.nan if diverged_at is not None else validation_accuracy(model, res.params, ds),
+            "train_loss": last("train_loss"), "private": bool(pr["private"]),
+            "accounting_valid": bool(pr["accounting_valid"]), "epsilon": float(pr["epsilon"]),
+            "delta": float(pr["delta"]), "noise_multiplier": pr["noise_multiplier"], "steps": int(res.steps_done),
+            "diverged_at": None if diverged_at is None else int(diverged_at), "wall_time": wall_time,
+            "history": {k: np.asarray(v) for k, v in h.items()}}
+
+
 def run(config: dict) -> dict:
     """Train a config; returns ``{"id", "test_accuracy", "validation_accuracy", "train_loss", "private",
     "accounting_valid", "epsilon", "delta", "noise_multiplier", "steps", "diverged_at", "wall_time",
     "history"}`` (``history``: the arrays of :func:`sims.train.train`'s history; ``validation_accuracy``:
     of the final parameters on ``data.validation_fraction``'s split, NaN without one).
 
-    A stackable config (:func:`sims.stacking.stack_key`: dense, random-freeze or noisy top-k DP-SGD
-    with plain SGD) runs on the stacked engine, alone or in a group (:func:`sims.stacking.run_stacked`),
-    with the same record bit for bit either way; it agrees with ``sims.train.train`` to about 1e-10
-    relative. Other configs run ``sims.train.train``.
+    A stackable config (:func:`sims.stacking.stack_key`: the chains of :data:`sims.stacked.MECHANISMS`
+    in float64 with Poisson sampling) runs on the stacked engine, alone or in a group
+    (:func:`sims.stacking.run_stacked`), with the same record bit for bit either way; it agrees with
+    ``sims.train.train`` to about 1e-10 relative (docs/runs.md gives the exceptions: discrete choices
+    made from rounding-level differences). Other configs run ``sims.train.train``.
 
     A run that diverges (:class:`sims.train.TrainingDiverged`) is a result, not an error: its
     ``diverged_at`` is the 0-based step, its ``test_accuracy`` and ``validation_accuracy`` are NaN
@@ -626,13 +645,4 @@ def run(config: dict) -> dict:
     t0 = time.perf_counter()
     model, ds, ch, kw = build(config)
     res, diverged_at = _train(model, ds, kw, second_phase(validate(config), ds, kw))
-    h = res.history
-    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged_at is None else math.nan)
-    return {"id": config_id(config), "test_accuracy": last("test_accuracy"),
-            "validation_accuracy": math.nan if diverged_at is not None else validation_accuracy(model, res.params, ds),
-            "train_loss": last("train_loss"),
-            "private": bool(res.privacy["private"]), "accounting_valid": bool(res.privacy["accounting_valid"]),
-            "epsilon": float(res.privacy["epsilon"]), "delta": float(res.privacy["delta"]),
-            "noise_multiplier": res.privacy["noise_multiplier"], "steps": int(res.steps_done),
-            "diverged_at": diverged_at, "wall_time": time.perf_counter() - t0,
-            "history": {k: np.asarray(v) for k, v in h.items()}}
+    return record_of(config, model, ds, res, diverged_at, time.perf_counter() - t0)

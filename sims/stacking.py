@@ -25,21 +25,24 @@ phase, merged as :func:`sims.config.run` merges them):
 
 every other transform argument at its default. Configs that differ only in the per-run axes
 (:data:`PER_RUN`: the seed, the step size, the noise multiplier or epsilon target, the clip norm,
-``r_final`` and ``k``) share a :func:`stack_key` and can run as one stacked call.
+``r_final``, ``k`` and a mask's ``fraction``) share a :func:`stack_key` and can run as one stacked
+call. A zero noise multiplier (a non-private baseline) runs with ``sims.train.train``.
 
 Reproducibility: the stacked engine runs every stackable config, alone or in a group (a group of
 one for :func:`sims.config.run`), and a run's result does not depend on its group, bit for bit
 (:mod:`sims.stacked.engine`), so a config's record is the same from ``python -m sims run``, a
 serial sweep, local workers or Dask. It agrees with ``sims.train.train`` of the same config to
-about 1e-10 relative (float64 summation order), not bit for bit.
+about 1e-10 relative (float64 summation order), not bit for bit, except where a run makes a
+discrete choice from values that differ only by rounding (docs/runs.md, "When the engines part").
 """
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import numpy as np
+
+from sims.stacked.run import MASKS
 
 __all__ = ["PER_RUN", "stack_key", "run_stacked"]
 
@@ -59,8 +62,6 @@ _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gau
              ("magnitude_prune", "clip", "gaussian_noise"): "magnitude_prune",
              ("magnitude_prune", "clip"): "magnitude_prune",
              ("public_select", "clip", "gaussian_noise"): "public_select", ("public_select", "clip"): "public_select"}
-#: the pre-clip mask transforms: every argument but ``fraction`` is passed through as a shared option
-_MASKS = ("public_freeze", "magnitude_prune", "public_select")
 #: the top_k mode each top-k pattern needs
 _TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean"}
 #: the order random_k must have at its place in the chain
@@ -76,7 +77,7 @@ def _defaults_only(t: dict) -> bool:
     """Every argument of transform ``t`` other than its stackable ones is at the constructor's default."""
     from sims.config import transform_defaults
 
-    if t["name"] in _MASKS:
+    if t["name"] in MASKS:
         return True
     params = transform_defaults(t["name"])
     return all(v == params[k] for k, v in t.items() if k != "name" and k not in _OWN[t["name"]])
@@ -99,6 +100,8 @@ def _mechanism_of(mechanism: list) -> str | None:
         return None
     stage = dict(zip(names, transforms))
     noisy = "gaussian_noise" in names
+    if noisy and stage["gaussian_noise"].get("noise_multiplier") == 0:
+        return None  # zero noise (a non-private baseline): train()'s gaussian_noise(0), not the stacked engine's
     if feedback is not None and (mech not in ("top_k_noisy", "low_rank") or not noisy):
         return None
     if mech in _TOP_K_MODE and stage["top_k"].get("mode", "noisy") != _TOP_K_MODE[mech]:
@@ -120,6 +123,8 @@ def _stackable(cfg) -> tuple | None:
     m, tr = cfg["model"], cfg["training"]
     if m["dtype"] != "float64" or tr["sampling"] != "poisson":
         return None
+    if cfg["privacy"].get("noise_multiplier") == 0:
+        return None  # as a stage's own zero noise multiplier (_mechanism_of)
     keys = ("mechanism",) if cfg["switch_mechanism"] is None else ("mechanism", "switch_mechanism")
     mechs = tuple(_mechanism_of(cfg[key]) for key in keys)
     return None if None in mechs else mechs
@@ -171,14 +176,14 @@ def _noise_multiplier(cfg, stage, ch):
     return float(ch.privacy.noise_multiplier if own is None or not cfg["privacy"]["allow_non_private"] else own)
 
 
-def _per_run(cfg, ch, key: str = "mechanism") -> dict:
+def _run_arguments(cfg, ch, key: str = "mechanism") -> dict:
     """The per-run arguments of :func:`sims.stacked.train_stacked` for one validated config's chain
     ``cfg[key]`` and its built chain ``ch``."""
     transforms, feedback = _unwrapped(cfg[key])
     stage = {t["name"]: t for t in transforms}
     C = _float_or_none(stage["clip"]["clip_norm"])
     ordered = stage.get("random_k", stage.get("low_rank", {}))
-    mask = next((stage[name] for name in _MASKS if name in stage), {})
+    mask = next((stage[name] for name in MASKS if name in stage), {})
     return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]), "clip_norm": C,
             "noise_multiplier": _noise_multiplier(cfg, stage, ch),
             "reference_norm": float(stage["clip"].get("reference_norm", 1.0)) if C is None else None,
@@ -203,8 +208,8 @@ def _train_group(model, ds, kw, mech, runs, **override) -> list:
                 r_final=col("r_final") if mech == "random_freeze" else None,
                 k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
                 order=first["order"], rank=first["rank"], feedback=first["feedback"],
-                fraction=col("fraction") if mech in _MASKS else None,
-                options=first["options"] if mech in _MASKS else None,
+                fraction=col("fraction") if mech in MASKS else None,
+                options=first["options"] if mech in MASKS else None,
                 reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
                 optimizer=kw["optimizer"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
                 schedule=kw["schedule"], strong_convexity=kw.get("strong_convexity"), steps=kw["steps"],
@@ -226,7 +231,7 @@ def _switched(model, ds, kw, mechs, cfgs, runs, phase2) -> list:
     alive = [r for r, res in enumerate(first) if res.diverged_step is None]
     out = [(replace(res, privacy=switched_privacy(res.privacy, res.privacy, t1)), res.diverged_step) for res in first]
     if alive:
-        runs2 = [_per_run(cfgs[r], phase2[r][2], "switch_mechanism") for r in alive]
+        runs2 = [_run_arguments(cfgs[r], phase2[r][2], "switch_mechanism") for r in alive]
         second = _train_group(model, ds, kw, mechs[1], runs2, seeds=[switch_seed(runs[r]["seed"]) for r in alive],
                               params0=np.stack([first[r].params for r in alive]), steps=total - t1, epochs=None)
         for r, res in zip(alive, second):
@@ -247,7 +252,7 @@ def run_stacked(configs) -> list[dict]:
     ValueError
         ``configs`` empty, or not all stackable with one key.
     """
-    from sims.config import build, second_phase, validate
+    from sims.config import build, record_of, second_phase, validate
 
     configs = list(configs)
     keys = {stack_key(c) for c in configs}
@@ -258,26 +263,11 @@ def run_stacked(configs) -> list[dict]:
     model, ds, _, kw = built[0]
     cfgs = [validate(c) for c in configs]
     mechs = _stackable(cfgs[0])
-    runs = [_per_run(v, b[2]) for v, b in zip(cfgs, built)]
+    runs = [_run_arguments(v, b[2]) for v, b in zip(cfgs, built)]
     if len(mechs) == 1:
         out = [(res, res.diverged_step) for res in _train_group(model, ds, kw, mechs[0], runs)]
     else:
         out = _switched(model, ds, kw, mechs, cfgs, runs, [second_phase(v, ds, b[3]) for v, b in zip(cfgs, built)])
     share = (time.perf_counter() - t0) / len(configs)
-    return [_record(c, model, ds, res, at, share) for c, (res, at) in zip(configs, out)]
+    return [record_of(c, model, ds, res, at, share) for c, (res, at) in zip(configs, out)]
 
-
-def _record(config, model, ds, res, diverged, wall) -> dict:
-    """The record of :func:`sims.config.run` for one run's result (``diverged``: its 0-based step, or None)."""
-    from sims.config import config_id, validation_accuracy
-
-    h = res.history
-    last = (lambda key: float(h[key][-1]) if key in h and len(h[key]) and diverged is None else math.nan)
-    pr = res.privacy
-    return {"id": config_id(config), "test_accuracy": last("test_accuracy"),
-            "validation_accuracy": math.nan if diverged is not None else validation_accuracy(model, res.params, ds),
-            "train_loss": last("train_loss"), "private": bool(pr["private"]),
-            "accounting_valid": bool(pr["accounting_valid"]), "epsilon": float(pr["epsilon"]),
-            "delta": float(pr["delta"]), "noise_multiplier": pr["noise_multiplier"], "steps": int(res.steps_done),
-            "diverged_at": None if diverged is None else int(diverged), "wall_time": wall,
-            "history": {k: np.asarray(v) for k, v in h.items()}}

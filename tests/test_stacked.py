@@ -95,6 +95,38 @@ def test_top_k_rows_match_reference():
     np.testing.assert_allclose(phi, rphi, rtol=1e-13)
 
 
+def test_top_k_ties_keep_exactly_k_lowest_indices_in_both_engines():
+    """Tied magnitudes at the k-th largest: both engines keep exactly k, the lowest indices among
+    the ties (the kernel, its reference, and top_k_mask of train()'s top_k stage)."""
+    from sims.mechanisms._util import top_k_mask
+
+    u = np.array([[0.5, -2.0, 2.0, 0.5, -0.5, 2.0, 0.5, 0.0],
+                  [1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0],
+                  [0.0] * 8])
+    k = np.array([4, 3, 2])
+    want = [[0, 1, 2, 5], [0, 1, 2], [0, 1]]
+    a, b = u.copy(), u.copy()
+    K.top_k_rows(a, k)
+    K.top_k_rows_reference(b, k)
+    layout = linear_regression(7).layout
+    assert layout.n_params == 8
+    for r in range(3):
+        keep = np.zeros(8, dtype=bool)
+        keep[want[r]] = True
+        assert np.array_equal(top_k_mask(u[r], int(k[r]), layout, False), keep)
+        assert np.array_equal(a[r], np.where(keep, u[r], 0.0)) and np.array_equal(b[r], a[r])
+
+
+def test_clean_top_k_with_tied_gradients_equals_train():
+    """Softmax regression starts at zero parameters, so the first clean sums tie exactly."""
+    model, ds = softmax_regression(6, 3), make_mixture(300, 6, 3, random_state=5)
+    kw = dict(lr=1.0, sampling_rate=0.004, steps=3)
+    a = train_stacked(model, ds, seeds=[2], mechanism="top_k_clean", k=3, clip_norm=2.0, noise_multiplier=None,
+                      allow_non_private=True, **kw)[0]
+    b = train(model, ds, mechanism=chain_for("top_k_clean", 2.0, None, k=3), random_state=2, **kw)
+    assert np.array_equal(a.params, b.params)
+
+
 def test_norm_quantiles_match_reference():
     rng = np.random.default_rng(4)
     norms = rng.random((4, 30))
@@ -490,6 +522,14 @@ def test_one_diverging_run_stops_alone(name, lr_bad, factor, opt):
 
 
 # ----------------------------------------------------------------------------- scope and arguments
+def test_each_run_gets_its_own_options_dict():
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    out = train_stacked(model, ds, seeds=[0, 1], epochs=1, batch_size=24, mechanism="public_freeze", fraction=0.5,
+                        options={"criterion": "random"})
+    a, b = (r.config["stacked"]["options"] for r in out)
+    assert a == b == {"criterion": "random"} and a is not b
+
+
 def test_refuses_what_it_does_not_run():
     model, ds = mlp((6, 5, 3)), _data("mixture")
     base = dict(seeds=[0, 1], epochs=1, batch_size=24)
@@ -514,10 +554,16 @@ def test_refuses_what_it_does_not_run():
         (dict(seeds=[-1]), r"seeds\[0\]"),
         (dict(mechanism="low_rank"), "rank is required"),
         (dict(mechanism="low_rank", rank=0), "rank"),
-        (dict(rank=2), "rank is an argument of mechanism='low_rank' only"),
+        (dict(rank=2), r"rank is an argument of mechanism in \('low_rank',\) only"),
+        (dict(k=5), "k is an argument of mechanism in"),
+        (dict(r_final=0.5), "r_final is an argument of mechanism in"),
+        (dict(order="clip_then_mask"), "order is an argument of mechanism in"),
+        (dict(ramp="cosine"), "ramp is an argument of mechanism='random_freeze' only"),
+        (dict(clip_norm=None, noise_multiplier=None, reference_norm=1.0, allow_non_private=True),
+         "reference_norm belongs to the noise-only ablation"),
         (dict(mechanism="low_rank", rank=1, order="compress_then_noise"), "'low_rank' runs order='noise_then_compress'"),
         (dict(mechanism="random_k", k=3, order="noise_then_compress"), "order"),
-        (dict(reference_norm=2.0), "reference_norm is the noise scale of an unclipped run"),
+        (dict(reference_norm=2.0), "reference_norm belongs to the noise-only ablation"),
         (dict(clip_norm=None, reference_norm=-1.0, allow_non_private=True), "reference_norm"),
         (dict(mechanism="public_freeze", options={"criterion": "random"}), "fraction is required"),
         (dict(mechanism="public_freeze", fraction=1.0, options={"criterion": "random"}), "fraction"),

@@ -166,6 +166,17 @@ def test_non_private_baselines_stack_by_structure():
     assert stacking.stack_key(_np([LOWRANK_NP[0], dict(LOWRANK_NP[1], order="noise_then_compress")])) is None
 
 
+def test_zero_noise_runs_through_train():
+    """A zero noise multiplier (from [privacy] or the stage) is a valid non-private baseline that
+    only train() runs: no stack key, and run() gives train()'s record."""
+    zero_privacy = _with(privacy={"noise_multiplier": 0.0, "allow_non_private": True})
+    zero_stage = _np([{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise", "noise_multiplier": 0.0}])
+    for cfg in (zero_privacy, zero_stage):
+        assert stacking.stack_key(cfg) is None
+        rec = C.run(cfg)
+        assert rec["epsilon"] == math.inf and not rec["private"] and math.isfinite(rec["test_accuracy"])
+
+
 @pytest.mark.parametrize("mech", [SGD, CLIP_ONLY, TOPK_CLEAN, RANDK_NP, FREEZE_NP, LOWRANK_NP, NOISE_ONLY,
                                   FREEZE_NOISE_ONLY],
                          ids=["sgd", "clip_only", "top_k_clean", "random_k", "random_freeze", "low_rank", "noise_only",

@@ -53,7 +53,13 @@ def check_k(name: str, k, layout, layerwise: bool) -> int:
 
 
 def top_k_mask(x: np.ndarray, k: int, layout, layerwise: bool) -> np.ndarray:
-    """Bool mask of the ``k`` largest ``|x|`` (per layer when ``layerwise``); ties broken by argpartition."""
+    """Bool mask of the ``k`` largest ``|x|`` (per layer when ``layerwise``).
+
+    Exactly ``k`` per block: every coordinate with ``|x_c| > t`` (``t`` the k-th largest
+    magnitude), then the lowest-index coordinates with ``|x_c| = t``. The tie rule is the one of
+    :func:`sims.stacked.kernels.top_k_rows`, so both engines keep the same set when magnitudes tie
+    (a clean gradient at zero parameters does).
+    """
     keep = np.zeros(x.shape[-1], dtype=bool)
     for sl in blocks(layout, layerwise):
         seg = np.abs(x[sl])
@@ -61,8 +67,10 @@ def top_k_mask(x: np.ndarray, k: int, layout, layerwise: bool) -> np.ndarray:
         if k >= n:
             keep[sl] = True
             continue
-        idx = np.argpartition(seg, n - k)[n - k:]
-        keep[sl.start + idx] = True
+        t = np.partition(seg, n - k)[n - k]
+        block = seg > t
+        block[np.flatnonzero(seg == t)[:k - np.count_nonzero(block)]] = True
+        keep[sl] = block
     return keep
 
 

@@ -26,7 +26,7 @@ from ._util import top_k_mask
 from .base import Effect, Transform
 from .public_selection import require_public_split
 
-__all__ = ["magnitude_prune", "magnitude_mask", "pretrain_public", "SOURCES_"]
+__all__ = ["magnitude_prune", "magnitude_mask", "mask_due", "pretrain_public", "SOURCES_"]
 
 SOURCES_ = ("init", "public", "current")
 
@@ -53,6 +53,13 @@ def pretrain_public(model, params, public, *, epochs, lr, batch_size, rng) -> np
             bp = backprop(model, w, X[idx], y[idx])
             w -= w.dtype.type(lr) * weighted_sum(bp, np.full(len(idx), 1.0 / len(idx), dtype=w.dtype))
     return w
+
+
+def mask_due(step: int, last: int, every) -> bool:
+    """Whether ``magnitude_prune(source="current", every=...)`` recomputes its mask at ``step``:
+    ``every`` steps or more after the step ``last`` of the previous mask (never for ``every=None``).
+    One rule for :func:`magnitude_prune` and the stacked engine."""
+    return every is not None and step - last >= every
 
 
 def magnitude_prune(fraction, source: str = "init", *, every=None, public_epochs: int = 3,
@@ -86,7 +93,7 @@ def magnitude_prune(fraction, source: str = "init", *, every=None, public_epochs
         return {"keep": magnitude_mask(w, fraction, ctx.layout), "last": 0}
 
     def update(ctx, state, work):
-        if source == "current" and every is not None and ctx.step - state["last"] >= every:
+        if source == "current" and mask_due(ctx.step, state["last"], every):
             state = {"keep": magnitude_mask(ctx.params, fraction, work.layout), "last": ctx.step}
         work.restrict(state["keep"], "kept")
         return state

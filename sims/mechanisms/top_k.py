@@ -9,7 +9,9 @@
                  support is a function of private un-noised data); refused unless
                  ``allow_non_private``.
 
-``k`` is global (of d) or per layer (``layerwise``). Selection by ``np.argpartition``. Reported
+``k`` is global (of d) or per layer (``layerwise``). Exactly k are kept: magnitudes above the k-th
+largest, then the lowest indices among ties (``_util.top_k_mask``; ``per_example`` rows by
+``np.argpartition``, whose choice among tied magnitudes is arbitrary). Reported
 ``phi`` = captured energy fraction ``||top_k(x)||^2 / ||x||^2`` (mean over examples for
 ``per_example``; 1.0 when ``x = 0``). Top-k is a contraction: ``||x - top_k x||^2 <= (1 - k/d)||x||^2``
 (Stich, Cordonnier & Jaggi 2018, Def. 2.1).

@@ -16,9 +16,11 @@ Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.mo
 (``chain(random_freeze(r_final, ramp), clip(C), gaussian_noise(sigma))``), ``"top_k_noisy"``
 (``chain(clip(C), gaussian_noise(sigma), top_k(k, mode="noisy"))``) and ``"random_k"`` in either
 order (a fresh random k-subset each step, noise on it only), ``"low_rank"`` (PowerSGD-style
-compression of the noisy update), and the masks chosen once at init ``"public_freeze"`` and
-``"magnitude_prune"`` (with a public split when they read one); Poisson sampling; the optimizers
-and learning-rate schedules of :mod:`sims.optim`. Runs may differ in seed, lr, clip norm, noise multiplier and r_final / k / fraction.
+compression of the noisy update), the masks chosen at init ``"public_freeze"`` and
+``"magnitude_prune"`` (the latter optionally recomputed every ``every`` steps from the current
+parameters), and ``"public_select"`` (a new mask from the public gradient every step); Poisson
+sampling; the optimizers and learning-rate schedules of :mod:`sims.optim`. Runs may differ in
+seed, lr, clip norm, noise multiplier and r_final / k / fraction.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
 :func:`sims.train.train`.
 """
@@ -57,7 +59,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
     mechanism : str, one of :data:`MECHANISMS`
         ``"dense"``, ``"random_freeze"``, ``"top_k_noisy"``, ``"random_k"``, ``"top_k_clean"``,
-        ``"low_rank"``, ``"public_freeze"``, ``"magnitude_prune"``.
+        ``"low_rank"``, ``"public_freeze"``, ``"magnitude_prune"``, ``"public_select"``.
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
         freeze ramp or a layer-wise top-k, cannot be read back). ``"top_k_clean"`` (top-k of the
         clean sum) exists only as a non-private baseline.
@@ -81,14 +83,14 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         ``P = orth(M Q)``, ``Q <- M^T P``, ``M_hat = P Q^T`` (Vogels, Karimireddy & Jaggi 2019,
         Alg. 1), rank capped at ``min(out, in)``; biases pass uncompressed.
     fraction : float in [0, 1) or sequence of R floats
-        ``"public_freeze"`` / ``"magnitude_prune"`` only: the fraction not updated (frozen or
-        pruned). The mask is chosen once, at init, by the transform itself (from the public split
-        ``data.X_public``, the run's initial parameters, or at random) and then held fixed;
-        noise goes on the kept coordinates only.
+        ``"public_freeze"`` / ``"magnitude_prune"`` / ``"public_select"`` only: the fraction not
+        updated (frozen, pruned or not selected). The mask is chosen by the transform itself (from
+        the public split ``data.X_public``, the run's parameters, or at random): once at init, every
+        ``every`` steps for ``magnitude_prune(source="current", every=...)``, every step for
+        ``public_select``; noise goes on the kept coordinates only.
     options : dict or None
         Their other arguments, shared by all runs (e.g. ``{"criterion": "random"}``,
-        ``{"source": "public", "public_epochs": 3}``); a mask recomputed during training
-        (``magnitude_prune``'s ``every``) is refused.
+        ``{"source": "public", "public_epochs": 3}``, ``{"source": "current", "every": 20}``).
     feedback : {None, "ef", "ef21"}
         Error feedback around the compressor of ``"top_k_noisy"`` or ``"low_rank"``, after the
         noise (:func:`sims.mechanisms.error_feedback`): ``"ef"`` (Seide et al. 2014; Karimireddy

@@ -155,9 +155,15 @@ def _top_k_kernel(u, k, phi):
             phi[r] = 1.0
             continue
         thr = np.partition(a, d - kr)[d - kr]
+        ties = kr
+        for c in range(d):
+            if a[c] > thr:
+                ties -= 1
         kept = 0.0
         for c in range(d):
-            if a[c] >= thr:
+            if a[c] > thr or (a[c] == thr and ties > 0):
+                if a[c] == thr:
+                    ties -= 1
                 kept += u[r, c] * u[r, c]
             else:
                 u[r, c] = 0.0
@@ -168,10 +174,9 @@ def top_k_rows(u: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Keep the ``k[r]`` largest ``|u[r, c]|`` of each row IN PLACE (the rest set to 0); returns ``phi``.
 
     ``phi[r] = ||top_k(u_r)||^2 / ||u_r||^2`` (1.0 when ``u_r = 0``), the metric of
-    :func:`sims.mechanisms.top_k`. The kept set is ``{c : |u_c| >= t_r}`` with ``t_r`` the
-    ``k``-th largest magnitude: exactly ``k`` coordinates unless magnitudes tie at ``t_r``
-    (probability 0 for a noisy update), where ``np.argpartition``'s choice cannot be replayed.
-    Reference: :func:`top_k_rows_reference`.
+    :func:`sims.mechanisms.top_k`. The kept set has exactly ``k`` coordinates: ``{c : |u_c| > t_r}``
+    with ``t_r`` the ``k``-th largest magnitude, then the lowest-index ``c`` with ``|u_c| = t_r``
+    (the tie rule of :func:`sims.mechanisms._util.top_k_mask`). Reference: :func:`top_k_rows_reference`.
     """
     phi = np.empty(u.shape[0], dtype=np.float64)
     _top_k_kernel(u, np.ascontiguousarray(k, dtype=np.int64), phi)
@@ -179,13 +184,13 @@ def top_k_rows(u: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def top_k_rows_reference(u, k):
-    """Plain-NumPy twin of :func:`top_k_rows` (``np.argpartition`` per row, as ``top_k_mask``)."""
+    """Plain-NumPy twin of :func:`top_k_rows` (a stable sort by decreasing magnitude per row)."""
     phi = np.empty(u.shape[0])
     d = u.shape[1]
     for r in range(u.shape[0]):
         total = float(np.dot(u[r], u[r]))
         keep = np.zeros(d, dtype=bool)
-        keep[np.argpartition(np.abs(u[r]), d - int(k[r]))[d - int(k[r]):]] = True
+        keep[np.argsort(-np.abs(u[r]), kind="stable")[:int(k[r])]] = True
         phi[r] = float(np.dot(u[r, keep], u[r, keep])) / total if total > 0 else 1.0
         u[r, ~keep] = 0.0
     return phi

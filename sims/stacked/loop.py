@@ -176,10 +176,10 @@ class StackedLoop:
     def prune_current(self, t: int) -> None:
         """``magnitude_prune(source="current", every=N)``: every N steps, each run's mask from the
         magnitudes of its current parameters (:func:`sims.mechanisms.pruning.magnitude_mask`)."""
-        from sims.mechanisms.pruning import magnitude_mask
+        from sims.mechanisms.pruning import magnitude_mask, mask_due
 
         res, a = self.res, self.a
-        if t - self.mask_at < res.options["every"]:
+        if not mask_due(t, self.mask_at, res.options["every"]):
             return
         for pos in range(self.n_active):
             a["keep"][pos] = magnitude_mask(a["P"][pos], float(res.fraction[a["ids"][pos]]), res.model.layout)
@@ -276,7 +276,11 @@ class StackedLoop:
         return out, phi, np.count_nonzero(out, axis=1) / out.shape[1]
 
     def rates(self, t: int) -> np.ndarray:
-        """``lr_t`` of every active run (its own schedule), checked as ``train()`` checks it."""
+        """``lr_t`` of every active run (its own schedule), checked as ``train()`` checks it.
+
+        A rate that is not finite and >= 0 comes from a bad ``schedule`` callable: a ``ValueError``
+        for the whole call (an argument error, not a run's divergence). ``train()`` would first
+        report a non-finite update of the same step as a divergence."""
         lr = np.array([float(self.res.schedules[i](t)) for i in self.a["ids"]])
         bad = ~(np.isfinite(lr) & (lr >= 0))
         if bad.any():
@@ -345,14 +349,9 @@ class StackedLoop:
         signal = sig / B ** 2
         signal_before = signal if before is None else before / B ** 2
         noise = (a["std"] / B) ** 2 * nz
-        if kept is not None:
-            pass
-        elif "keep" in a:
-            kept = np.count_nonzero(a["keep"], axis=1) / d
-        elif "k" in a:
-            kept = a["k"] / d
-        else:
-            kept = np.ones(R)
+        if kept is None:  # else: error feedback's share of non-zero released coordinates
+            kept = (np.count_nonzero(a["keep"], axis=1) / d if "keep" in a
+                    else a["k"] / d if "k" in a else np.ones(R))
         safe = np.maximum(counts, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             cols = [kept, np.where(counts > 0, n_clipped / safe, 0.0), signal_before, signal, noise,

@@ -296,6 +296,26 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
     return rf, kk
 
 
+#: The arguments that only some mechanisms take (``fraction`` and ``options``: :func:`_mask_args`;
+#: ``feedback``: :func:`chain_for`).
+ARGUMENT_OF = {"r_final": ("random_freeze",), "k": ("top_k_noisy", "top_k_clean", "random_k"),
+               "order": tuple(ORDERS), "rank": ("low_rank",)}
+
+
+def _check_arguments_used(a: dict) -> None:
+    """Refuse an argument that the chosen mechanism does not take, so that it is never silently dropped."""
+    mech = a["mechanism"]
+    for name, mechs in ARGUMENT_OF.items():
+        if a[name] is not None and mech not in mechs:
+            raise ValueError(f"{name} is an argument of mechanism in {mechs} only, got mechanism={mech!r}")
+    if a["ramp"] != "linear" and mech != "random_freeze":
+        raise ValueError(f"ramp is an argument of mechanism='random_freeze' only, got mechanism={mech!r}")
+    if a["reference_norm"] is not None and not (a["clip_norm"] is None and a["noise_multiplier"] is not None):
+        raise ValueError("reference_norm belongs to the noise-only ablation (clip_norm=None with a "
+                         f"noise_multiplier), got clip_norm={a['clip_norm']!r}, "
+                         f"noise_multiplier={a['noise_multiplier']!r}")
+
+
 def _mask_args(mechanism, fraction, options, R):
     """Per-run ``fraction`` and the shared ``options`` of a :data:`MASKS` mechanism (None, None otherwise)."""
     if mechanism not in MASKS:
@@ -352,6 +372,7 @@ def resolve(model, data, a: dict) -> Resolved:
     schedule = a["schedule"] if a["schedule"] is None or isinstance(a["schedule"], str) else "callable"
     C, sigma = _clip_and_noise(a, R)
     rf, kk = _mechanism_arrays(a["mechanism"], a["r_final"], a["k"], R, d)
+    _check_arguments_used(a)
     ramp = a["ramp"]
     if a["mechanism"] == "random_freeze":
         from sims.mechanisms.freeze import RAMPS
@@ -362,8 +383,6 @@ def resolve(model, data, a: dict) -> Resolved:
         rank = check_int("rank", a["rank"], low=1) if a["rank"] is not None else None
         if rank is None:
             raise ValueError("rank is required for mechanism='low_rank'")
-    elif a["rank"] is not None:
-        raise ValueError(f"rank is an argument of mechanism='low_rank' only, got mechanism={mech!r}")
     ref = a["reference_norm"]
     if ref is not None:
         ref = check_real("reference_norm", ref, low=0.0, low_open=True)
@@ -410,7 +429,8 @@ def config_of(res: Resolved, r: int) -> dict:
                     "k": None if res.k is None else int(res.k[r]), "ramp": res.ramp,
                     "order": res.order, "rank": res.rank, "reference_norm": res.reference_norm,
                     "feedback": res.feedback,
-                    "fraction": None if res.fraction is None else float(res.fraction[r]), "options": res.options},
+                    "fraction": None if res.fraction is None else float(res.fraction[r]),
+                    "options": None if res.options is None else dict(res.options)},
     }
 
 

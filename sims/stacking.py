@@ -17,6 +17,8 @@ phase, merged as :func:`sims.config.run` merges them):
 * the same chains without ``gaussian_noise`` (non-private baselines, ``privacy.allow_non_private``;
   ``clip_norm = None`` for plain minibatch SGD), ``[clip, top_k]`` with ``mode = "clean"`` and
   ``[clip, low_rank]`` with ``order = "compress_then_noise"``,
+* ``[top_k, clip, gaussian_noise]`` with ``mode = "per_example"`` (each example keeps its own top-k
+  before clipping; every per-example gradient is materialised, one run at a time),
 * the noise-only ablation: ``clip_norm = None`` with a ``reference_norm`` before ``gaussian_noise``
   (dense or after ``random_freeze``; non-private),
 * ``[public_freeze, clip, gaussian_noise]``, ``[magnitude_prune, clip, gaussian_noise]`` and
@@ -42,7 +44,7 @@ import time
 
 import numpy as np
 
-from sims.stacked.run import MASKS
+from sims.stacked.run import K_MECHANISMS, MASKS
 
 __all__ = ["PER_RUN", "stack_key", "run_stacked"]
 
@@ -61,9 +63,10 @@ _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gau
              ("public_freeze", "clip", "gaussian_noise"): "public_freeze", ("public_freeze", "clip"): "public_freeze",
              ("magnitude_prune", "clip", "gaussian_noise"): "magnitude_prune",
              ("magnitude_prune", "clip"): "magnitude_prune",
-             ("public_select", "clip", "gaussian_noise"): "public_select", ("public_select", "clip"): "public_select"}
+             ("public_select", "clip", "gaussian_noise"): "public_select", ("public_select", "clip"): "public_select",
+             ("top_k", "clip", "gaussian_noise"): "top_k_per_example", ("top_k", "clip"): "top_k_per_example"}
 #: the top_k mode each top-k pattern needs
-_TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean"}
+_TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean", "top_k_per_example": "per_example"}
 #: the order random_k must have at its place in the chain
 _RANDOM_K_ORDER = {0: "mask_then_clip", 1: "clip_then_mask"}
 _OWN = {"clip": ("clip_norm", "reference_norm"), "gaussian_noise": ("noise_multiplier",),
@@ -206,7 +209,7 @@ def _train_group(model, ds, kw, mech, runs, **override) -> list:
                 noise_multiplier=shared_none("noise_multiplier"),
                 allow_non_private=first["noise_multiplier"] is None or first["clip_norm"] is None,
                 r_final=col("r_final") if mech == "random_freeze" else None,
-                k=col("k") if mech in ("top_k_noisy", "top_k_clean", "random_k") else None, ramp=first["ramp"],
+                k=col("k") if mech in K_MECHANISMS else None, ramp=first["ramp"],
                 order=first["order"], rank=first["rank"], feedback=first["feedback"],
                 fraction=col("fraction") if mech in MASKS else None,
                 options=first["options"] if mech in MASKS else None,

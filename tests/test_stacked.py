@@ -255,7 +255,8 @@ def _assert_run_equal(res, ref):
 
 CHAINS = [("dense", {}), ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}), ("top_k_noisy", {"k": "by_d"}),
           ("random_k", {"k": "by_d", "order": "clip_then_mask"}), ("random_k", {"k": "by_d", "order": "mask_then_clip"}),
-          ("low_rank", {"rank": 1}), ("low_rank", {"rank": 2, "order": "noise_then_compress"})]
+          ("low_rank", {"rank": 1}), ("low_rank", {"rank": 2, "order": "noise_then_compress"}),
+          ("top_k_per_example", {"k": "by_d"})]
 
 
 def _per_run(kw, r):
@@ -286,7 +287,8 @@ def test_stacked_runs_equal_train(name, mechanism, kw):
 NON_PRIVATE = [("dense", {}, None), ("dense", {}, [1.0, 0.5, 2.0]), ("top_k_clean", {"k": "by_d"}, None),
                ("random_k", {"k": "by_d"}, None), ("random_k", {"k": "by_d", "order": "mask_then_clip"}, [1.0, 0.5, 2.0]),
                ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}, None), ("low_rank", {"rank": 2}, None),
-               ("low_rank", {"rank": 1, "order": "compress_then_noise"}, [1.0, 0.5, 2.0])]
+               ("low_rank", {"rank": 1, "order": "compress_then_noise"}, [1.0, 0.5, 2.0]),
+               ("top_k_per_example", {"k": "by_d"}, [1.0, 0.5, 2.0])]
 
 
 @pytest.mark.parametrize("mechanism,kw,C", NON_PRIVATE,
@@ -589,9 +591,10 @@ def _bitwise_equal(a, b):
 
 @pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40}),
                                           ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"}),
-                                          ("low_rank", {"rank": 2}), ("dense", {"optimizer": "adam"})],
+                                          ("low_rank", {"rank": 2}), ("dense", {"optimizer": "adam"}),
+                                          ("top_k_per_example", {"k": 40})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
-                              "dense_adam"])
+                              "dense_adam", "top_k_per_example"])
 def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     model = mlp((64, 12, 10))
     seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]

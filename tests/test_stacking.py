@@ -18,6 +18,8 @@ RANDK = [{"name": "clip", "clip_norm": 1.0}, {"name": "random_k", "k": 100}, {"n
 RANDK_MTC = [{"name": "random_k", "k": 100, "order": "mask_then_clip"}, {"name": "clip", "clip_norm": 1.0},
              {"name": "gaussian_noise"}]
 LOWRANK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "low_rank", "rank": 2}]
+TOPK_PEX = [{"name": "top_k", "k": 200, "mode": "per_example"}, {"name": "clip", "clip_norm": 1.0},
+            {"name": "gaussian_noise"}]
 PUBLIC = {"public_fraction": 0.1}
 EF21 = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"},
         {"name": "error_feedback", "compressor": {"name": "top_k", "k": 200, "mode": "noisy"}, "style": "ef21"}]
@@ -78,6 +80,9 @@ def test_stack_key_groups_per_run_axes_only():
     assert stacking.stack_key(_with(data=PUBLIC, mechanism=PFREEZE)) not in (None, pub)
     p2 = [dict(PRUNE[0], every=10), *PRUNE[1:]]  # the options are structure
     assert stacking.stack_key(_with(mechanism=p2)) not in (None, stacking.stack_key(_with(mechanism=PRUNE)))
+    pex = stacking.stack_key(_with(mechanism=TOPK_PEX))
+    assert pex not in (None, stacking.stack_key(_with(mechanism=TOPK)))
+    assert stacking.stack_key(_with(mechanism=[dict(TOPK_PEX[0], k=50), *TOPK_PEX[1:]])) == pex  # k is per run
     lr3 = [LOWRANK[0], LOWRANK[1], dict(LOWRANK[2], rank=3)]
     assert stacking.stack_key(_with(mechanism=lr3)) not in (None, stacking.stack_key(_with(mechanism=LOWRANK)))
     not_stackable = [
@@ -90,6 +95,9 @@ def test_stack_key_groups_per_run_axes_only():
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "per_layer": True}, {"name": "gaussian_noise"}]),
         _with(mechanism=[dict(FREEZE[0], rescale=True), *FREEZE[1:]]),
         _with(mechanism=[*TOPK[:2], dict(TOPK[2], layerwise=True)]),
+        _with(mechanism=[dict(TOPK_PEX[0], chunk_size=16), *TOPK_PEX[1:]]),
+        _with(mechanism=[dict(TOPK_PEX[0], layerwise=True), *TOPK_PEX[1:]]),
+        _with(mechanism=[{"name": "topagg", "k": 10}]),
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "reference_norm": 2.0}, {"name": "gaussian_noise"}]),
         {"bogus": 1},
     ]
@@ -99,9 +107,11 @@ def test_stack_key_groups_per_run_axes_only():
 
 @pytest.mark.parametrize("mech,data", [(None, {}), (FREEZE, {}), (TOPK, {}), (RANDK, {}), (RANDK_MTC, {}),
                                        (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {}), (EF21, {}),
-                                       (None, {"optimizer": {"name": "momentum", "momentum": 0.9, "schedule": "cosine"}})],
+                                       (None, {"optimizer": {"name": "momentum", "momentum": 0.9, "schedule": "cosine"}}),
+                                       (TOPK_PEX, {})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
-                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "error_feedback_ef21", "momentum_cosine"])
+                              "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "error_feedback_ef21", "momentum_cosine",
+                              "top_k_per_example"])
 def test_a_stackable_run_agrees_with_train(mech, data):
     sections = data if "optimizer" in data else {"data": data}
     cfg = _with(**sections) if mech is None else _with(mechanism=mech, **sections)

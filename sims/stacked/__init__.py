@@ -18,7 +18,9 @@ Scope: float64 MLPs and linear / logistic / softmax regressions of :mod:`sims.mo
 order (a fresh random k-subset each step, noise on it only), ``"low_rank"`` (PowerSGD-style
 compression of the noisy update), the masks chosen at init ``"public_freeze"`` and
 ``"magnitude_prune"`` (the latter optionally recomputed every ``every`` steps from the current
-parameters), and ``"public_select"`` (a new mask from the public gradient every step); Poisson
+parameters), ``"public_select"`` (a new mask from the public gradient every step), and
+``"top_k_per_example"`` (``chain(top_k(k, mode="per_example"), clip(C), gaussian_noise(sigma))``,
+each example's gradient materialised, one run at a time); Poisson
 sampling; the optimizers and learning-rate schedules of :mod:`sims.optim`. Runs may differ in
 seed, lr, clip norm, noise multiplier and r_final / k / fraction.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
@@ -59,7 +61,8 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         One per run: run ``r`` is ``train(..., random_state=seeds[r])``.
     mechanism : str, one of :data:`MECHANISMS`
         ``"dense"``, ``"random_freeze"``, ``"top_k_noisy"``, ``"random_k"``, ``"top_k_clean"``,
-        ``"low_rank"``, ``"public_freeze"``, ``"magnitude_prune"``, ``"public_select"``.
+        ``"low_rank"``, ``"public_freeze"``, ``"magnitude_prune"``, ``"public_select"``,
+        ``"top_k_per_example"``.
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
         freeze ramp or a layer-wise top-k, cannot be read back). ``"top_k_clean"`` (top-k of the
         clean sum) exists only as a non-private baseline.
@@ -71,8 +74,9 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     r_final : float in [0, 1) or sequence
         Final frozen fraction (``"random_freeze"`` only), frozen set redrawn at each epoch start.
     k : int in [1, d] or sequence
-        Kept coordinates (``"top_k_noisy"``, ``"top_k_clean"`` and ``"random_k"``; a fresh uniform k-subset each step
-        for ``"random_k"``).
+        Kept coordinates (``"top_k_noisy"``, ``"top_k_clean"``, ``"random_k"`` and
+        ``"top_k_per_example"``; a fresh uniform k-subset each step for ``"random_k"``, each
+        example's own top-k for ``"top_k_per_example"``).
     order : str or None
         Shared by all runs. ``"random_k"``: ``"clip_then_mask"`` (default) or ``"mask_then_clip"``;
         ``"low_rank"``: ``"noise_then_compress"`` (the default with noise: post-processing) or

@@ -27,7 +27,7 @@ from scipy.special import expit
 from sims.models.dense import backward_deltas
 
 __all__ = ["layer_views", "backprop_stacked", "sq_norms_stacked", "masked_sq_norms_stacked", "clip_factors_stacked",
-           "weighted_sum_stacked", "power_compress_stacked", "evaluate_stacked"]
+           "weighted_sum_stacked", "per_example_rows", "power_compress_stacked", "evaluate_stacked"]
 
 
 def layer_views(layout, P: np.ndarray) -> list:
@@ -155,6 +155,22 @@ def weighted_sum_stacked(layout, acts, deltas, w) -> np.ndarray:
             if b is not None:
                 b[...] = np.matmul(w[:, None, :], d)[:, 0]
     return S
+
+
+def per_example_rows(layout, acts, deltas, j: int) -> np.ndarray:
+    """The ``(rows, d)`` per-example gradients ``g_i = delta_i a_i^T`` (and ``delta_i``) of run ``j``
+    of a stacked batch, as :func:`sims.models.pergrad.materialize` lays them out (padding rows: 0).
+    Only for the chains that need each example's gradient (per-example top-k); memory ``rows x d``
+    for one run at a time, never ``R x rows x d``."""
+    rows = deltas[0].shape[1]
+    G = np.empty((rows, layout.n_params))
+    for l, (a, d) in enumerate(zip(acts, deltas)):
+        ws = layout.weight_slice(l)
+        G[:, ws] = np.einsum("bo,bi->boi", d[j], a[j]).reshape(rows, ws.stop - ws.start)
+        bs = layout.bias_slice(l)
+        if bs is not None:
+            G[:, bs] = d[j]
+    return G
 
 
 def power_compress_stacked(layout, U: np.ndarray, Qs: list) -> tuple:

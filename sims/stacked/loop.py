@@ -49,6 +49,11 @@ def _draw_frozen(rng, d, rate) -> np.ndarray:
     return frozen
 
 
+#: Where a mechanism's per-run ``k`` lives in the loop's arrays: ``"k"`` is the top-k of the
+#: released update (noisy or clean), ``"rk"`` random-k's subset size, ``"pk"`` per-example top-k's.
+_K_KEY = {"random_k": "rk", "top_k_per_example": "pk"}
+
+
 class StackedLoop:
     """State of the active runs (per-run arrays on a leading axis) and their histories."""
 
@@ -86,13 +91,17 @@ class StackedLoop:
             self.a["keep"] = keep
         self.mask_at = 0  # magnitude_prune(every=N): the step of the last mask
         if res.k is not None:
-            self.a["rk" if res.mechanism == "random_k" else "k"] = res.k.copy()
+            self.a[_K_KEY.get(res.mechanism, "k")] = res.k.copy()
+        # per-example top-k: each run's own row map (the chain's declared PerExampleMap), by run id
+        self.row_maps = ([ch.per_example_maps[0].fn for ch in res.chains] if res.mechanism == "top_k_per_example"
+                         else None)
         self.a["loss0"] = (E.evaluate_stacked(res.model, P, res.X, res.y)[0] if res.factor is not None
                            else np.zeros(R))
         self.block = None
         lay = res.model.layout
         # linear / logistic regression: clipped sums straight from the batch indices (kernels.convex_clipped_sums)
-        convex = lay.n_layers == 1 and lay.sizes[1] == 1 and res.model.head in CONVEX_HEADS
+        convex = (lay.n_layers == 1 and lay.sizes[1] == 1 and res.model.head in CONVEX_HEADS
+                  and self.row_maps is None)
         self.sqx = np.einsum("ij,ij->i", res.X, res.X) if convex else None
 
     def fixed_keep(self, r: int, params, rng) -> np.ndarray:
@@ -186,12 +195,15 @@ class StackedLoop:
         self.mask_at = t
 
     def clipped_sums(self, xb, yb, valid, sel=None):
-        """``(S (R', d), n_clipped (R',), norms (R', rows))``: masked, clipped per-example sums of one
-        chunk of rows of the runs at positions ``sel`` (all active runs when None)."""
+        """``(S (R', d), n_clipped (R',), norms (R', rows), extra)``: masked, clipped per-example sums
+        of one chunk of rows of the runs at positions ``sel`` (all active runs when None); ``extra``
+        is None, or per-example top-k's ``(before, phi_sum)`` (:meth:`per_example_sums`)."""
         res, a = self.res, self.a
         layout = res.model.layout
         pick = (lambda v: v) if sel is None else (lambda v: v[sel])
         acts, deltas = E.backprop_stacked(res.model, pick(a["P"]), xb, yb, valid)
+        if self.row_maps is not None:
+            return self.per_example_sums(acts, deltas, valid, np.arange(self.n_active) if sel is None else sel)
         keep = self.pre_clip_keep()
         keepf = None if keep is None else pick(keep).astype(np.float64)
         nsq = E.sq_norms_stacked(layout, acts, deltas)
@@ -209,7 +221,30 @@ class StackedLoop:
         S = E.weighted_sum_stacked(layout, acts, deltas, f)
         if keepf is not None:
             S *= keepf
-        return S, n_clipped, norms
+        return S, n_clipped, norms, None
+
+    def per_example_sums(self, acts, deltas, valid, positions):
+        """Per-example top-k (``top_k(k, mode="per_example")`` before the clip): for each run, its
+        rows' gradients ``g_i`` (:func:`engine.per_example_rows`), the map ``m_i = top_k(g_i)`` of
+        its chain, ``S = sum_i w_i m_i`` with ``w_i = C / max(||m_i||, C)``, and for the metrics
+        ``before = sum_i w_i g_i`` and the sum over real rows of ``phi_i = ||m_i||^2 / ||g_i||^2``
+        (1 for ``g_i = 0``), as ``sims.mechanisms.clip_noise``'s per-example path. One run at a
+        time: memory ``rows x d``."""
+        res, a = self.res, self.a
+        layout, d = res.model.layout, res.model.n_params
+        Rp, rows = valid.shape
+        S, before = np.zeros((Rp, d)), np.zeros((Rp, d))
+        norms, phi_sum, n_clipped = np.zeros((Rp, rows)), np.zeros(Rp), np.zeros(Rp, dtype=np.int64)
+        for j, pos in enumerate(positions):
+            G = E.per_example_rows(layout, acts, deltas, j)
+            M = self.row_maps[int(a["ids"][pos])](G, layout)
+            full, kept = np.einsum("ij,ij->i", G, G), np.einsum("ij,ij->i", M, M)
+            phi_sum[j] = float(np.dot(np.where(full > 0, kept / np.where(full > 0, full, 1), 1.0), valid[j]))
+            f, n = E.clip_factors_stacked(kept[None, :, None], a["C"][pos:pos + 1])
+            S[j], before[j] = f[0] @ M, f[0] @ G
+            norms[j] = n[0]
+            n_clipped[j] = np.count_nonzero((n[0] > a["C"][pos]) & (valid[j] > 0))
+        return S, n_clipped, norms, (before, phi_sum)
 
     def pre_clip_keep(self):
         """The bool ``(R', d)`` masks applied to every example's gradient before clipping, or None."""
@@ -231,7 +266,7 @@ class StackedLoop:
                                                       keep, bias=res.model.layout.bias, head=res.model.head)
             if keep is not None:
                 S *= keep
-            return S, n_clipped, norms
+            return S, n_clipped, norms, None
         n_chunks = max(1, -(-int(counts.max()) // rows))
         norms = np.zeros((self.n_active, n_chunks * rows))
         for c in range(n_chunks):
@@ -240,15 +275,18 @@ class StackedLoop:
             part = counts if sel is None else counts[sel]
             sub = np.ascontiguousarray(idx[:, :rows] if sel is None else idx[sel, lo:lo + rows])
             xb, yb, valid = gather_batches(res.X, res.y, sub, np.minimum(part - lo, rows), rows)
-            Sc, nc, nrm = self.clipped_sums(xb, yb, valid, sel)
+            Sc, nc, nrm, xc = self.clipped_sums(xb, yb, valid, sel)
             if sel is None:
-                S, n_clipped = Sc, nc
+                S, n_clipped, extra = Sc, nc, xc
                 norms[:, :rows] = nrm
             else:
                 S[sel] += Sc
                 n_clipped[sel] += nc
                 norms[sel, lo:lo + rows] = nrm
-        return S, n_clipped, norms
+                if extra is not None:
+                    extra[0][sel] += xc[0]
+                    extra[1][sel] += xc[1]
+        return S, n_clipped, norms, extra
 
     def compressed(self, V: np.ndarray) -> np.ndarray:
         """The compressor of an error-feedback run applied to a copy of ``V``: top-k per row or low-rank."""
@@ -309,8 +347,11 @@ class StackedLoop:
             self.select_public(ST, seeds)
         elif res.mechanism == "magnitude_prune" and res.options.get("every") is not None:
             self.prune_current(t)
-        S, n_clipped, norms = self.batch_sums(idx, counts)
+        S, n_clipped, norms, extra = self.batch_sums(idx, counts)
         before = np.einsum("rd,rd->r", S, S) if res.order in ("clip_then_mask", "compress_then_noise") else None
+        if extra is not None:  # per-example top-k: the clipped sum of the unmapped rows, and the mean phi
+            before = np.einsum("rd,rd->r", extra[0], extra[0])
+            row_phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 0.0)
         if res.order == "compress_then_noise":
             S = self.compress(S)
         u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
@@ -320,7 +361,8 @@ class StackedLoop:
         else:
             if res.order == "noise_then_compress":
                 u = self.compress(u)
-            phi = top_k_rows(u, a["k"]) if "k" in a else np.ones(self.n_active)
+            phi = (top_k_rows(u, a["k"]) if "k" in a else row_phi if extra is not None
+                   else np.ones(self.n_active))
         a["lr"] = self.rates(t)
         with np.errstate(over="ignore", invalid="ignore"):
             usq = np.einsum("rd,rd->r", u, u)

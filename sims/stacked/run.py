@@ -19,7 +19,9 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
 MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank", "public_freeze",
-              "magnitude_prune", "public_select")
+              "magnitude_prune", "public_select", "top_k_per_example")
+#: The mechanisms with a per-run ``k``.
+K_MECHANISMS = ("top_k_noisy", "top_k_clean", "random_k", "top_k_per_example")
 
 #: Pre-clip transforms whose keep mask is chosen at init (noise on the kept coordinates only): a
 #: stacked run takes its mask from its chain's own ``init`` (``magnitude_prune`` with ``every``
@@ -78,7 +80,9 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     gaussian_noise(sigma))`` (Adamczewski & Park, arXiv 2303.04612) or the same with
     ``magnitude_prune(fraction, **options)`` (Watson et al.), masks chosen once at init from public
     data, the initial parameters or nothing; ``"public_select"``: ``public_select(fraction,
-    **options)`` in front, a new mask each step from the public gradient at the current parameters.
+    **options)`` in front, a new mask each step from the public gradient at the current parameters;
+    ``"top_k_per_example"``: ``chain(top_k(k, mode="per_example"), clip(C), gaussian_noise(sigma))``,
+    each example's own top-k before clipping (an ablation of the five papers' sparsifiers).
     ``feedback="ef"`` or ``"ef21"`` wraps the compressor of ``"top_k_noisy"`` or ``"low_rank"`` in
     :func:`sims.mechanisms.error_feedback` (after the noise: post-processing).
 
@@ -130,6 +134,8 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
             steps = (c, *noise, error_feedback(steps[-1], feedback))
     elif mechanism in MASKS:
         steps = (_mask_transform(mechanism, fraction, options), c, *noise)
+    elif mechanism == "top_k_per_example":
+        steps = (top_k(k, mode="per_example"), c, *noise)
     else:
         steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
         if feedback is not None:
@@ -286,7 +292,7 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
         if r_final is None:
             raise ValueError("r_final is required for mechanism='random_freeze'")
         rf = _per_run("r_final", r_final, R, low=0.0, high=1.0, high_open=True)
-    if mechanism in ("top_k_noisy", "top_k_clean", "random_k"):
+    if mechanism in K_MECHANISMS:
         if k is None:
             raise ValueError(f"k is required for mechanism={mechanism!r}")
         kk = _per_run("k", k, R, low=1.0, high=float(d))
@@ -298,7 +304,7 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
 
 #: The arguments that only some mechanisms take (``fraction`` and ``options``: :func:`_mask_args`;
 #: ``feedback``: :func:`chain_for`).
-ARGUMENT_OF = {"r_final": ("random_freeze",), "k": ("top_k_noisy", "top_k_clean", "random_k"),
+ARGUMENT_OF = {"r_final": ("random_freeze",), "k": K_MECHANISMS,
                "order": tuple(ORDERS), "rank": ("low_rank",)}
 
 

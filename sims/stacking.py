@@ -19,6 +19,7 @@ phase, merged as :func:`sims.config.run` merges them):
   ``[clip, low_rank]`` with ``order = "compress_then_noise"``,
 * ``[top_k, clip, gaussian_noise]`` with ``mode = "per_example"`` (each example keeps its own top-k
   before clipping; every per-example gradient is materialised, one run at a time),
+* ``[topagg]`` with one example per teacher (``teacher_size = 1``; its other arguments are shared),
 * the noise-only ablation: ``clip_norm = None`` with a ``reference_norm`` before ``gaussian_noise``
   (dense or after ``random_freeze``; non-private),
 * ``[public_freeze, clip, gaussian_noise]``, ``[magnitude_prune, clip, gaussian_noise]`` and
@@ -44,14 +45,14 @@ import time
 
 import numpy as np
 
-from sims.stacked.run import K_MECHANISMS, MASKS
+from sims.stacked.run import K_MECHANISMS, MASKS, TOPAGG_OPTIONS
 
 __all__ = ["PER_RUN", "stack_key", "run_stacked"]
 
 #: Config entries that may differ between the runs of one stacked call.
 PER_RUN = ("training.seed", "optimizer.lr", "privacy.noise_multiplier", "privacy.epsilon", "clip.clip_norm",
            "random_freeze.r_final", "top_k.k", "random_k.k", "public_freeze.fraction", "magnitude_prune.fraction",
-           "public_select.fraction")
+           "public_select.fraction", "topagg.k", "topagg.noise_multiplier")
 
 _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gaussian_noise"): "random_freeze",
              ("clip", "gaussian_noise", "top_k"): "top_k_noisy", ("clip", "random_k", "gaussian_noise"): "random_k",
@@ -64,14 +65,15 @@ _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gau
              ("magnitude_prune", "clip", "gaussian_noise"): "magnitude_prune",
              ("magnitude_prune", "clip"): "magnitude_prune",
              ("public_select", "clip", "gaussian_noise"): "public_select", ("public_select", "clip"): "public_select",
-             ("top_k", "clip", "gaussian_noise"): "top_k_per_example", ("top_k", "clip"): "top_k_per_example"}
+             ("top_k", "clip", "gaussian_noise"): "top_k_per_example", ("top_k", "clip"): "top_k_per_example",
+             ("topagg",): "topagg"}
 #: the top_k mode each top-k pattern needs
 _TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean", "top_k_per_example": "per_example"}
 #: the order random_k must have at its place in the chain
 _RANDOM_K_ORDER = {0: "mask_then_clip", 1: "clip_then_mask"}
 _OWN = {"clip": ("clip_norm", "reference_norm"), "gaussian_noise": ("noise_multiplier",),
         "random_freeze": ("r_final", "ramp"), "top_k": ("k", "mode"), "random_k": ("k", "order"),
-        "low_rank": ("rank", "order")}
+        "low_rank": ("rank", "order"), "topagg": ("k", "noise_multiplier", *TOPAGG_OPTIONS)}
 #: the low-rank order with noise (post-processing) and without (the clean sum compressed)
 _LOW_RANK_ORDER = {True: "noise_then_compress", False: "compress_then_noise"}
 
@@ -107,6 +109,8 @@ def _mechanism_of(mechanism: list) -> str | None:
         return None  # zero noise (a non-private baseline): train()'s gaussian_noise(0), not the stacked engine's
     if feedback is not None and (mech not in ("top_k_noisy", "low_rank") or not noisy):
         return None
+    if mech == "topagg":  # one example per teacher (teacher_size at its default, 1): the private TopAgg
+        return None if stage["topagg"].get("noise_multiplier") == 0 else mech
     if mech in _TOP_K_MODE and stage["top_k"].get("mode", "noisy") != _TOP_K_MODE[mech]:
         return None
     if mech == "random_k" and stage["random_k"].get("order", "clip_then_mask") != _RANDOM_K_ORDER[names.index("random_k")]:
@@ -173,9 +177,10 @@ def _float_or_none(x):
 def _noise_multiplier(cfg, stage, ch):
     """The run's noise multiplier: the chain's (calibrated or given), or the stage's own in a
     non-private config (the noise-only ablation, a switched run)."""
-    if "gaussian_noise" not in stage:
+    noised = stage.get("gaussian_noise", stage.get("topagg"))
+    if noised is None:
         return None
-    own = stage["gaussian_noise"].get("noise_multiplier")
+    own = noised.get("noise_multiplier")
     return float(ch.privacy.noise_multiplier if own is None or not cfg["privacy"]["allow_non_private"] else own)
 
 
@@ -184,16 +189,20 @@ def _run_arguments(cfg, ch, key: str = "mechanism") -> dict:
     ``cfg[key]`` and its built chain ``ch``."""
     transforms, feedback = _unwrapped(cfg[key])
     stage = {t["name"]: t for t in transforms}
-    C = _float_or_none(stage["clip"]["clip_norm"])
+    clip = stage.get("clip")  # None for TopAgg, which has no clip stage
+    C = None if clip is None else _float_or_none(clip["clip_norm"])
     ordered = stage.get("random_k", stage.get("low_rank", {}))
     mask = next((stage[name] for name in MASKS if name in stage), {})
+    options = ({k: v for k, v in stage["topagg"].items() if k in TOPAGG_OPTIONS} if "topagg" in stage
+               else {k: v for k, v in mask.items() if k not in ("name", "fraction")})
     return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]), "clip_norm": C,
             "noise_multiplier": _noise_multiplier(cfg, stage, ch),
-            "reference_norm": float(stage["clip"].get("reference_norm", 1.0)) if C is None else None,
+            "reference_norm": float(clip.get("reference_norm", 1.0)) if C is None and clip is not None else None,
             "r_final": stage.get("random_freeze", {}).get("r_final"),
-            "k": stage.get("top_k", stage.get("random_k", {})).get("k"), "rank": stage.get("low_rank", {}).get("rank"),
+            "k": stage.get("top_k", stage.get("random_k", stage.get("topagg", {}))).get("k"),
+            "rank": stage.get("low_rank", {}).get("rank"),
             "ramp": stage.get("random_freeze", {}).get("ramp", "linear"), "order": ordered.get("order"),
-            "fraction": mask.get("fraction"), "options": {k: v for k, v in mask.items() if k not in ("name", "fraction")},
+            "fraction": mask.get("fraction"), "options": options,
             "feedback": feedback}
 
 
@@ -207,12 +216,12 @@ def _train_group(model, ds, kw, mech, runs, **override) -> list:
     shared_none = (lambda name: None if first[name] is None else col(name))  # None: the chain has no such step
     args = dict(seeds=col("seed"), mechanism=mech, lr=col("lr"), clip_norm=shared_none("clip_norm"),
                 noise_multiplier=shared_none("noise_multiplier"),
-                allow_non_private=first["noise_multiplier"] is None or first["clip_norm"] is None,
+                allow_non_private=mech != "topagg" and (first["noise_multiplier"] is None or first["clip_norm"] is None),
                 r_final=col("r_final") if mech == "random_freeze" else None,
                 k=col("k") if mech in K_MECHANISMS else None, ramp=first["ramp"],
                 order=first["order"], rank=first["rank"], feedback=first["feedback"],
                 fraction=col("fraction") if mech in MASKS else None,
-                options=first["options"] if mech in MASKS else None,
+                options=first["options"] if mech in (*MASKS, "topagg") else None,
                 reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
                 optimizer=kw["optimizer"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
                 schedule=kw["schedule"], strong_convexity=kw.get("strong_convexity"), steps=kw["steps"],

@@ -317,6 +317,26 @@ def test_non_private_baselines_equal_train(name, mechanism, kw, C):
         assert out[r].privacy["notes"] == ref.privacy["notes"] and out[r].privacy["reason"] == ref.privacy["reason"]
 
 
+@pytest.mark.parametrize("options", [{"beta": 0.1}, {"stochastic": True, "coord_clip": 0.5, "scale": 0.5}],
+                         ids=["sign", "stochastic_sign"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_topagg_runs_equal_train(name, options):
+    """TopAgg (one example per teacher): per-run k and sigma; the votes from the same function and,
+    stochastic, from the same generator as train(), so the runs agree bit for bit in practice."""
+    make, kind = MODELS[name]
+    model, ds = make(), _data(kind)
+    d = model.n_params
+    seeds, lrs, ks, sigma = [0, 11, 5], [0.05, 0.02, 0.1], [max(1, d // 4), 1, d], [1.0, 2.0, 0.7]
+    common = dict(epochs=3, batch_size=24, record_every=4)
+    out = train_stacked(model, ds, seeds=seeds, lr=lrs, clip_norm=None, noise_multiplier=sigma, mechanism="topagg",
+                        k=ks, options=options, **common)
+    for r, seed in enumerate(seeds):
+        ref = train(model, ds, mechanism=chain_for("topagg", None, sigma[r], k=ks[r], options=options), lr=lrs[r],
+                    random_state=seed, **common)
+        _assert_run_equal(out[r], ref)
+        assert out[r].privacy["private"] and out[r].privacy["notes"] == ref.privacy["notes"]
+
+
 def test_non_private_runs_need_allow_non_private():
     model, ds = mlp((6, 5, 3)), _data("mixture")
     base = dict(seeds=[0, 1], epochs=1, batch_size=24)
@@ -575,6 +595,11 @@ def test_refuses_what_it_does_not_run():
         (dict(fraction=0.5), "fraction is an argument of mechanism in"),
         (dict(feedback="ef"), "feedback .*wraps the compressor"),
         (dict(mechanism="top_k_noisy", k=3, feedback="bogus"), "feedback"),
+        (dict(mechanism="topagg", k=3), "topagg' takes clip_norm=None"),
+        (dict(mechanism="topagg", k=3, clip_norm=None, noise_multiplier=None), "topagg' takes clip_norm=None"),
+        (dict(mechanism="topagg", k=3, clip_norm=None, options={"teacher_size": 2}), "teacher_size > 1"),
+        (dict(mechanism="topagg", clip_norm=None), "k is required"),
+        (dict(mechanism="topagg", k=3, clip_norm=None, fraction=0.5), "fraction is an argument"),
     ]
     for extra, match in bad:
         with pytest.raises(ValueError, match=match):
@@ -592,9 +617,10 @@ def _bitwise_equal(a, b):
 @pytest.mark.parametrize("mechanism,kw", [("dense", {}), ("random_freeze", {"r_final": 0.8}), ("top_k_noisy", {"k": 40}),
                                           ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"}),
                                           ("low_rank", {"rank": 2}), ("dense", {"optimizer": "adam"}),
-                                          ("top_k_per_example", {"k": 40})],
+                                          ("top_k_per_example", {"k": 40}),
+                                          ("topagg", {"k": 40, "clip_norm": None, "options": {"stochastic": True}})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
-                              "dense_adam", "top_k_per_example"])
+                              "dense_adam", "top_k_per_example", "topagg"])
 def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     model = mlp((64, 12, 10))
     seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]

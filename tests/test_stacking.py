@@ -20,6 +20,7 @@ RANDK_MTC = [{"name": "random_k", "k": 100, "order": "mask_then_clip"}, {"name":
 LOWRANK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"name": "low_rank", "rank": 2}]
 TOPK_PEX = [{"name": "top_k", "k": 200, "mode": "per_example"}, {"name": "clip", "clip_norm": 1.0},
             {"name": "gaussian_noise"}]
+TOPAGG = [{"name": "topagg", "k": 100, "beta": 0.05}]
 PUBLIC = {"public_fraction": 0.1}
 EF21 = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"},
         {"name": "error_feedback", "compressor": {"name": "top_k", "k": 200, "mode": "noisy"}, "style": "ef21"}]
@@ -80,6 +81,9 @@ def test_stack_key_groups_per_run_axes_only():
     assert stacking.stack_key(_with(data=PUBLIC, mechanism=PFREEZE)) not in (None, pub)
     p2 = [dict(PRUNE[0], every=10), *PRUNE[1:]]  # the options are structure
     assert stacking.stack_key(_with(mechanism=p2)) not in (None, stacking.stack_key(_with(mechanism=PRUNE)))
+    agg = stacking.stack_key(_with(mechanism=TOPAGG))
+    assert agg is not None and stacking.stack_key(_with(mechanism=[dict(TOPAGG[0], k=20)])) == agg  # k is per run
+    assert stacking.stack_key(_with(mechanism=[dict(TOPAGG[0], beta=0.1)])) not in (None, agg)  # beta is structure
     pex = stacking.stack_key(_with(mechanism=TOPK_PEX))
     assert pex not in (None, stacking.stack_key(_with(mechanism=TOPK)))
     assert stacking.stack_key(_with(mechanism=[dict(TOPK_PEX[0], k=50), *TOPK_PEX[1:]])) == pex  # k is per run
@@ -97,7 +101,8 @@ def test_stack_key_groups_per_run_axes_only():
         _with(mechanism=[*TOPK[:2], dict(TOPK[2], layerwise=True)]),
         _with(mechanism=[dict(TOPK_PEX[0], chunk_size=16), *TOPK_PEX[1:]]),
         _with(mechanism=[dict(TOPK_PEX[0], layerwise=True), *TOPK_PEX[1:]]),
-        _with(mechanism=[{"name": "topagg", "k": 10}]),
+        _with(mechanism=[{"name": "topagg", "k": 10, "teacher_size": 2}], privacy={"allow_non_private": True}),
+        _with(mechanism=[{"name": "topagg", "k": 10, "noise_multiplier": 0.0}], privacy={"allow_non_private": True}),
         _with(mechanism=[{"name": "clip", "clip_norm": 1.0, "reference_norm": 2.0}, {"name": "gaussian_noise"}]),
         {"bogus": 1},
     ]
@@ -108,10 +113,10 @@ def test_stack_key_groups_per_run_axes_only():
 @pytest.mark.parametrize("mech,data", [(None, {}), (FREEZE, {}), (TOPK, {}), (RANDK, {}), (RANDK_MTC, {}),
                                        (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {}), (EF21, {}),
                                        (None, {"optimizer": {"name": "momentum", "momentum": 0.9, "schedule": "cosine"}}),
-                                       (TOPK_PEX, {})],
+                                       (TOPK_PEX, {}), (TOPAGG, {})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
                               "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "error_feedback_ef21", "momentum_cosine",
-                              "top_k_per_example"])
+                              "top_k_per_example", "topagg"])
 def test_a_stackable_run_agrees_with_train(mech, data):
     sections = data if "optimizer" in data else {"data": data}
     cfg = _with(**sections) if mech is None else _with(mechanism=mech, **sections)

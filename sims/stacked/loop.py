@@ -51,7 +51,7 @@ def _draw_frozen(rng, d, rate) -> np.ndarray:
 
 #: Where a mechanism's per-run ``k`` lives in the loop's arrays: ``"k"`` is the top-k of the
 #: released update (noisy or clean), ``"rk"`` random-k's subset size, ``"pk"`` per-example top-k's.
-_K_KEY = {"random_k": "rk", "top_k_per_example": "pk"}
+_K_KEY = {"random_k": "rk", "top_k_per_example": "pk", "topagg": "vk"}
 
 
 class StackedLoop:
@@ -85,6 +85,8 @@ class StackedLoop:
                   "fkey": np.zeros(R, dtype=np.int64)}
         for l, Q in enumerate(zip(*Q0)):  # the low-rank bases, one stacked (R, in, r) array per layer
             self.a[f"Q{l}"] = np.stack(Q)
+        if res.mechanism == "topagg":  # noise N(0, sigma^2 k) on the vote sums (norm sqrt(k) per teacher)
+            self.a["std"] = res.noise_multiplier * np.sqrt(res.k)
         if res.feedback is not None:  # the error-feedback memory (e, or g of EF21), zero at the start
             self.a["e"] = np.zeros((R, d))
         if keep is not None:
@@ -101,7 +103,7 @@ class StackedLoop:
         lay = res.model.layout
         # linear / logistic regression: clipped sums straight from the batch indices (kernels.convex_clipped_sums)
         convex = (lay.n_layers == 1 and lay.sizes[1] == 1 and res.model.head in CONVEX_HEADS
-                  and self.row_maps is None)
+                  and res.mechanism not in ("top_k_per_example", "topagg"))
         self.sqx = np.einsum("ij,ij->i", res.X, res.X) if convex else None
 
     def fixed_keep(self, r: int, params, rng) -> np.ndarray:
@@ -202,8 +204,11 @@ class StackedLoop:
         layout = res.model.layout
         pick = (lambda v: v) if sel is None else (lambda v: v[sel])
         acts, deltas = E.backprop_stacked(res.model, pick(a["P"]), xb, yb, valid)
+        positions = np.arange(self.n_active) if sel is None else sel
         if self.row_maps is not None:
-            return self.per_example_sums(acts, deltas, valid, np.arange(self.n_active) if sel is None else sel)
+            return self.per_example_sums(acts, deltas, valid, positions)
+        if res.mechanism == "topagg":
+            return self.vote_sums(acts, deltas, valid, positions)
         keep = self.pre_clip_keep()
         keepf = None if keep is None else pick(keep).astype(np.float64)
         nsq = E.sq_norms_stacked(layout, acts, deltas)
@@ -252,6 +257,31 @@ class StackedLoop:
         masked = "keep" in a and not (res.mechanism == "random_k" and res.order == "clip_then_mask")
         return a["keep"] if masked else None
 
+    def vote_sums(self, acts, deltas, valid, positions):
+        """TopAgg's votes of one chunk of rows: each real row (a teacher) votes ``sign`` (or the
+        stochastic sign) on its top-k ``|g_i|`` (:func:`sims.mechanisms.topagg.teacher_votes`, the
+        same function and, for stochastic votes, the same generator as ``train()``). Returns
+        ``(vote sums, 0 clipped, teacher gradient norms, (None, sum of phi))``. One run at a time."""
+        from sims.mechanisms.topagg import teacher_votes
+
+        res, a = self.res, self.a
+        layout, d = res.model.layout, res.model.n_params
+        opts = res.options
+        Rp, rows = valid.shape
+        V, norms, phi_sum = np.zeros((Rp, d)), np.zeros((Rp, rows)), np.zeros(Rp)
+        for j, pos in enumerate(positions):
+            n = int(np.count_nonzero(valid[j]))  # a chunk's real rows come first
+            if not n:
+                continue
+            G = E.per_example_rows(layout, acts, deltas, j)[:n]
+            rng = self.vote_rngs[pos] if opts.get("stochastic", False) else None
+            votes, phi = teacher_votes(G, int(a["vk"][pos]), rng, stochastic=opts.get("stochastic", False),
+                                       coord_clip=opts.get("coord_clip"))
+            V[j] = votes.sum(axis=0)
+            phi_sum[j] = float(phi.sum())
+            norms[j, :n] = np.sqrt(np.einsum("ij,ij->i", G, G))
+        return V, np.zeros(Rp, dtype=np.int64), norms, (None, phi_sum)
+
     def batch_sums(self, idx, counts):
         """``(S, n_clipped, norms)`` of the step's Poisson batches, in chunks of ``res.rows`` rows.
 
@@ -284,7 +314,8 @@ class StackedLoop:
                 n_clipped[sel] += nc
                 norms[sel, lo:lo + rows] = nrm
                 if extra is not None:
-                    extra[0][sel] += xc[0]
+                    if extra[0] is not None:
+                        extra[0][sel] += xc[0]
                     extra[1][sel] += xc[1]
         return S, n_clipped, norms, extra
 
@@ -333,12 +364,10 @@ class StackedLoop:
             a[f"Q{l}"] = Q
         return Y
 
-    def step(self, t: int) -> None:
-        """Step ``t`` of every active run (see the module docstring)."""
-        res, a = self.res, self.a
-        ST = self.states(t)
-        idx, counts = poisson_draws(ST[:, 0], np.full(self.n_active, res.q), res.X.shape[0])
-        seeds = noise_seeds(ST[:, 1])
+    def draw(self, t: int, ST: np.ndarray, seeds: np.ndarray) -> None:
+        """The mechanism's own draws of step ``t`` from the runs' mechanism streams (masks, and the
+        generators of stochastic TopAgg votes), updating the noise seeds that follow them."""
+        res = self.res
         if res.mechanism == "random_freeze":
             self.redraw(t, ST, seeds)
         elif res.mechanism == "random_k":
@@ -347,22 +376,23 @@ class StackedLoop:
             self.select_public(ST, seeds)
         elif res.mechanism == "magnitude_prune" and res.options.get("every") is not None:
             self.prune_current(t)
+        elif res.mechanism == "topagg" and res.options.get("stochastic", False):
+            self.vote_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
+
+    def step(self, t: int) -> None:
+        """Step ``t`` of every active run (see the module docstring)."""
+        res, a = self.res, self.a
+        ST = self.states(t)
+        idx, counts = poisson_draws(ST[:, 0], np.full(self.n_active, res.q), res.X.shape[0])
+        seeds = noise_seeds(ST[:, 1])
+        self.draw(t, ST, seeds)
         S, n_clipped, norms, extra = self.batch_sums(idx, counts)
-        before = np.einsum("rd,rd->r", S, S) if res.order in ("clip_then_mask", "compress_then_noise") else None
-        if extra is not None:  # per-example top-k: the clipped sum of the unmapped rows, and the mean phi
-            before = np.einsum("rd,rd->r", extra[0], extra[0])
-            row_phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 0.0)
-        if res.order == "compress_then_noise":
-            S = self.compress(S)
-        u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
-        kept = None
-        if res.feedback is not None:
-            u, phi, kept = self.feed_back(u)
+        if res.mechanism == "topagg":
+            u, sig, nz, phi, kept = self.vote_release(S, extra, seeds, counts)
+            before, div = None, 1.0  # TopAgg's metrics are on the vote scale
         else:
-            if res.order == "noise_then_compress":
-                u = self.compress(u)
-            phi = (top_k_rows(u, a["k"]) if "k" in a else row_phi if extra is not None
-                   else np.ones(self.n_active))
+            u, sig, nz, phi, kept, before = self.release(S, extra, seeds, counts)
+            div = res.B
         a["lr"] = self.rates(t)
         with np.errstate(over="ignore", invalid="ignore"):
             usq = np.einsum("rd,rd->r", u, u)
@@ -376,18 +406,57 @@ class StackedLoop:
         a["P"], self.ostate = newP, ostate
         if res.mechanism == "top_k_clean":  # the top-k mask acts before the (absent) noise: u is the kept signal
             before, sig = sig, usq * res.B ** 2
-        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before, kept)
+        self.accumulate(counts, n_clipped, norms, sig, nz, phi, usq, before, kept, div)
         if (bad_u | bad_p).any():
             self.drop(bad_u | bad_p)
         done = t + 1
         if self.n_active and (done % res.rec == 0 or done == res.total):
             self.record(done, t)
 
-    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None, kept=None) -> None:
-        """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators;
-        ``before``: ``||S||^2`` before a post-clip mask (clip-then-mask random-k), else the released signal's."""
+    def release(self, S, extra, seeds, counts):
+        """``(u, signal energy, noise energy, phi, kept or None, before or None)``: the noisy release
+        of the clipped sums ``S`` and what follows it (compression, top-k, error feedback)."""
         res, a = self.res, self.a
-        B, d, R = res.B, res.model.n_params, self.n_active
+        before = np.einsum("rd,rd->r", S, S) if res.order in ("clip_then_mask", "compress_then_noise") else None
+        if extra is not None:  # per-example top-k: the clipped sum of the unmapped rows, and the mean phi
+            before = np.einsum("rd,rd->r", extra[0], extra[0])
+        if res.order == "compress_then_noise":
+            S = self.compress(S)
+        u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
+        if res.feedback is not None:
+            u, phi, kept = self.feed_back(u)
+            return u, sig, nz, phi, kept, before
+        if res.order == "noise_then_compress":
+            u = self.compress(u)
+        if "k" in a:
+            phi = top_k_rows(u, a["k"])
+        elif extra is not None:
+            phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 0.0)
+        else:
+            phi = np.ones(self.n_active)
+        return u, sig, nz, phi, None, before
+
+    def vote_release(self, V, extra, seeds, counts):
+        """TopAgg (``sims.mechanisms.topagg``, one example per teacher): the vote sums ``V`` plus
+        ``N(0, sigma^2 k)`` on all d coordinates, then ``scale * sign`` where ``|noisy vote| > beta B``
+        (else 0). Returns ``(u, ||V||^2, ||z||^2, mean phi, kept fraction)``; the noise seed follows
+        the stochastic votes' draws in the mechanism stream, as in ``train()``."""
+        res, a = self.res, self.a
+        opts = res.options
+        if opts.get("stochastic", False):
+            seeds = np.array([derive_seed(g) for g in self.vote_rngs], dtype=np.uint64)
+        noisy, sig, nz = noisy_releases(V, None, seeds, a["std"], np.ones(self.n_active))
+        out = np.where(np.abs(noisy) > opts.get("beta", 0.0) * res.B, np.sign(noisy), 0.0)
+        phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 0.0)
+        return out * opts.get("scale", 1.0), sig, nz, phi, np.count_nonzero(out, axis=1) / out.shape[1]
+
+    def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None, kept=None, div=None) -> None:
+        """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators;
+        ``before``: ``||S||^2`` before a post-clip mask (clip-then-mask random-k), else the released
+        signal's; energies are of the sums divided by ``div`` (the expected batch size by default;
+        1 for TopAgg's votes)."""
+        res, a = self.res, self.a
+        B, d, R = res.B if div is None else div, res.model.n_params, self.n_active
         signal = sig / B ** 2
         signal_before = signal if before is None else before / B ** 2
         noise = (a["std"] / B) ** 2 * nz

@@ -19,9 +19,12 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
 MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank", "public_freeze",
-              "magnitude_prune", "public_select", "top_k_per_example")
+              "magnitude_prune", "public_select", "top_k_per_example", "topagg")
 #: The mechanisms with a per-run ``k``.
-K_MECHANISMS = ("top_k_noisy", "top_k_clean", "random_k", "top_k_per_example")
+K_MECHANISMS = ("top_k_noisy", "top_k_clean", "random_k", "top_k_per_example", "topagg")
+#: TopAgg's arguments besides ``k`` and ``noise_multiplier`` that a stacked run takes (shared, in
+#: ``options``); one example per teacher (``teacher_size = 1``), the private variant.
+TOPAGG_OPTIONS = ("beta", "stochastic", "coord_clip", "scale", "chunk_size")
 
 #: Pre-clip transforms whose keep mask is chosen at init (noise on the kept coordinates only): a
 #: stacked run takes its mask from its chain's own ``init`` (``magnitude_prune`` with ``every``
@@ -82,7 +85,9 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     data, the initial parameters or nothing; ``"public_select"``: ``public_select(fraction,
     **options)`` in front, a new mask each step from the public gradient at the current parameters;
     ``"top_k_per_example"``: ``chain(top_k(k, mode="per_example"), clip(C), gaussian_noise(sigma))``,
-    each example's own top-k before clipping (an ablation of the five papers' sparsifiers).
+    each example's own top-k before clipping (an ablation of the five papers' sparsifiers);
+    ``"topagg"``: ``chain(topagg(k, sigma, **options))`` (Wang et al. 2021, DataLens), one example
+    per teacher, no clipping (the votes have norm sqrt(k)): ``clip_norm`` must be None.
     ``feedback="ef"`` or ``"ef21"`` wraps the compressor of ``"top_k_noisy"`` or ``"low_rank"`` in
     :func:`sims.mechanisms.error_feedback` (after the noise: post-processing).
 
@@ -98,6 +103,9 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     from sims.mechanisms import chain, clip, error_feedback, gaussian_noise, low_rank, random_freeze, random_k, top_k
 
     check_choice("mechanism", mechanism, MECHANISMS)
+    if mechanism == "topagg":
+        from sims.mechanisms import topagg
+        return chain(topagg(k, noise_multiplier, **_topagg_options(options)))
     noisy = noise_multiplier is not None
     order = resolved_order(mechanism, order, noisy)
     if feedback is not None:
@@ -136,6 +144,7 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
         steps = (_mask_transform(mechanism, fraction, options), c, *noise)
     elif mechanism == "top_k_per_example":
         steps = (top_k(k, mode="per_example"), c, *noise)
+
     else:
         steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
         if feedback is not None:
@@ -322,8 +331,25 @@ def _check_arguments_used(a: dict) -> None:
                          f"noise_multiplier={a['noise_multiplier']!r}")
 
 
+def _topagg_options(options) -> dict:
+    """TopAgg's shared options, each one of :data:`TOPAGG_OPTIONS`."""
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"options must be a dict of topagg's arguments {TOPAGG_OPTIONS}, got {options!r}")
+    opts = dict(options or {})
+    bad = sorted(set(opts) - set(TOPAGG_OPTIONS))
+    if bad:
+        raise ValueError(f"options of mechanism='topagg' must be among {TOPAGG_OPTIONS}, got {bad[0]!r} "
+                         "(micro-batch teachers, teacher_size > 1, are not private; use sims.train.train)")
+    return opts
+
+
 def _mask_args(mechanism, fraction, options, R):
-    """Per-run ``fraction`` and the shared ``options`` of a :data:`MASKS` mechanism (None, None otherwise)."""
+    """Per-run ``fraction`` and the shared ``options`` of a :data:`MASKS` mechanism (None, None
+    otherwise; TopAgg's options: :func:`_topagg_options`)."""
+    if mechanism == "topagg":
+        if fraction is not None:
+            raise ValueError(f"fraction is an argument of mechanism in {MASKS} only, got mechanism='topagg'")
+        return None, _topagg_options(options)
     if mechanism not in MASKS:
         for name, value in (("fraction", fraction), ("options", options)):
             if value is not None:
@@ -351,7 +377,14 @@ def _params0(params0, R: int, d: int):
 def _clip_and_noise(a: dict, R: int):
     """Per-run clip norms (``inf`` for ``clip_norm=None``: no clipping) and noise multipliers (0 for
     ``noise_multiplier=None``: no noise step). Either None makes every run non-private, which
-    needs ``allow_non_private=True``."""
+    needs ``allow_non_private=True``; TopAgg has no clip norm (its votes are bounded) and needs a
+    noise multiplier."""
+    if a["mechanism"] == "topagg":
+        if a["clip_norm"] is not None or a["noise_multiplier"] is None:
+            raise ValueError("mechanism='topagg' takes clip_norm=None (each vote vector has norm sqrt(k)) and a "
+                             f"noise_multiplier > 0, got clip_norm={a['clip_norm']!r}, "
+                             f"noise_multiplier={a['noise_multiplier']!r}")
+        return np.full(R, math.inf), _per_run("noise_multiplier", a["noise_multiplier"], R, low=0.0, low_open=True)
     C = (np.full(R, math.inf) if a["clip_norm"] is None
          else _per_run("clip_norm", a["clip_norm"], R, low=0.0, low_open=True))
     sigma = (np.zeros(R) if a["noise_multiplier"] is None

@@ -337,6 +337,20 @@ def test_topagg_runs_equal_train(name, options):
         assert out[r].privacy["private"] and out[r].privacy["notes"] == ref.privacy["notes"]
 
 
+@pytest.mark.parametrize("mechanism,kw,C", [("topagg", {"k": 3, "options": {"beta": 0.2}}, None),
+                                            ("top_k_per_example", {"k": 4}, 1.0)], ids=["topagg", "top_k_per_example"])
+def test_per_example_chains_with_empty_batches_equal_train(mechanism, kw, C):
+    """About one example per batch, so many batches are empty: their phi is the metric's default 1."""
+    model, ds = mlp((6, 5, 3)), _data("mixture", n=300)
+    common = dict(lr=0.3, sampling_rate=0.004, steps=40, record_every=5)
+    out = train_stacked(model, ds, seeds=[1, 2, 3], mechanism=mechanism, clip_norm=C, noise_multiplier=1.0, **kw,
+                        **common)
+    for r, seed in enumerate([1, 2, 3]):
+        ref = train(model, ds, mechanism=chain_for(mechanism, C, 1.0, **kw), random_state=seed, **common)
+        assert np.any(np.asarray(ref.history["batch_size"]) < 1)
+        _assert_run_equal(out[r], ref)
+
+
 def test_non_private_runs_need_allow_non_private():
     model, ds = mlp((6, 5, 3)), _data("mixture")
     base = dict(seeds=[0, 1], epochs=1, batch_size=24)

@@ -431,7 +431,7 @@ class StackedLoop:
         if "k" in a:
             phi = top_k_rows(u, a["k"])
         elif extra is not None:
-            phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 0.0)
+            phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 1.0)  # 1: the metric's default
         else:
             phi = np.ones(self.n_active)
         return u, sig, nz, phi, None, before
@@ -447,7 +447,7 @@ class StackedLoop:
             seeds = np.array([derive_seed(g) for g in self.vote_rngs], dtype=np.uint64)
         noisy, sig, nz = noisy_releases(V, None, seeds, a["std"], np.ones(self.n_active))
         out = np.where(np.abs(noisy) > opts.get("beta", 0.0) * res.B, np.sign(noisy), 0.0)
-        phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 0.0)
+        phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 1.0)  # 1: the metric's default
         return out * opts.get("scale", 1.0), sig, nz, phi, np.count_nonzero(out, axis=1) / out.shape[1]
 
     def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None, kept=None, div=None) -> None:

@@ -1,6 +1,7 @@
 """The main job (``python -m sims``) runs end to end in its quick mode and writes every artefact."""
 import json
 
+import numpy as np
 import pytest
 
 from sims.__main__ import main
@@ -85,12 +86,22 @@ def test_readme_python_example_runs(capsys):
     import re
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    first, stacked = re.findall(r"```python\n(.*?)```", readme, re.S)[:2]
     scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(first, "README.md", "exec"), scope)
     assert scope["res"].privacy["private"] is True
     assert scope["res"].privacy["epsilon"] == pytest.approx(2.0, rel=1e-3)
     assert scope["res"].history["test_accuracy"][-1] > 0.5  # 10 classes: chance is 0.1
+    # the stacked example: 8 runs, each the train() call of its seed and step size
+    exec(compile(stacked, "README.md", "exec"), scope)
+    runs, ds = scope["runs"], scope["ds"]
+    assert len(runs) == 8 and all(r.privacy["private"] for r in runs)
+    from sims.stacked import chain_for
+    from sims.train import train
+
+    ref = train(scope["models"].mlp((64, 64, 10)), ds, mechanism=chain_for("random_freeze", 1.0, 1.0, r_final=0.9),
+                lr=0.5, epochs=20, batch_size=64, random_state=1)
+    np.testing.assert_allclose(runs[1].params, ref.params, rtol=0, atol=1e-10 * np.max(np.abs(ref.params)))
 
 
 _PAPERS = ("lin.", "zhu.", "watson.", "datalens.", "adamczewski.")

@@ -15,6 +15,12 @@ Instances (all on ``F(x) = (L/2) ||x - x*||^2`` or its ridge version):
 - ``nonconvex_biased_bound``: ``eta = 1/L`` on the isotropic quadratic, clipping bias and Gaussian
   noise on: ``x_{t+1} - x* = -(b_t + xi_t)/L``; every inequality of the descent lemma is an equality
   except the last step's term, ratio ``(T-1)/T``.
+- ``nonconvex_random_k_bound`` / ``nonconvex_random_k_optimal_bound``: DP-SGD with unscaled random-k
+  (clip then mask, noise on the kept coordinates, clip inactive) at ``eta = 1/L`` on the isotropic
+  quadratic, where the one-step inequality of the proof is an equality: ratio bound/measured 1.012
+  (exact expectation 1.009, K = 1.05); at the optimal step ``eta* = 0.9/L`` the main loss is
+  ``1 - L eta/2 >= 1/2``, ratio 1.115 (exact 1.106, K = 1.2). Mutation checks (both bound functions
+  x1.5 and /1.5, monkeypatched) are tests here.
 - ``random_k_cd_pl_bound`` / ``random_k_cd_nonconvex_bound``: exact expectations over ALL mask
   sequences (enumerated), no statistics; ratio 1 and ``1 - (1 - k/d)^T``.
 - ``top_k_gd_bound``: exactly attained at ``k = d`` (``T = 1``); for ``k < d`` the test shows the
@@ -22,6 +28,7 @@ Instances (all on ``F(x) = (L/2) ||x - x*||^2`` or its ridge version):
 
 False-failure probabilities are stated per test (< 1e-6 each; deterministic tests: 0).
 """
+import functools
 import itertools
 import math
 
@@ -32,7 +39,7 @@ from scipy import stats
 from dptheory import convergence as cv
 from dptheory import noise_signal as ns
 from sims.measure import chain_trajectory, mean_se, ridge_sgd_replicates
-from sims.mechanisms import chain, clip, gaussian_noise, top_k
+from sims.mechanisms import chain, clip, gaussian_noise, random_k, top_k
 from sims.models import clipped_grad_sum, dense, linear_regression
 
 
@@ -134,6 +141,125 @@ def test_nonconvex_biased_bound_nearly_attained_isotropic_quadratic():
     K = 1.12                      # measured bound/measured = 1.020 (<= T/(T-1) = 1.053 expected)
     m2, se2 = mean_se(bnd - K * meas)
     assert m2 <= tq * se2, ("bound not nearly attained", bnd.mean() / meas.mean(), K)
+
+
+# ----------------------------------------------------------------------------- 3.3 non-convex, unscaled random-k
+#: The two random-k instances: F = (L/2)||x||^2 with L = 2 (n = d examples f_i = (sqrt(d L) x_i)^2/2),
+#: d = 100, k = 20, T = 500, clip C = 1 never active, sigma = 0.05, full batch (B = n = d, no sampling
+#: variance: V = 0), x_0 with equal coordinates; ``a0_over_N`` = ||grad F(x_0)||^2/N. Steps: eta = 1/L,
+#: or the interior optimum eta* = 0.9/L (``a0_over_N = u^2 rho T`` makes nonconvex_random_k_optimal_lr
+#: return u/L with u = 0.9).
+_RK = {
+    "lr_one_over_L": dict(a0_over_N=10.0, K=1.05),                      # exact ratio 1.0092
+    "optimal_lr": dict(a0_over_N=0.9 ** 2 * 0.2 * 500, K=1.2),           # exact ratio 1.1056
+}
+_RK_D, _RK_K, _RK_T, _RK_L, _RK_SIGMA, _RK_C, _RK_SEEDS = 100, 20, 500, 2.0, 0.05, 1.0, 24
+
+
+def _rk_instance(name):
+    """(N, DeltaF, x_0) of instance ``name``: N = d s^2 the full noise energy, DeltaF = F(x_0) - F*."""
+    N = ns.noise_energy(_RK_D, _RK_SIGMA, _RK_C, _RK_D)
+    g0 = math.sqrt(_RK[name]["a0_over_N"] * N / _RK_D)     # each coordinate of grad F(x_0) = L x_0
+    x0 = np.full(_RK_D, g0 / _RK_L)
+    return N, 0.5 * _RK_L * float(x0 @ x0), x0
+
+
+def _rk_exact_mean(name, u):
+    """E (1/T) sum_{t<T} ||grad F(x_t)||^2 exactly: with rho = k/d and step u/L, a kept coordinate of
+    the gradient becomes (1 - u) g_j - u s z_j and the others stay, so a_{t+1} = (1 - rho u (2 - u)) a_t
+    + rho u^2 N (a_t = E||grad F(x_t)||^2, N = d s^2)."""
+    N, _, x0 = _rk_instance(name)
+    rho, a, total = _RK_K / _RK_D, float((_RK_L * x0) @ (_RK_L * x0)), 0.0
+    for _ in range(_RK_T):
+        total += a
+        a = (1 - rho * u * (2 - u)) * a + rho * u * u * N
+    return total / _RK_T
+
+
+@functools.cache
+def _rk_measured(name):
+    """Per seed, (1/T) sum_{t<T} ||grad F(x_t)||^2 of the simulator's chain(clip(C), random_k(k),
+    gaussian_noise(sigma)) (clip then mask; noise drawn on the k kept coordinates only, so the
+    released update is m * (grad F + s z), s = sigma C/B); the step is nonconvex_random_k_optimal_lr
+    (u = 0.9) or 1/L. Asserts that clipping never acts (max_i ||g_i|| = d L max_j |x_j| < C)."""
+    N, dF, x0 = _rk_instance(name)
+    d, L = _RK_D, _RK_L
+    if name == "optimal_lr":
+        lr = cv.nonconvex_random_k_optimal_lr(dF, L, _RK_T, _RK_K, d, 0.0, d, N)
+    else:
+        lr = 1.0 / L
+    model = linear_regression(d, bias=False)
+    X = math.sqrt(d * L) * np.eye(d)
+    mech = chain(clip(_RK_C), random_k(_RK_K), gaussian_noise(_RK_SIGMA))
+    out = []
+    for s in range(_RK_SEEDS):
+        traj = chain_trajectory(model, X, np.zeros(d), mech, lr=lr, steps=_RK_T, sampling_rate=1.0, params0=x0,
+                                random_state=20240700 + s)
+        assert d * L * float(np.abs(traj).max()) < _RK_C, "clipping acted: the bound assumes it inactive"
+        out.append(float((L * L * traj[:-1] ** 2).sum(axis=1).mean()))
+    return float(lr), np.array(out)
+
+
+def _rk_check(name):
+    """The checks of one random-k instance (the bound is taken from ``cv`` at call time, so that the
+    mutation test can replace it): measured <= bound, bound <= K measured (one-sided Student t at
+    1e-7 each on the seed means), and the measured mean equals the exact expectation (two-sided,
+    1e-7 each side)."""
+    N, dF, _ = _rk_instance(name)
+    lr, meas = _rk_measured(name)
+    d, k, L, T, K = _RK_D, _RK_K, _RK_L, _RK_T, _RK[name]["K"]
+    if name == "optimal_lr":
+        assert abs(lr * L - 0.9) < 1e-12, lr * L       # interior optimum: the square-root branch
+        bound = cv.nonconvex_random_k_optimal_bound(dF, L, T, k, d, 0.0, d, N)
+    else:
+        bound = cv.nonconvex_random_k_bound(dF, L, T, lr, k, d, 0.0, d, N)
+    tq = float(stats.t.isf(1e-7, meas.size - 1))
+    m, se = mean_se(meas)
+    assert m - bound <= tq * se, ("measured above the bound", m, bound)
+    assert bound - K * m <= tq * K * se, ("bound not nearly attained", bound / m, K)
+    exact = _rk_exact_mean(name, lr * L)
+    assert abs(m - exact) <= tq * se, ("simulator off the exact expectation", m, exact, se)
+
+
+@pytest.mark.parametrize("name", sorted(_RK))
+def test_nonconvex_random_k_bound_nearly_attained_isotropic_quadratic(name):
+    """``nonconvex_random_k_bound`` (``lr_one_over_L``) and ``nonconvex_random_k_optimal_bound``
+    (``optimal_lr``) on F = (L/2)||x||^2 through the simulator (instances: ``_RK``).
+
+    Proof being tested: ``E F(x+) <= F - eta (k/d)||grad F||^2 + (L eta^2/2)(k/d)(||grad F||^2 + V/B + N)``
+    and ``1 - L eta/2 >= 1/2``, telescoped. On the isotropic quadratic the descent lemma is an
+    equality, the mask is independent of everything (E over m gives k/d exactly) and V = 0 (full
+    batch), so the one-step inequality is an equality. The remaining losses: the factor
+    ``1 - L eta/2`` (1/2 exactly at eta = 1/L, 0.55 at 0.9/L: ratio about 2 - L eta) and the dropped
+    ``F(x_T) - F*`` (stationary value ``eta N/(2 - L eta)``, relative weight ``<= 1/(rho T) = 1 %``).
+    Exact expected ratios bound/measured (``_rk_exact_mean``): 1.0092 at eta = 1/L (K = 1.05) and
+    1.1056 at eta* = 0.9/L (K = 1.2); measured 1.012 and 1.115. Either bound x1.5 breaks
+    ``bound <= K measured``, /1.5 breaks ``measured <= bound``
+    (:func:`test_nonconvex_random_k_bound_mutations_fail`).
+
+    Statistics: 24 seeds, each the average of T = 500 steps (relative sd 2.2 % and 3.1 %, se 0.46 %
+    and 0.64 %); one-sided Student-t checks at t = t_{23}^{-1}(1 - 1e-7) = 7.3 on the two
+    inequalities (both hold in expectation, with margins of 4 % and 8 %, i.e. 8.7 and 12 se, in
+    the second) and a two-sided one against the exact
+    expectation: false-failure probability <= 4e-7 per instance (normal approximation of the seed
+    means, each a sum of 500 chi-square-like terms on 100 coordinates).
+    """
+    _rk_check(name)
+
+
+@pytest.mark.parametrize("name,func", [("lr_one_over_L", "nonconvex_random_k_bound"),
+                                       ("optimal_lr", "nonconvex_random_k_bound"),
+                                       ("optimal_lr", "nonconvex_random_k_optimal_bound")])
+@pytest.mark.parametrize("factor", [1.5, 1 / 1.5])
+def test_nonconvex_random_k_bound_mutations_fail(monkeypatch, name, func, factor):
+    """The bound function multiplied or divided by 1.5 (monkeypatched in ``dptheory.convergence``;
+    ``nonconvex_random_k_optimal_bound`` evaluates ``nonconvex_random_k_bound`` at its step, so the
+    first mutation reaches it too) must make the checks of :func:`_rk_check` fail on the same runs.
+    The runs are cached: the same simulated numbers as the test above. Deterministic given them."""
+    original = getattr(cv, func)
+    monkeypatch.setattr(cv, func, lambda *a, **kw: factor * original(*a, **kw))
+    with pytest.raises(AssertionError):
+        _rk_check(name)
 
 
 # ----------------------------------------------------------------------------- 3.4 coordinate methods

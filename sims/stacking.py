@@ -20,6 +20,7 @@ phase, merged as :func:`sims.config.run` merges them):
 * ``[top_k, clip, gaussian_noise]`` with ``mode = "per_example"`` (each example keeps its own top-k
   before clipping; every per-example gradient is materialised, one run at a time),
 * ``[topagg]`` with one example per teacher (``teacher_size = 1``; its other arguments are shared),
+* ``[clip, private_top_k, gaussian_noise]`` (``k`` per run, ``selection_epsilon`` shared),
 * the noise-only ablation: ``clip_norm = None`` with a ``reference_norm`` before ``gaussian_noise``
   (dense or after ``random_freeze``; non-private),
 * ``[public_freeze, clip, gaussian_noise]``, ``[magnitude_prune, clip, gaussian_noise]`` and
@@ -52,7 +53,7 @@ __all__ = ["PER_RUN", "stack_key", "run_stacked"]
 #: Config entries that may differ between the runs of one stacked call.
 PER_RUN = ("training.seed", "optimizer.lr", "privacy.noise_multiplier", "privacy.epsilon", "clip.clip_norm",
            "random_freeze.r_final", "top_k.k", "random_k.k", "public_freeze.fraction", "magnitude_prune.fraction",
-           "public_select.fraction", "topagg.k", "topagg.noise_multiplier")
+           "public_select.fraction", "topagg.k", "topagg.noise_multiplier", "private_top_k.k")
 
 _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gaussian_noise"): "random_freeze",
              ("clip", "gaussian_noise", "top_k"): "top_k_noisy", ("clip", "random_k", "gaussian_noise"): "random_k",
@@ -66,14 +67,15 @@ _PATTERNS = {("clip", "gaussian_noise"): "dense", ("random_freeze", "clip", "gau
              ("magnitude_prune", "clip"): "magnitude_prune",
              ("public_select", "clip", "gaussian_noise"): "public_select", ("public_select", "clip"): "public_select",
              ("top_k", "clip", "gaussian_noise"): "top_k_per_example", ("top_k", "clip"): "top_k_per_example",
-             ("topagg",): "topagg"}
+             ("topagg",): "topagg", ("clip", "private_top_k", "gaussian_noise"): "private_top_k"}
 #: the top_k mode each top-k pattern needs
 _TOP_K_MODE = {"top_k_noisy": "noisy", "top_k_clean": "clean", "top_k_per_example": "per_example"}
 #: the order random_k must have at its place in the chain
 _RANDOM_K_ORDER = {0: "mask_then_clip", 1: "clip_then_mask"}
 _OWN = {"clip": ("clip_norm", "reference_norm"), "gaussian_noise": ("noise_multiplier",),
         "random_freeze": ("r_final", "ramp"), "top_k": ("k", "mode"), "random_k": ("k", "order"),
-        "low_rank": ("rank", "order"), "topagg": ("k", "noise_multiplier", *TOPAGG_OPTIONS)}
+        "low_rank": ("rank", "order"), "topagg": ("k", "noise_multiplier", *TOPAGG_OPTIONS),
+        "private_top_k": ("k", "selection_epsilon")}
 #: the low-rank order with noise (post-processing) and without (the clean sum compressed)
 _LOW_RANK_ORDER = {True: "noise_then_compress", False: "compress_then_noise"}
 
@@ -193,13 +195,17 @@ def _run_arguments(cfg, ch, key: str = "mechanism") -> dict:
     C = None if clip is None else _float_or_none(clip["clip_norm"])
     ordered = stage.get("random_k", stage.get("low_rank", {}))
     mask = next((stage[name] for name in MASKS if name in stage), {})
-    options = ({k: v for k, v in stage["topagg"].items() if k in TOPAGG_OPTIONS} if "topagg" in stage
-               else {k: v for k, v in mask.items() if k not in ("name", "fraction")})
+    if "topagg" in stage:
+        options = {k: v for k, v in stage["topagg"].items() if k in TOPAGG_OPTIONS}
+    elif "private_top_k" in stage:
+        options = {"selection_epsilon": stage["private_top_k"]["selection_epsilon"]}
+    else:
+        options = {k: v for k, v in mask.items() if k not in ("name", "fraction")}
     return {"seed": cfg["training"]["seed"], "lr": float(cfg["optimizer"]["lr"]), "clip_norm": C,
             "noise_multiplier": _noise_multiplier(cfg, stage, ch),
             "reference_norm": float(clip.get("reference_norm", 1.0)) if C is None and clip is not None else None,
             "r_final": stage.get("random_freeze", {}).get("r_final"),
-            "k": stage.get("top_k", stage.get("random_k", stage.get("topagg", {}))).get("k"),
+            "k": next((stage[n]["k"] for n in ("top_k", "random_k", "topagg", "private_top_k") if n in stage), None),
             "rank": stage.get("low_rank", {}).get("rank"),
             "ramp": stage.get("random_freeze", {}).get("ramp", "linear"), "order": ordered.get("order"),
             "fraction": mask.get("fraction"), "options": options,
@@ -221,7 +227,7 @@ def _train_group(model, ds, kw, mech, runs, **override) -> list:
                 k=col("k") if mech in K_MECHANISMS else None, ramp=first["ramp"],
                 order=first["order"], rank=first["rank"], feedback=first["feedback"],
                 fraction=col("fraction") if mech in MASKS else None,
-                options=first["options"] if mech in (*MASKS, "topagg") else None,
+                options=first["options"] if mech in (*MASKS, "topagg", "private_top_k") else None,
                 reference_norm=first["reference_norm"] if first["noise_multiplier"] is not None else None,
                 optimizer=kw["optimizer"], momentum=kw["momentum"], weight_decay=kw["weight_decay"],
                 schedule=kw["schedule"], strong_convexity=kw.get("strong_convexity"), steps=kw["steps"],

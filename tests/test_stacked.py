@@ -256,7 +256,8 @@ def _assert_run_equal(res, ref):
 CHAINS = [("dense", {}), ("random_freeze", {"r_final": [0.9, 0.5, 0.7]}), ("top_k_noisy", {"k": "by_d"}),
           ("random_k", {"k": "by_d", "order": "clip_then_mask"}), ("random_k", {"k": "by_d", "order": "mask_then_clip"}),
           ("low_rank", {"rank": 1}), ("low_rank", {"rank": 2, "order": "noise_then_compress"}),
-          ("top_k_per_example", {"k": "by_d"})]
+          ("top_k_per_example", {"k": "by_d"}),
+          ("private_top_k", {"k": "by_d", "options": {"selection_epsilon": 0.5}})]
 
 
 def _per_run(kw, r):
@@ -279,9 +280,10 @@ def test_stacked_runs_equal_train(name, mechanism, kw):
     for r, seed in enumerate(seeds):
         kr = _per_run(kw, r)
         ch = chain_for(mechanism, C[r], sigma[r], r_final=kr.get("r_final"), k=kr.get("k"), order=kr.get("order"),
-                       rank=kr.get("rank"))
+                       rank=kr.get("rank"), options=kr.get("options"))
         ref = train(model, ds, mechanism=ch, lr=lrs[r], random_state=seed, **common)
         _assert_run_equal(out[r], ref)
+        assert out[r].privacy["event"] == ref.privacy["event"]
 
 
 NON_PRIVATE = [("dense", {}, None), ("dense", {}, [1.0, 0.5, 2.0]), ("top_k_clean", {"k": "by_d"}, None),
@@ -614,6 +616,9 @@ def test_refuses_what_it_does_not_run():
         (dict(mechanism="topagg", k=3, clip_norm=None, options={"teacher_size": 2}), "teacher_size > 1"),
         (dict(mechanism="topagg", clip_norm=None), "k is required"),
         (dict(mechanism="topagg", k=3, clip_norm=None, fraction=0.5), "fraction is an argument"),
+        (dict(mechanism="private_top_k", k=3), "selection_epsilon"),
+        (dict(mechanism="private_top_k", k=3, options={"selection_epsilon": 0.0}), "selection_epsilon"),
+        (dict(mechanism="private_top_k", k=3, options={"selection_epsilon": 1.0, "bogus": 1}), "selection_epsilon"),
     ]
     for extra, match in bad:
         with pytest.raises(ValueError, match=match):
@@ -632,9 +637,10 @@ def _bitwise_equal(a, b):
                                           ("random_k", {"k": 30}), ("random_k", {"k": 30, "order": "mask_then_clip"}),
                                           ("low_rank", {"rank": 2}), ("dense", {"optimizer": "adam"}),
                                           ("top_k_per_example", {"k": 40}),
-                                          ("topagg", {"k": 40, "clip_norm": None, "options": {"stochastic": True}})],
+                                          ("topagg", {"k": 40, "clip_norm": None, "options": {"stochastic": True}}),
+                                          ("private_top_k", {"k": 40, "options": {"selection_epsilon": 1.0}})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
-                              "dense_adam", "top_k_per_example", "topagg"])
+                              "dense_adam", "top_k_per_example", "topagg", "private_top_k"])
 def test_a_run_is_bit_identical_whatever_its_group(digits, mechanism, kw):
     model = mlp((64, 12, 10))
     seeds, lrs = [0, 1, 2, 3], [0.5, 2.0, 0.25, 1.0]

@@ -21,6 +21,8 @@ LOWRANK = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"}, {"nam
 TOPK_PEX = [{"name": "top_k", "k": 200, "mode": "per_example"}, {"name": "clip", "clip_norm": 1.0},
             {"name": "gaussian_noise"}]
 TOPAGG = [{"name": "topagg", "k": 100, "beta": 0.05}]
+PRIVTOPK = [{"name": "clip", "clip_norm": 1.0}, {"name": "private_top_k", "k": 100, "selection_epsilon": 0.5},
+            {"name": "gaussian_noise"}]
 PUBLIC = {"public_fraction": 0.1}
 EF21 = [{"name": "clip", "clip_norm": 1.0}, {"name": "gaussian_noise"},
         {"name": "error_feedback", "compressor": {"name": "top_k", "k": 200, "mode": "noisy"}, "style": "ef21"}]
@@ -84,6 +86,10 @@ def test_stack_key_groups_per_run_axes_only():
     agg = stacking.stack_key(_with(mechanism=TOPAGG))
     assert agg is not None and stacking.stack_key(_with(mechanism=[dict(TOPAGG[0], k=20)])) == agg  # k is per run
     assert stacking.stack_key(_with(mechanism=[dict(TOPAGG[0], beta=0.1)])) not in (None, agg)  # beta is structure
+    ptk = stacking.stack_key(_with(mechanism=PRIVTOPK))
+    assert ptk is not None and stacking.stack_key(_with(mechanism=[PRIVTOPK[0], dict(PRIVTOPK[1], k=20), PRIVTOPK[2]])) == ptk
+    assert stacking.stack_key(_with(mechanism=[PRIVTOPK[0], dict(PRIVTOPK[1], selection_epsilon=1.0),
+                                               PRIVTOPK[2]])) not in (None, ptk)  # the selection budget is structure
     pex = stacking.stack_key(_with(mechanism=TOPK_PEX))
     assert pex not in (None, stacking.stack_key(_with(mechanism=TOPK)))
     assert stacking.stack_key(_with(mechanism=[dict(TOPK_PEX[0], k=50), *TOPK_PEX[1:]])) == pex  # k is per run
@@ -113,10 +119,10 @@ def test_stack_key_groups_per_run_axes_only():
 @pytest.mark.parametrize("mech,data", [(None, {}), (FREEZE, {}), (TOPK, {}), (RANDK, {}), (RANDK_MTC, {}),
                                        (LOWRANK, {}), (None, PUBLIC), (PFREEZE, PUBLIC), (PSELECT, PUBLIC), (PRUNE, {}), (EF21, {}),
                                        (None, {"optimizer": {"name": "momentum", "momentum": 0.9, "schedule": "cosine"}}),
-                                       (TOPK_PEX, {}), (TOPAGG, {})],
+                                       (TOPK_PEX, {}), (TOPAGG, {}), (PRIVTOPK, {})],
                          ids=["dense", "random_freeze", "top_k_noisy", "random_k", "random_k_mask_then_clip", "low_rank",
                               "dense_public_split", "public_freeze", "public_select", "magnitude_prune_every", "error_feedback_ef21", "momentum_cosine",
-                              "top_k_per_example", "topagg"])
+                              "top_k_per_example", "topagg", "private_top_k"])
 def test_a_stackable_run_agrees_with_train(mech, data):
     sections = data if "optimizer" in data else {"data": data}
     cfg = _with(**sections) if mech is None else _with(mechanism=mech, **sections)

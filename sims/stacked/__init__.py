@@ -20,7 +20,9 @@ compression of the noisy update), the masks chosen at init ``"public_freeze"`` a
 ``"magnitude_prune"`` (the latter optionally recomputed every ``every`` steps from the current
 parameters), ``"public_select"`` (a new mask from the public gradient every step), and
 ``"top_k_per_example"`` (``chain(top_k(k, mode="per_example"), clip(C), gaussian_noise(sigma))``,
-each example's gradient materialised, one run at a time); Poisson
+each example's gradient materialised, one run at a time), ``"topagg"`` (one example per teacher)
+and ``"private_top_k"`` (Gumbel top-k of the clipped sum, noise on it; its selection budget in
+``options``); Poisson
 sampling; the optimizers and learning-rate schedules of :mod:`sims.optim`. Runs may differ in
 seed, lr, clip norm, noise multiplier and r_final / k / fraction.
 Anything else raises a ``ValueError`` naming the parameter, so a caller can fall back to
@@ -62,7 +64,7 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
     mechanism : str, one of :data:`MECHANISMS`
         ``"dense"``, ``"random_freeze"``, ``"top_k_noisy"``, ``"random_k"``, ``"top_k_clean"``,
         ``"low_rank"``, ``"public_freeze"``, ``"magnitude_prune"``, ``"public_select"``,
-        ``"top_k_per_example"``.
+        ``"top_k_per_example"``, ``"topagg"``, ``"private_top_k"``.
         The chain (:func:`chain_for`); a Chain object is refused (its hidden options, e.g. the
         freeze ramp or a layer-wise top-k, cannot be read back). ``"top_k_clean"`` (top-k of the
         clean sum) exists only as a non-private baseline.
@@ -70,7 +72,8 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         ``C > 0``, ``sigma > 0``, constant ``lr >= 0``; a scalar is shared by all runs.
         ``clip_norm=None`` (no clipping, ``clip(None)``) or ``noise_multiplier=None`` (no noise
         step), for all runs, gives the non-private baselines (plain minibatch SGD, clipping only)
-        and needs ``allow_non_private=True``; noise without a clip norm is refused.
+        and needs ``allow_non_private=True``; noise without a clip norm is refused. TopAgg takes
+        ``clip_norm=None`` (its votes have norm sqrt(k)) and a noise multiplier.
     r_final : float in [0, 1) or sequence
         Final frozen fraction (``"random_freeze"`` only), frozen set redrawn at each epoch start.
     k : int in [1, d] or sequence
@@ -93,8 +96,10 @@ def train_stacked(model, data, *, seeds, mechanism="dense", clip_norm=1.0, noise
         ``every`` steps for ``magnitude_prune(source="current", every=...)``, every step for
         ``public_select``; noise goes on the kept coordinates only.
     options : dict or None
-        Their other arguments, shared by all runs (e.g. ``{"criterion": "random"}``,
-        ``{"source": "public", "public_epochs": 3}``, ``{"source": "current", "every": 20}``).
+        The masks' other arguments, shared by all runs (e.g. ``{"criterion": "random"}``,
+        ``{"source": "public", "public_epochs": 3}``, ``{"source": "current", "every": 20}``);
+        TopAgg's (``beta``, ``stochastic``, ``coord_clip``, ``scale``, ``chunk_size``);
+        ``private_top_k``'s ``{"selection_epsilon": eps}`` (required).
     feedback : {None, "ef", "ef21"}
         Error feedback around the compressor of ``"top_k_noisy"`` or ``"low_rank"``, after the
         noise (:func:`sims.mechanisms.error_feedback`): ``"ef"`` (Seide et al. 2014; Karimireddy

@@ -51,7 +51,7 @@ def _draw_frozen(rng, d, rate) -> np.ndarray:
 
 #: Where a mechanism's per-run ``k`` lives in the loop's arrays: ``"k"`` is the top-k of the
 #: released update (noisy or clean), ``"rk"`` random-k's subset size, ``"pk"`` per-example top-k's.
-_K_KEY = {"random_k": "rk", "top_k_per_example": "pk", "topagg": "vk"}
+_K_KEY = {"random_k": "rk", "top_k_per_example": "pk", "topagg": "vk", "private_top_k": "sk"}
 
 
 class StackedLoop:
@@ -65,7 +65,8 @@ class StackedLoop:
         self.count = 0
         self.n_epochs = -(-res.total // res.spe)
         P = np.empty((R, d))
-        keep = np.ones((R, d), dtype=bool) if res.mechanism in ("random_freeze", "random_k", *MASKS) else None
+        keep = (np.ones((R, d), dtype=bool) if res.mechanism in ("random_freeze", "random_k", "private_top_k", *MASKS)
+                else None)
         Q0 = []
         for r, root in enumerate(res.roots):
             params_rng, mech_init_rng = init_generators(root)
@@ -254,7 +255,8 @@ class StackedLoop:
     def pre_clip_keep(self):
         """The bool ``(R', d)`` masks applied to every example's gradient before clipping, or None."""
         a, res = self.a, self.res
-        masked = "keep" in a and not (res.mechanism == "random_k" and res.order == "clip_then_mask")
+        post_clip = (res.mechanism == "random_k" and res.order == "clip_then_mask") or res.mechanism == "private_top_k"
+        masked = "keep" in a and not post_clip
         return a["keep"] if masked else None
 
     def vote_sums(self, acts, deltas, valid, positions):
@@ -378,6 +380,8 @@ class StackedLoop:
             self.prune_current(t)
         elif res.mechanism == "topagg" and res.options.get("stochastic", False):
             self.vote_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
+        elif res.mechanism == "private_top_k":  # the Gumbel draws come after the clipped sums
+            self.vote_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
 
     def step(self, t: int) -> None:
         """Step ``t`` of every active run (see the module docstring)."""
@@ -422,7 +426,11 @@ class StackedLoop:
             before = np.einsum("rd,rd->r", extra[0], extra[0])
         if res.order == "compress_then_noise":
             S = self.compress(S)
+        if res.mechanism == "private_top_k":
+            before, phi, seeds = self.select_private(S)
         u, sig, nz = noisy_releases(S, a.get("keep"), seeds, a["std"], np.full(self.n_active, 1.0 / res.B))
+        if res.mechanism == "private_top_k":
+            return u, sig, nz, phi, None, before
         if res.feedback is not None:
             u, phi, kept = self.feed_back(u)
             return u, sig, nz, phi, kept, before
@@ -435,6 +443,30 @@ class StackedLoop:
         else:
             phi = np.ones(self.n_active)
         return u, sig, nz, phi, None, before
+
+    def select_private(self, S):
+        """Private top-k of each run's clipped sum (``sims.mechanisms.private_top_k``): ``k`` of the
+        ``d`` coordinates by one-shot Gumbel top-k of ``|S|`` at scale ``2 C k / eps`` from the run's
+        mechanism stream (:func:`sims.mechanisms.private_top_k.gumbel_top_k`, the draws of
+        ``train()``), ``S`` zeroed outside them in place and the keep masks set. Returns
+        ``(||S||^2 before the selection, phi, the noise seeds drawn after the Gumbel noise)``."""
+        from dptheory.selection import gumbel_scale
+        from sims.mechanisms.private_top_k import gumbel_top_k
+
+        res, a = self.res, self.a
+        eps = res.options["selection_epsilon"]
+        before, phi = np.einsum("rd,rd->r", S, S), np.ones(self.n_active)
+        seeds = np.empty(self.n_active, dtype=np.uint64)
+        for pos, g in enumerate(self.vote_rngs):
+            k = int(a["sk"][pos])
+            keep = a["keep"][pos]
+            keep[:] = False
+            keep[gumbel_top_k(np.abs(S[pos]), k, gumbel_scale(k, eps, float(a["C"][pos])), g)] = True
+            S[pos, ~keep] = 0.0
+            kept = float(np.dot(S[pos], S[pos]))
+            phi[pos] = kept / before[pos] if before[pos] > 0 else 1.0
+            seeds[pos] = derive_seed(g)
+        return before, phi, seeds
 
     def vote_release(self, V, extra, seeds, counts):
         """TopAgg (``sims.mechanisms.topagg``, one example per teacher): the vote sums ``V`` plus

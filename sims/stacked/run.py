@@ -19,9 +19,9 @@ __all__ = ["MECHANISMS", "StackedRunResult", "batch_rows", "chain_for", "resolve
 
 #: The chains the stacked engine runs (anything else: use :func:`sims.train.train`).
 MECHANISMS = ("dense", "random_freeze", "top_k_noisy", "random_k", "top_k_clean", "low_rank", "public_freeze",
-              "magnitude_prune", "public_select", "top_k_per_example", "topagg")
+              "magnitude_prune", "public_select", "top_k_per_example", "topagg", "private_top_k")
 #: The mechanisms with a per-run ``k``.
-K_MECHANISMS = ("top_k_noisy", "top_k_clean", "random_k", "top_k_per_example", "topagg")
+K_MECHANISMS = ("top_k_noisy", "top_k_clean", "random_k", "top_k_per_example", "topagg", "private_top_k")
 #: TopAgg's arguments besides ``k`` and ``noise_multiplier`` that a stacked run takes (shared, in
 #: ``options``); one example per teacher (``teacher_size = 1``), the private variant.
 TOPAGG_OPTIONS = ("beta", "stochastic", "coord_clip", "scale", "chunk_size")
@@ -87,7 +87,10 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
     ``"top_k_per_example"``: ``chain(top_k(k, mode="per_example"), clip(C), gaussian_noise(sigma))``,
     each example's own top-k before clipping (an ablation of the five papers' sparsifiers);
     ``"topagg"``: ``chain(topagg(k, sigma, **options))`` (Wang et al. 2021, DataLens), one example
-    per teacher, no clipping (the votes have norm sqrt(k)): ``clip_norm`` must be None.
+    per teacher, no clipping (the votes have norm sqrt(k)): ``clip_norm`` must be None;
+    ``"private_top_k"``: ``chain(clip(C), private_top_k(k, options["selection_epsilon"]),
+    gaussian_noise(sigma))``, the k coordinates chosen from the clipped sum by one-shot Gumbel
+    top-k (Durfee & Rogers 2019), noise on them only.
     ``feedback="ef"`` or ``"ef21"`` wraps the compressor of ``"top_k_noisy"`` or ``"low_rank"`` in
     :func:`sims.mechanisms.error_feedback` (after the noise: post-processing).
 
@@ -144,6 +147,9 @@ def chain_for(mechanism: str, clip_norm, noise_multiplier, *, r_final=None, k=No
         steps = (_mask_transform(mechanism, fraction, options), c, *noise)
     elif mechanism == "top_k_per_example":
         steps = (top_k(k, mode="per_example"), c, *noise)
+    elif mechanism == "private_top_k":
+        from sims.mechanisms import private_top_k
+        steps = (c, private_top_k(k, _selection_epsilon(options)), *noise)
 
     else:
         steps = (c, *noise, top_k(k, mode="noisy" if noisy else "clean"))
@@ -331,6 +337,14 @@ def _check_arguments_used(a: dict) -> None:
                          f"noise_multiplier={a['noise_multiplier']!r}")
 
 
+def _selection_epsilon(options) -> float:
+    """``private_top_k``'s selection budget, its one option."""
+    if not isinstance(options, dict) or set(options) != {"selection_epsilon"}:
+        raise ValueError("mechanism='private_top_k' takes options={'selection_epsilon': eps} (eps > 0, the "
+                         f"pure-DP budget of each step's selection), got options={options!r}")
+    return check_real("options['selection_epsilon']", options["selection_epsilon"], low=0.0, low_open=True)
+
+
 def _topagg_options(options) -> dict:
     """TopAgg's shared options, each one of :data:`TOPAGG_OPTIONS`."""
     if options is not None and not isinstance(options, dict):
@@ -346,9 +360,11 @@ def _topagg_options(options) -> dict:
 def _mask_args(mechanism, fraction, options, R):
     """Per-run ``fraction`` and the shared ``options`` of a :data:`MASKS` mechanism (None, None
     otherwise; TopAgg's options: :func:`_topagg_options`)."""
-    if mechanism == "topagg":
+    if mechanism in ("topagg", "private_top_k"):
         if fraction is not None:
-            raise ValueError(f"fraction is an argument of mechanism in {MASKS} only, got mechanism='topagg'")
+            raise ValueError(f"fraction is an argument of mechanism in {MASKS} only, got mechanism={mechanism!r}")
+        if mechanism == "private_top_k":
+            return None, {"selection_epsilon": _selection_epsilon(options)}
         return None, _topagg_options(options)
     if mechanism not in MASKS:
         for name, value in (("fraction", fraction), ("options", options)):

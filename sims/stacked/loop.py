@@ -20,6 +20,7 @@ from sims.rng import derive_seed
 from sims.train import init_generators
 
 from . import engine as E
+from . import per_example as PE
 from .kernels import CONVEX_HEADS, convex_clipped_sums, gather_batches, noisy_releases, norm_quantiles, top_k_rows
 from .run import FIXED_MASKS, MASKS, Resolved, epsilon_at, result_of
 from .streams import generator_at, noise_seeds, poisson_draws, run_states
@@ -229,29 +230,6 @@ class StackedLoop:
             S *= keepf
         return S, n_clipped, norms, None
 
-    def per_example_sums(self, acts, deltas, valid, positions):
-        """Per-example top-k (``top_k(k, mode="per_example")`` before the clip): for each run, its
-        rows' gradients ``g_i`` (:func:`engine.per_example_rows`), the map ``m_i = top_k(g_i)`` of
-        its chain, ``S = sum_i w_i m_i`` with ``w_i = C / max(||m_i||, C)``, and for the metrics
-        ``before = sum_i w_i g_i`` and the sum over real rows of ``phi_i = ||m_i||^2 / ||g_i||^2``
-        (1 for ``g_i = 0``), as ``sims.mechanisms.clip_noise``'s per-example path. One run at a
-        time: memory ``rows x d``."""
-        res, a = self.res, self.a
-        layout, d = res.model.layout, res.model.n_params
-        Rp, rows = valid.shape
-        S, before = np.zeros((Rp, d)), np.zeros((Rp, d))
-        norms, phi_sum, n_clipped = np.zeros((Rp, rows)), np.zeros(Rp), np.zeros(Rp, dtype=np.int64)
-        for j, pos in enumerate(positions):
-            G = E.per_example_rows(layout, acts, deltas, j)
-            M = self.row_maps[int(a["ids"][pos])](G, layout)
-            full, kept = np.einsum("ij,ij->i", G, G), np.einsum("ij,ij->i", M, M)
-            phi_sum[j] = float(np.dot(np.where(full > 0, kept / np.where(full > 0, full, 1), 1.0), valid[j]))
-            f, n = E.clip_factors_stacked(kept[None, :, None], a["C"][pos:pos + 1])
-            S[j], before[j] = f[0] @ M, f[0] @ G
-            norms[j] = n[0]
-            n_clipped[j] = np.count_nonzero((n[0] > a["C"][pos]) & (valid[j] > 0))
-        return S, n_clipped, norms, (before, phi_sum)
-
     def pre_clip_keep(self):
         """The bool ``(R', d)`` masks applied to every example's gradient before clipping, or None."""
         a, res = self.a, self.res
@@ -259,30 +237,17 @@ class StackedLoop:
         masked = "keep" in a and not post_clip
         return a["keep"] if masked else None
 
-    def vote_sums(self, acts, deltas, valid, positions):
-        """TopAgg's votes of one chunk of rows: each real row (a teacher) votes ``sign`` (or the
-        stochastic sign) on its top-k ``|g_i|`` (:func:`sims.mechanisms.topagg.teacher_votes`, the
-        same function and, for stochastic votes, the same generator as ``train()``). Returns
-        ``(vote sums, 0 clipped, teacher gradient norms, (None, sum of phi))``. One run at a time."""
-        from sims.mechanisms.topagg import teacher_votes
+    def per_example_sums(self, acts, deltas, valid, positions):
+        """:func:`per_example.top_k_sums` of the runs at ``positions`` (their own row maps and clip norms)."""
+        ids = self.a["ids"][positions]
+        return PE.top_k_sums(self.res.model.layout, acts, deltas, valid, [self.row_maps[i] for i in ids],
+                             self.a["C"][positions])
 
-        res, a = self.res, self.a
-        layout, d = res.model.layout, res.model.n_params
-        opts = res.options
-        Rp, rows = valid.shape
-        V, norms, phi_sum = np.zeros((Rp, d)), np.zeros((Rp, rows)), np.zeros(Rp)
-        for j, pos in enumerate(positions):
-            n = int(np.count_nonzero(valid[j]))  # a chunk's real rows come first
-            if not n:
-                continue
-            G = E.per_example_rows(layout, acts, deltas, j)[:n]
-            rng = self.vote_rngs[pos] if opts.get("stochastic", False) else None
-            votes, phi = teacher_votes(G, int(a["vk"][pos]), rng, stochastic=opts.get("stochastic", False),
-                                       coord_clip=opts.get("coord_clip"))
-            V[j] = votes.sum(axis=0)
-            phi_sum[j] = float(phi.sum())
-            norms[j, :n] = np.sqrt(np.einsum("ij,ij->i", G, G))
-        return V, np.zeros(Rp, dtype=np.int64), norms, (None, phi_sum)
+    def vote_sums(self, acts, deltas, valid, positions):
+        """:func:`per_example.vote_sums` of the runs at ``positions``."""
+        opts = self.res.options
+        rngs = [self.step_rngs[p] for p in positions] if opts.get("stochastic", False) else None
+        return PE.vote_sums(self.res.model.layout, acts, deltas, valid, self.a["vk"][positions], rngs, opts)
 
     def batch_sums(self, idx, counts):
         """``(S, n_clipped, norms)`` of the step's Poisson batches, in chunks of ``res.rows`` rows.
@@ -379,9 +344,9 @@ class StackedLoop:
         elif res.mechanism == "magnitude_prune" and res.options.get("every") is not None:
             self.prune_current(t)
         elif res.mechanism == "topagg" and res.options.get("stochastic", False):
-            self.vote_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
+            self.step_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
         elif res.mechanism == "private_top_k":  # the Gumbel draws come after the clipped sums
-            self.vote_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
+            self.step_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
 
     def step(self, t: int) -> None:
         """Step ``t`` of every active run (see the module docstring)."""
@@ -445,42 +410,16 @@ class StackedLoop:
         return u, sig, nz, phi, None, before
 
     def select_private(self, S):
-        """Private top-k of each run's clipped sum (``sims.mechanisms.private_top_k``): ``k`` of the
-        ``d`` coordinates by one-shot Gumbel top-k of ``|S|`` at scale ``2 C k / eps`` from the run's
-        mechanism stream (:func:`sims.mechanisms.private_top_k.gumbel_top_k`, the draws of
-        ``train()``), ``S`` zeroed outside them in place and the keep masks set. Returns
-        ``(||S||^2 before the selection, phi, the noise seeds drawn after the Gumbel noise)``."""
-        from dptheory.selection import gumbel_scale
-        from sims.mechanisms.private_top_k import gumbel_top_k
-
-        res, a = self.res, self.a
-        eps = res.options["selection_epsilon"]
-        before, phi = np.einsum("rd,rd->r", S, S), np.ones(self.n_active)
-        seeds = np.empty(self.n_active, dtype=np.uint64)
-        for pos, g in enumerate(self.vote_rngs):
-            k = int(a["sk"][pos])
-            keep = a["keep"][pos]
-            keep[:] = False
-            keep[gumbel_top_k(np.abs(S[pos]), k, gumbel_scale(k, eps, float(a["C"][pos])), g)] = True
-            S[pos, ~keep] = 0.0
-            kept = float(np.dot(S[pos], S[pos]))
-            phi[pos] = kept / before[pos] if before[pos] > 0 else 1.0
-            seeds[pos] = derive_seed(g)
-        return before, phi, seeds
+        """:func:`per_example.select_private` of every active run (its keep mask set in place)."""
+        return PE.select_private(S, self.a["sk"], self.a["C"], self.step_rngs, self.res.options["selection_epsilon"],
+                                 self.a["keep"])
 
     def vote_release(self, V, extra, seeds, counts):
-        """TopAgg (``sims.mechanisms.topagg``, one example per teacher): the vote sums ``V`` plus
-        ``N(0, sigma^2 k)`` on all d coordinates, then ``scale * sign`` where ``|noisy vote| > beta B``
-        (else 0). Returns ``(u, ||V||^2, ||z||^2, mean phi, kept fraction)``; the noise seed follows
-        the stochastic votes' draws in the mechanism stream, as in ``train()``."""
-        res, a = self.res, self.a
-        opts = res.options
-        if opts.get("stochastic", False):
-            seeds = np.array([derive_seed(g) for g in self.vote_rngs], dtype=np.uint64)
-        noisy, sig, nz = noisy_releases(V, None, seeds, a["std"], np.ones(self.n_active))
-        out = np.where(np.abs(noisy) > opts.get("beta", 0.0) * res.B, np.sign(noisy), 0.0)
-        phi = np.where(counts > 0, extra[1] / np.maximum(counts, 1), 1.0)  # 1: the metric's default
-        return out * opts.get("scale", 1.0), sig, nz, phi, np.count_nonzero(out, axis=1) / out.shape[1]
+        """:func:`per_example.vote_release` of every active run (the noise seeds follow the stochastic
+        votes' draws in the mechanism streams, as in ``train()``)."""
+        if self.res.options.get("stochastic", False):
+            seeds = np.array([derive_seed(g) for g in self.step_rngs], dtype=np.uint64)
+        return PE.vote_release(V, extra[1], seeds, self.a["std"], self.res.B, self.res.options, counts)
 
     def accumulate(self, counts, n_clipped, norms, sig, nz, phi, usq, before=None, kept=None, div=None) -> None:
         """Add the step's metrics (:data:`STEP_METRICS`, those of ``train()``) to the accumulators;

@@ -55,9 +55,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accounting import (ACCOUNTANTS, DEFAULT_ORDERS, check_orders, require_dp_accounting, epsilon,
+from .accounting import (ACCOUNTANTS, DEFAULT_ORDERS, PLDInfo, check_orders, require_dp_accounting, epsilon,
                          epsilon_from_rdp, rdp_gaussian, rdp_subsampled_gaussian)
-from .selection import (SELECTION_ORDERS, epsilon_pld_selected_gaussian, epsilon_selected_gaussian,
+from .selection import (PLD_SELECTION_ACCURACY, SELECTION_ORDERS, epsilon_pld_selected_gaussian,
+                        epsilon_selected_gaussian,
                         rdp_poisson_selected_gaussian, rdp_selected_gaussian)
 from .validation import check_choice, check_delta, check_int, check_real
 
@@ -406,23 +407,33 @@ def _as_event_list(event) -> list:
     return events
 
 
-def _selection_pld(event, delta: float) -> float:
-    """PLD epsilon of a :class:`SelectedGaussian` (q = 1, one step) or :class:`PoissonSelectedGaussian`."""
+def _selection_pld(event, delta: float):
+    """``(min(PLD, RDP), PLDInfo)`` of a :class:`SelectedGaussian` (q = 1, one step) or
+    :class:`PoissonSelectedGaussian`: the PLD of its dominating pair
+    (:func:`~dptheory.selection.epsilon_pld_selected_gaussian`) and the RDP bound ``epsilon_of`` gives
+    with ``accountant="rdp"``; both are upper bounds, neither is below the other everywhere, and
+    ``info.bound`` says which one was smaller (docs/selection.md)."""
     q, t = (event.sampling_rate, event.steps) if isinstance(event, PoissonSelectedGaussian) else (1.0, 1)
-    return epsilon_pld_selected_gaussian(q, event.noise_multiplier, event.k, event.selection_epsilon, t, delta)[0]
+    pld, gap = epsilon_pld_selected_gaussian(q, event.noise_multiplier, event.k, event.selection_epsilon, t, delta)
+    rdp = epsilon_of(event, delta)[0]
+    status = "settled" if gap <= PLD_SELECTION_ACCURACY * pld + 1e-9 else "unsettled"
+    eps, bound = (pld, "pld") if pld <= rdp else (rdp, "rdp")
+    return eps, PLDInfo(eps, gap, bound, status, pld, gap, rdp, (), ())
 
 
 def epsilon_of(event, delta, *, accountant="rdp"):
     """``(epsilon, order)`` of a privacy event, or of a sequence of events composed.
 
     * :class:`PoissonGaussian`: :func:`dptheory.accounting.epsilon` of its parameters (RDP on the
-      default order grid, extended and refined between grid orders; or PLD).
+      default order grid, extended and refined between grid orders; or PLD: min(PLD, RDP) of
+      :func:`dptheory.accounting.epsilon_pld`, returned with order None).
     * :class:`Gaussian`: the same at sampling rate 1 and one step.
     * :class:`PoissonSelectedGaussian`: :func:`dptheory.selection.epsilon_selected_gaussian`
       (RDP on :data:`~dptheory.selection.SELECTION_ORDERS`); :class:`SelectedGaussian`: its
       batch-level RDP on the same orders. With ``accountant="pld"``:
-      :func:`dptheory.selection.epsilon_pld_selected_gaussian` (sampling rate 1 and one step for
-      :class:`SelectedGaussian`), relative accuracy about 2e-3. Neither bound is below the other
+      the smaller of :func:`dptheory.selection.epsilon_pld_selected_gaussian` (sampling rate 1 and
+      one step for :class:`SelectedGaussian`; relative accuracy about 2e-3) and the RDP value above,
+      returned as ``(epsilon, PLDInfo)`` whose ``bound`` says which. Neither bound is below the other
       everywhere: the PLD is lower where the noise dominates, the RDP where the selection does
       (docs/selection.md).
     * :class:`NonPrivate`: ``(inf, None)``.
@@ -446,7 +457,8 @@ def epsilon_of(event, delta, *, accountant="rdp"):
     -------
     (float, float or None)
         epsilon (``inf`` if anything is non-private) and the optimal RDP order; the order is
-        None for the PLD accountant and for non-private events.
+        None for the PLD accountant and for non-private events, except a selection event under
+        ``accountant="pld"``, whose second element is the :class:`~dptheory.accounting.PLDInfo`.
 
     Raises
     ------
@@ -461,13 +473,16 @@ def epsilon_of(event, delta, *, accountant="rdp"):
     """
     check_choice("accountant", accountant, ACCOUNTANTS)
     d = check_delta(delta)
+    if accountant == "pld" and isinstance(event, (PoissonGaussian, Gaussian)):   # min(PLD, RDP); order None
+        q, t = (event.sampling_rate, event.steps) if isinstance(event, PoissonGaussian) else (1.0, 1)
+        return epsilon(q, event.noise_multiplier, t, d, accountant="pld")[0], None
     if isinstance(event, PoissonGaussian):
         return epsilon(event.sampling_rate, event.noise_multiplier, event.steps, d, accountant=accountant)
     if isinstance(event, Gaussian):
         return epsilon(1.0, event.noise_multiplier, 1, d, accountant=accountant)
     if isinstance(event, _SELECTION_EVENTS):
         if accountant == "pld":
-            return _selection_pld(event, d), None
+            return _selection_pld(event, d)
         if isinstance(event, PoissonSelectedGaussian):
             return epsilon_selected_gaussian(event.sampling_rate, event.noise_multiplier, event.k,
                                              event.selection_epsilon, event.steps, d)

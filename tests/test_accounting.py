@@ -97,9 +97,12 @@ def test_never_below_tight_pld(q, sigma, steps, delta):
 
 
 def test_pld_wrapper_matches_dp_accounting_default():
-    ours, order = epsilon(MNIST_Q, 1.1, MNIST_STEPS, 1e-5, accountant="pld")
+    ours, info = epsilon(MNIST_Q, 1.1, MNIST_STEPS, 1e-5, accountant="pld")
     ref = dpa_pld_epsilon(MNIST_Q, 1.1, MNIST_STEPS, 1e-5, interval=1e-4)
-    assert order is None
+    # the second element is the PLD record: which bound, the accuracy reached, the RDP value
+    assert info.bound == "pld" and info.status == "settled" and info.epsilon == ours
+    assert ours <= info.rdp == epsilon(MNIST_Q, 1.1, MNIST_STEPS, 1e-5)[0]
+    assert 0 <= info.gap <= 2e-3 * ours
     assert abs(ours - ref) <= 2e-3 * ref
 
 

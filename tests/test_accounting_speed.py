@@ -8,7 +8,8 @@ No wall time is asserted here (see benchmarks/bench_accounting_speed.py); only c
   orders within its stated tolerance, and never goes below it beyond rounding;
 * calibrate_noise still returns the smallest sigma meeting the target;
 * epsilon_pld is within its reported gap of a much finer PLD, and its gap meets its target on
-  ordinary inputs (the old fixed 1e-4 grid was off by 37 % on one of them).
+  ordinary inputs (the old fixed 1e-4 grid was off by 37 % on one of them); it is never above the
+  RDP bound (min(PLD, RDP); an unstable PLD gives the RDP bound) and its grids fit the cost budget.
 """
 import math
 
@@ -172,15 +173,22 @@ def test_calibrate_noise_smallest_sigma_on_the_box_corners(q, steps, target, del
 
 
 # ----------------------------------------------------------------------------- PLD
+# Deterministic (no randomness: fixed inputs, false-failure probability 0); no wall time is asserted,
+# only values, grid counts and the cost model's sizes.
 @pytest.mark.parametrize("case", [(256 / 60000, 1.1, 14063, 1e-5), (0.0011, 1.68, 7965, 6.3e-4),
-                                  (0.1174, 4.88, 2, 3.98e-9)])
+                                  (0.1174, 4.88, 2, 3.98e-9), (0.01, 1.0, 1000, 1e-5)])
 def test_pld_within_its_gap_of_a_finer_grid(case):
-    eps, gap = epsilon_pld(*case)
-    h = 2 * math.sqrt(acc.PLD_ACCURACY / 0.3) * acc.pld_loss_scale(*case[:2])
-    fine = pld_reference(*case, interval=h / 16)
+    """The returned value minus a reference on a grid 8 times finer than the finest used is within the
+    stated gap, never below the reference (pessimistic), and the target gap is met on these inputs."""
+    res = epsilon_pld(*case)
+    eps, gap = res
+    info = res.info
+    fine = pld_reference(*case, interval=info.intervals[-1] / 8)
+    assert info.status == "settled" and info.bound == "pld" and eps == info.pld
     assert 0 <= gap <= acc.PLD_ACCURACY * eps + 1e-9        # the target is met here
     assert fine - 1e-9 <= eps <= fine + gap                  # pessimistic, within its gap of the truth
-    assert eps == epsilon(*case, accountant="pld")[0]
+    e2, info2 = epsilon(*case, accountant="pld")
+    assert e2 == eps and info2 == info
 
 
 def test_pld_no_longer_overestimates_at_many_steps():
@@ -190,6 +198,63 @@ def test_pld_no_longer_overestimates_at_many_steps():
     assert gap <= 0.01 * eps
     assert pld_reference(*case, interval=1e-4) > 1.2 * eps       # the old rule
     assert eps <= epsilon(*case)[0]                               # below the RDP upper bound
+
+
+def test_pld_unstable_case_returns_the_rdp_bound():
+    """Audit case (ii): q = 1e-6, sigma = 0.5, T = 1e6, delta = 1e-10. dp-accounting's FFT noise
+    (relative ~T 1e-16) swamps delta there (its epsilons jumped between 0.8 and 11.7 over grids);
+    the result must never exceed the rigorous RDP bound, and says it is that bound."""
+    case = (1e-6, 0.5, 10**6, 1e-10)
+    res = epsilon_pld(*case)
+    rdp = epsilon(*case)[0]
+    assert res[0] <= rdp
+    assert res.info.status == "unstable" and res.info.bound == "rdp" and res[0] == rdp
+    assert res[1] == math.inf                                     # accuracy unknown: said so
+    assert epsilon(*case, accountant="pld")[0] == res[0]
+
+
+def test_pld_never_above_rdp_and_honest_on_cheap_cases():
+    """min(PLD, RDP): never above RDP; the info names the bound returned; when the PLD is used its
+    gap bounds the excess over a grid 8 times finer than the finest used."""
+    for case in [(0.3, 3.0, 10, 1e-5), (1e-3, 1.0, 1000, 1e-5), (1.0, 5.0, 1, 1e-6), (0.01, 0.5, 10, 1e-5)]:
+        res = epsilon_pld(*case)
+        info = res.info
+        rdp = epsilon(*case)[0]
+        assert res[0] <= rdp and info.rdp == rdp
+        assert res[0] == (info.pld if info.bound == "pld" else rdp)
+        assert res[0] == min(info.pld, rdp)
+        assert info.status in ("settled", "unsettled")
+        fine = pld_reference(*case, interval=info.intervals[-1] / 8)
+        assert fine - 1e-9 <= info.pld and res[0] - fine <= res[1] + 1e-12
+
+
+def test_pld_grid_ladder_fits_its_budget(monkeypatch):
+    """Audit case (iii) (q = 0.3, sigma = 0.6, T = 1e6; 8.6 s before): the grids composed stay within
+    the cost budget by their sizes (the cost model, not the clock), at most _PLD_MAX_GRIDS of them,
+    and the accuracy target is met."""
+    sizes = []
+    real = acc._pld_compose
+
+    def counting(pmfs, steps, delta, windows):
+        sizes.append((sum(p.size for p in pmfs), sum(hi - lo + 1 for lo, hi in windows)))
+        return real(pmfs, steps, delta, windows)
+
+    monkeypatch.setattr(acc, "_pld_compose", counting)
+    res = epsilon_pld(0.3, 0.6, 10**6, 1e-5)
+    assert 2 <= len(sizes) == len(res.info.values) <= acc._PLD_MAX_GRIDS
+    assert sum(acc._pld_cost(sz) for sz in sizes) <= acc._PLD_BUDGET
+    assert res.info.status == "settled" and res[1] <= acc.PLD_ACCURACY * res[0]
+    assert res[0] <= epsilon(0.3, 0.6, 10**6, 1e-5)[0]
+
+
+def test_pld_result_types():
+    res = epsilon_pld(0.01, 1.0, 100, 1e-5)
+    assert isinstance(res, tuple) and len(res) == 2 and tuple(res) == (res.info.epsilon, res.info.gap)
+    assert res.info.intervals == tuple(sorted(res.info.intervals, reverse=True))
+    import pickle
+    assert pickle.loads(pickle.dumps(res)).info == res.info
+    with pytest.raises(ValueError, match=r"^accuracy must be in \(0\.0, 0\.1\]"):
+        epsilon_pld(0.01, 1.0, 100, 1e-5, accuracy=0.5)
 
 
 def test_cli_accountants_match():

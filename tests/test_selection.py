@@ -221,10 +221,11 @@ def test_events_and_epsilon_of():
     assert epsilon_of(ev, 1e-5)[0] > epsilon_of(Gaussian(1.0), 1e-5)[0]
     assert dptheory.SelectedGaussian is SelectedGaussian and "private top-10" in str(ps)
     # PLD: the event alone is accounted by epsilon_pld_selected_gaussian; a sequence with it is refused
-    assert epsilon_of(ps, 1e-5, accountant="pld") == (sel.epsilon_pld_selected_gaussian(0.01, 1.0, 10, 1.0, 1000,
-                                                                                       1e-5)[0], None)
-    assert epsilon_of(ev, 1e-5, accountant="pld") == (sel.epsilon_pld_selected_gaussian(1.0, 1.0, 10, 1.0, 1, 1e-5)[0],
-                                                      None)
+    # (here the PLD is the smaller bound: min(PLD, RDP) is the PLD, and the info says so)
+    e_ps, info_ps = epsilon_of(ps, 1e-5, accountant="pld")
+    assert (e_ps, info_ps.bound) == (sel.epsilon_pld_selected_gaussian(0.01, 1.0, 10, 1.0, 1000, 1e-5)[0], "pld")
+    e_ev, info_ev = epsilon_of(ev, 1e-5, accountant="pld")
+    assert (e_ev, info_ev.bound) == (sel.epsilon_pld_selected_gaussian(1.0, 1.0, 10, 1.0, 1, 1e-5)[0], "pld")
     with pytest.raises(ValueError, match=r"^accountant='pld' accounts a private top-k selection event "):
         epsilon_of([ps, PoissonGaussian(0.01, 1.0, 10)], 1e-5, accountant="pld")
 
@@ -575,3 +576,22 @@ def test_pld_example_numbers_and_run_time():
 def test_pld_bad_inputs_name_the_parameter(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("event", [
+    PoissonSelectedGaussian(0.01, 3.0, 1, 1.0, 1000),    # the selection dominates: RDP is smaller
+    PoissonSelectedGaussian(0.01, 5.0, 10, 2.0, 100),
+    PoissonSelectedGaussian(0.01, 1.0, 10, 1.0, 1000),   # the noise dominates: PLD is smaller
+    SelectedGaussian(3.0, 1, 1.0),
+    SelectedGaussian(1.0, 10, 0.1),
+])
+def test_selection_pld_is_min_of_pld_and_rdp(event):
+    """accountant="pld" on a selection event: min(PLD of the dominating pair, RDP), never above the
+    RDP value, and the info names the smaller bound (deterministic inputs: no false failures)."""
+    eps, info = epsilon_of(event, 1e-5, accountant="pld")
+    rdp = epsilon_of(event, 1e-5)[0]
+    q, t = (event.sampling_rate, event.steps) if isinstance(event, PoissonSelectedGaussian) else (1.0, 1)
+    pld, gap = sel.epsilon_pld_selected_gaussian(q, event.noise_multiplier, event.k, event.selection_epsilon, t, 1e-5)
+    assert eps <= rdp and eps == min(pld, rdp) == info.epsilon
+    assert info.bound == ("pld" if pld <= rdp else "rdp") and info.rdp == rdp and info.pld == pld
+    assert info.gap == gap >= 0

@@ -14,7 +14,7 @@ from ..figures import OKABE_ITO as PALETTE
 from ..figures import mean_ci, save
 
 __all__ = ["claim_figure", "forest_figure", "utility_curves", "width_scaling", "ablation_figure",
-           "sparsity_curves"]
+           "sparsity_curves", "bits_figure"]
 
 def _plt():
     import matplotlib
@@ -170,4 +170,44 @@ def sparsity_curves(panels, path, *, title="") -> str:
     axes[0][0].set_ylabel("test accuracy (fixed step; mean, 95 % CI band)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+#: one marker per mechanism family of :func:`bits_figure` (colours: the palette in the same order)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def bits_figure(points, families, path, *, title="") -> str:
+    """Test accuracy against the bits of one step's update (log scale): ``points`` is a list of
+    ``(family, private, bits, per-seed values)``; ``families`` fixes each family's colour and marker
+    (palette order). Means with 95 % CIs; filled markers private, open ones non-private. Points of equal
+    bits are spread sideways by factors of 1.06 around their x (a dodge, so that their bars do not hide
+    each other)."""
+    plt = _plt()
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.8, 4.6))
+    used, count, seen = [], {}, {}
+    for p in points:
+        count[p[2]] = count.get(p[2], 0) + 1
+    for family, private, bits, vals in points:
+        i = families.index(family)
+        j = seen[bits] = seen.get(bits, -1) + 1
+        x = bits * 1.06 ** (j - (count[bits] - 1) / 2)
+        m, h = mean_ci(vals)
+        color = PALETTE[i % len(PALETTE)]
+        ax.errorbar(x, m, yerr=h if np.isfinite(h) else None, fmt=_MARKERS[i % len(_MARKERS)], color=color,
+                    mfc=color if private else "white", mec=color, ms=7, capsize=3, alpha=0.85)
+        if family not in used:
+            used.append(family)
+    handles = [Line2D([], [], ls="", marker=_MARKERS[families.index(f) % len(_MARKERS)],
+                      color=PALETTE[families.index(f) % len(PALETTE)], ms=7, label=f) for f in families if f in used]
+    handles += [Line2D([], [], ls="", marker="o", color="grey", ms=7, label="private (filled)"),
+                Line2D([], [], ls="", marker="o", color="grey", mfc="white", ms=7, label="no DP (open)")]
+    ax.set_xscale("log")
+    ax.set_xlabel("bits of one step's update (dptheory.communication; log scale)")
+    ax.set_ylabel("test accuracy (fixed step; mean, 95 % CI)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=0.3, which="both")
     return save(fig, path)

@@ -1,5 +1,6 @@
-"""``report.md``: the verdict table of every claim, a section per paper with its figures, the theory
-checks and the privacy audit.
+"""``report.md``: the verdict table of every claim, a section per paper with its figures, accuracy
+against bits per step for every arm (:mod:`sims.claims.communication`), the theory checks and the
+privacy audit.
 
 Columns of the verdict table: the claim, its source, the effect with its 95 % interval and the
 number of seeds (fixed step), the fixed-step verdict, the same at the tuned step (with the chosen
@@ -15,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import figures as sf
+from . import communication as cc
 from . import figures as cf
 from .catalog import PAPERS
 
-__all__ = ["verdict_cell", "verdict_table", "paper_figures", "write_report"]
+__all__ = ["verdict_cell", "verdict_table", "paper_figures", "bits_section", "write_report"]
 
 _TITLES = {"S0": "Lin: compression under DP", "S1": "Zhu & Blaschko: random freeze",
            "S2": "Watson et al.: clipping, noise and pruning", "S3": "DataLens: TopAgg",
@@ -180,6 +182,17 @@ def _paper_section(sid, mine, paths, out_dir) -> list:
     return lines + [""]
 
 
+def bits_section(results, figdir, out_dir) -> list:
+    """The section "Accuracy against bits per step" (:mod:`sims.claims.communication`) and its
+    figure ``figdir/accuracy_vs_bits`` (only arms with a cost and every seed finite)."""
+    costs = cc.arm_costs(results)
+    pts = [(c.family, c.private, c.bits, c.values) for c in costs
+           if c.bits is not None and np.all(np.isfinite(np.asarray(c.values, dtype=float)))]
+    fig = cf.bits_figure(pts, cc.FAMILIES, Path(figdir) / "accuracy_vs_bits",
+                         title="Test accuracy against the bits of one step's update, every arm") if pts else None
+    return cc.section(costs, fig, out_dir)
+
+
 def _theory_section(checks, figures, out_dir) -> list:
     lines = ["## Theory checks", "", "Closed forms of `dptheory` against the simulator, each with a verdict from the "
              "rule in `sims.claims.theory_checks`.", "", "| check | verdict | detail |", "|---|---|---|"]
@@ -228,6 +241,7 @@ def write_report(out_dir, results, *, mode, wall_seconds, theory=None, audit=Non
         mine = [r for r in results if paper_of(r.claim) == sid]
         lines += _paper_section(sid, mine, paths, out_dir)
     lines += ["Per-claim figures (arm means with 95 % CIs at both steps): `figures/claims/`.", ""]
+    lines += bits_section(results, figdir, out_dir)
     if theory is not None:
         lines += _theory_section(*theory, out_dir)
     if audit is not None:

@@ -343,9 +343,8 @@ class StackedLoop:
             self.select_public(ST, seeds)
         elif res.mechanism == "magnitude_prune" and res.options.get("every") is not None:
             self.prune_current(t)
-        elif res.mechanism == "topagg" and res.options.get("stochastic", False):
-            self.step_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
-        elif res.mechanism == "private_top_k":  # the Gumbel draws come after the clipped sums
+        elif res.mechanism == "private_top_k" or (res.mechanism == "topagg" and res.options.get("stochastic", False)):
+            # their draws (Gumbel noise, stochastic votes) come from the mechanism stream after the sums
             self.step_rngs = [generator_at(ST[pos, 1]) for pos in range(self.n_active)]
 
     def step(self, t: int) -> None:

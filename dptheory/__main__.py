@@ -6,9 +6,10 @@
     python -m dptheory table   [--json]
 
 Bad arguments exit with code 2 and the error message on stderr (no traceback). The accounting
-modules are imported when a command runs, not to print ``--help``. (``python -m dptheory`` still
-runs ``dptheory/__init__.py``, which imports every theory module; their scipy imports dominate the
-start-up time.)
+modules are imported when a command runs, not to print ``--help``; ``dptheory/__init__.py`` imports
+its submodules lazily, so ``epsilon`` loads ``dptheory.accounting`` (numpy, scipy.special) and, with
+``--keep-fraction``, ``dptheory.mask_amplification``, but no theory module (scipy.stats,
+scipy.integrate; ``tests/test_cli.py`` checks it).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Tests of ``python -m dptheory`` (in-process through main(), plus one real subprocess)."""
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -76,3 +77,35 @@ def test_subprocess_exit_codes():
                           "--noise-multiplier", "1", "--steps", "10", "--delta", "1e-5"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "sampling_rate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+_HEAVY = ("scipy.stats", "scipy.integrate")  # what the theory modules (clipping, noise_signal) import
+
+
+def _modules_after(code):
+    """The sys.modules of a fresh interpreter (run from the repository root) after ``code``."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1])
+    return set(json.loads(res.stdout.splitlines()[-1]))
+
+
+def test_import_dptheory_is_lazy():
+    """``import dptheory`` loads no submodule and no scipy (PEP 562 module __getattr__, issue 14)."""
+    mods = _modules_after("import dptheory")
+    assert not [m for m in mods if m.startswith("dptheory.")], sorted(m for m in mods if m.startswith("dptheory"))
+    assert not [m for m in mods if m == "scipy" or m.startswith("scipy.")]
+
+
+def test_cli_epsilon_skips_the_theory_modules():
+    """``python -m dptheory epsilon ...`` (run as -m runs it, through runpy) imports the accounting, not
+    scipy.stats / scipy.integrate or the theory modules; --keep-fraction adds mask_amplification only."""
+    argv = ["epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1.1", "--steps", "100", "--delta", "1e-5"]
+    for extra, want in (([], {"dptheory.accounting", "dptheory.validation"}),
+                        (["--keep-fraction", "0.1"], {"dptheory.accounting", "dptheory.validation",
+                                                      "dptheory.mask_amplification"})):
+        mods = _modules_after(f"import runpy, sys\nsys.argv = ['dptheory', *{argv + extra!r}]\n"
+                              "try:\n    runpy.run_module('dptheory', run_name='__main__', alter_sys=True)\n"
+                              "except SystemExit as e:\n    assert not e.code, e.code")
+        assert {m for m in mods if m.startswith("dptheory.")} == want
+        assert not [m for m in mods if m.startswith(_HEAVY)], sorted(m for m in mods if m.startswith(_HEAVY))

@@ -110,3 +110,45 @@ def test_measure_leaves_a_callers_seed_sequence_untouched():
     assert ss.n_children_spawned == 0
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+
+
+# the names ``dptheory`` re-exported before its imports became lazy (issue 14); none may disappear.
+_PACKAGE_NAMES = {
+    "accounting": ("DEFAULT_ORDERS", "calibrate_noise", "calibrate_noise_gaussian_closed_form", "epsilon",
+                   "epsilon_from_rdp", "epsilon_from_rdp_classic", "rdp_gaussian", "rdp_subsampled_gaussian",
+                   "steps_for_epochs", "steps_per_epoch"),
+    "events": ("Gaussian", "NonPrivate", "PoissonGaussian", "PoissonSelectedGaussian", "SelectedGaussian",
+               "epsilon_of"),
+    "gdp": ("delta_gdp", "epsilon_for_mu", "epsilon_gdp", "gdp_mu"),
+    "mask_amplification": ("calibrate_noise_random_mask", "epsilon_random_mask", "rdp_random_mask_gaussian"),
+    "selection": ("epsilon_selected_gaussian", "rdp_poisson_general", "rdp_poisson_selected_gaussian",
+                  "rdp_selected_gaussian"),
+}
+_PACKAGE_SUBMODULES = ("accounting", "events", "gdp", "mask_amplification", "selection", "clipping", "convergence",
+                       "noise_signal", "communication", "topagg", "error_feedback", "reference_rates", "validation")
+
+
+def test_package_names_survive_lazy_imports():
+    """``dptheory.X``, ``from dptheory import X``, ``__all__``, ``dir()`` and ``import *`` give the names they
+    gave when dptheory/__init__.py imported every submodule, bound to the submodules' own objects."""
+    import importlib
+
+    functions = {name: mod for mod, names in _PACKAGE_NAMES.items() for name in names}
+    public = set(functions) | set(_PACKAGE_SUBMODULES)
+    assert set(dptheory.__all__) == public and len(dptheory.__all__) == len(public)
+    assert public <= set(dir(dptheory))
+    star = {}
+    exec("from dptheory import *", star)
+    assert set(star) - {"__builtins__"} == public
+    for name, mod in functions.items():
+        module = importlib.import_module(f"dptheory.{mod}")
+        assert name in module.__all__, (mod, name)
+        assert getattr(dptheory, name) is getattr(module, name) is star[name]
+        exec(f"from dptheory import {name} as got", ns := {})
+        assert ns["got"] is getattr(module, name)
+    for mod in _PACKAGE_SUBMODULES:
+        assert getattr(dptheory, mod) is importlib.import_module(f"dptheory.{mod}") is star[mod]
+    with pytest.raises(AttributeError, match="no_such_name"):
+        dptheory.no_such_name  # noqa: B018
+    with pytest.raises(ImportError):
+        exec("from dptheory import no_such_name", {})

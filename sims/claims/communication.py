@@ -59,7 +59,7 @@ RULES = {
     "low-rank": "`low_rank_bits(out, in, r)` = r (out + in) b per weight matrix, plus the biases dense",
     "random freeze": "the kept coordinates d - floor(r_e d) at each step, cheapest of index pairs / bitmap / "
                      "dense, averaged over the steps of the ramp",
-    "magnitude pruning": "the kept d - floor(0.8 d) values, cheapest of index pairs / bitmap / dense (the mask "
+    "magnitude pruning": "the kept d - floor(fraction d) values, cheapest of index pairs / bitmap / dense (the mask "
                          "is counted at every step)",
     "public freeze / selection": "the kept d - floor(fraction d) values, cheapest of index pairs / bitmap / dense "
                                  "(the mask is counted at every step)",

@@ -59,6 +59,11 @@ NOT_CLOSED_FORMS = {
     "accounting.require_dp_accounting": "optional-import helper",
     "accounting.epsilon_pld": "numerical PLD accounting delegated to dp-accounting, at two grids (its gap is "
                               "the accuracy it reports; tests/test_accounting_speed.py)",
+    "accounting.calibrate_sigma": "a search, not a closed form: brackets the root of a caller's non-increasing "
+                                  "eps(sigma) - target on log sigma, then Illinois false position; its users "
+                                  "calibrate_noise (proofs.compositions) and selection.calibrate_noise_selected "
+                                  "(proofs.selection) have entries; tests/test_selection.py tests it on a closed "
+                                  "form and pins their results",
     "events.Gaussian.poisson_sampled": "constructor of another event",
     "events.SelectedGaussian.poisson_sampled": "constructor of another event",
     "events.Gaussian.to_dp_accounting": "conversion to a dp-accounting object",

@@ -434,3 +434,56 @@ def pld_loss_scale_entry(show):
     ok &= check_points(show, "pld_loss_scale", [(pld_loss_scale(qv, sv), w) for (qv, sv), w in zip(pts, want)],
                        rtol=1e-13)
     return bool(ok)
+
+
+@derivation("Start of the calibration search: large-sigma CLT + classic conversion give "
+            "sigma_0 = q sqrt(2 T log(1/delta)) / eps", covers=("accounting.sigma_guess",))
+def sigma_guess_entry(show):
+    r"""The Gaussian/CLT approximation behind :func:`dptheory.accounting.sigma_guess`, from its definition.
+
+    1. ``T`` steps of the sampled Gaussian to leading order in ``q`` (the small-q expansion of
+       ``A_alpha``, derived above; RDP composes additively): ``T alpha q^2 (e^{1/s^2} - 1) / 2``.
+    2. Large sigma (``e^{1/s^2} - 1 ~ 1/s^2``): ``alpha mu^2 / 2`` with ``mu = q sqrt(T) / s``, the RDP of
+       mu-GDP (Bu, Dong, Long & Su 2020).
+    3. The classic conversion (derived above), minimised over continuous orders:
+       ``eps = mu^2/2 + mu sqrt(2 log(1/delta))``; for small mu (large sigma) the leading term is
+       ``mu sqrt(2 log(1/delta))``.
+    4. Solved for sigma: ``sigma_0 = q sqrt(2 T log(1/delta)) / eps``.
+
+    Then ``sigma_guess`` against ``min(max(sigma_0, 1/4), 2^40)`` (its clip to the search range;
+    points inside it and at both ends), rtol 1e-13. It is a starting point only: the search of
+    :func:`dptheory.accounting.calibrate_sigma` returns the same sigma from any start.
+    """
+    from dptheory.accounting import sigma_guess
+    T, ell = sp.symbols("T ell", positive=True)  # ell = log(1/delta)
+    _, _, expansion = _small_q_coefficient()
+    total = sp.simplify(T * sp.expand_func((expansion - 1) / (alpha - 1)))
+    show("T (A_alpha - 1)/(alpha - 1), leading order in q", total)
+    large = sp.simplify(sp.limit(total * s**2, s, sp.oo) / s**2)
+    show("large sigma: T alpha q^2 / (2 sigma^2)", large)
+    mu = sp.Symbol("mu", positive=True)
+    ok = sp.simplify(large - (alpha * mu**2 / 2).subs(mu, q * sp.sqrt(T) / s)) == 0
+    objective = sp.simplify(sp.expand_log(_conversion_classic().subs(R, alpha * mu**2 / 2).subs(delta, sp.exp(-ell)),
+                                          force=True))
+    show("eps(alpha) = alpha mu^2/2 + log(1/delta)/(alpha - 1)", objective)
+    crit = [r for r in sp.solve(sp.diff(objective, alpha), alpha) if sp.simplify(r - 1).is_positive]
+    assert len(crit) == 1
+    show("alpha*", crit[0])
+    value = sp.simplify(objective.subs(alpha, crit[0]))
+    show("eps(mu) at alpha*", value)
+    ok &= sp.simplify(value - (mu**2 / 2 + mu * sp.sqrt(2 * ell))) == 0
+    lead = sp.series(value, mu, 0, 2).removeO()
+    show("leading order in mu", lead)
+    sol = sp.solve(sp.Eq(lead.subs(mu, q * sp.sqrt(T) / s), eps), s)
+    show("sigma_0 solving eps = mu sqrt(2 log(1/delta)), mu = q sqrt(T)/sigma", sp.Tuple(*sol))
+    sigma0 = q * sp.sqrt(2 * T * ell) / eps
+    ok &= len(sol) == 1 and sp.simplify(sol[0] - sigma0) == 0
+    f = sp.lambdify((q, T, ell, eps), sigma0, "mpmath")
+    pts = [(256 / 60000, 14063, 3.0, 1e-5), (0.01, 1000, 1.0, 1e-6), (1.0, 1, 0.5, 1e-3),   # inside [1/4, 2^40]
+           (1e-4, 10, 8.0, 1e-2),                                                          # clipped to 1/4
+           (1.0, 10**12, 1e-9, 1e-10)]                                                     # clipped to 2^40
+    pairs = [(sigma_guess(qv, tv, ev, dv), min(max(float(f(qv, tv, -mp.log(dv), ev)), 0.25), 2.0**40))
+             for qv, tv, ev, dv in pts]
+    ok &= pairs[3][1] == 0.25 and pairs[4][1] == 2.0**40
+    ok &= check_points(show, "sigma_guess", pairs, rtol=1e-13)
+    return bool(ok)

@@ -527,3 +527,75 @@ def test_a_post_noise_step_needs_a_noise_step(compressor):
     with pytest.raises(ValueError, match=r"stage 'post_noise'\) acts on the released noisy update, but the chain "
                                          r"has no noise"):
         mech.chain(mech.clip(None), compressor(), allow_non_private=True)
+
+
+
+# ----------------------------------------------------------------------------- branches no other test reached
+def test_replacing_the_sum_without_a_declared_factor_is_refused_at_the_step():
+    """``Work.replace_sum`` from a post_clip transform that declares no ``sensitivity_factor``: the
+    chain sees nothing to account (the Effect says "never replaces the sum"), so the step must
+    refuse the write itself. Two ways to get there: a map that does not read the sum (a constant;
+    the chain is private by its declarations) and a declared private read (non-private, built for
+    auditing), which may read the sum but not replace it."""
+    def constant(ctx, state, work):
+        work.replace_sum(np.full(work.d, 5.0))     # never reads clipped_sum: no earlier refusal
+        return state
+
+    ch = mech.chain(mech.clip(C), Transform("constant_sum", Effect("post_clip"), _noop_init, constant),
+                    mech.gaussian_noise(1.0))
+    assert ch.privacy.private                      # the declaration claims nothing: the step is the guard
+    with pytest.raises(RuntimeError, match=r"'constant_sum' replaced the clipped sum without declaring "
+                                           r"Effect\(sensitivity_factor=\.\.\.\): the chain cannot account for it"):
+        _release(ch, np.ones((3, 4)))
+
+    def doubled(ctx, state, work):
+        work.replace_sum(2.0 * work.clipped_sum)
+        return state
+
+    audit = mech.chain(mech.clip(C), Transform("doubled_sum", Effect("post_clip", reads="private"), _noop_init,
+                                               doubled), mech.gaussian_noise(1.0), allow_non_private=True)
+    with pytest.raises(RuntimeError, match=r"'doubled_sum' replaced the clipped sum without declaring"):
+        _release(audit, np.ones((3, 4)))
+
+
+class _UncheckedEffect(Effect):
+    """An Effect subclass that skips ``Effect.__post_init__`` (the declaration checks)."""
+
+    def __post_init__(self):
+        pass
+
+
+def test_restrict_after_the_noise_refuses_noise_on_kept_even_from_an_unchecked_effect():
+    """``Work.restrict(noise_on='kept')`` at the post_noise stage. ``Effect`` refuses to declare
+    ``noise_on='kept'`` after the noise, and the step refuses a call that differs from the
+    declaration (:func:`test_release_and_post_noise_restrict_check_their_input`); so the step's own
+    "noise_on must be 'all' after the noise stage" is reached only by a declaration that skipped
+    those checks, here a subclass of Effect that overrides ``__post_init__``. It must still refuse
+    (and leave the release as drawn). If Effect ever refuses such subclasses, this branch becomes
+    unreachable and should go, with this test."""
+    def kept_after_noise(ctx, state, work):
+        work.restrict(np.ones(work.d, dtype=bool), "kept")
+        return state
+
+    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0),
+                    Transform("late_kept", _UncheckedEffect("post_noise", "kept"), _noop_init, kept_after_noise))
+    with pytest.raises(ValueError, match=r"noise_on must be 'all' after the noise stage \(the noise is already "
+                                         r"drawn\)"):
+        _release(ch, np.ones((3, 4)))
+
+
+def test_private_top_k_after_the_noise_is_refused_by_the_order():
+    """A private selection after the noise cannot be expressed: ``private_top_k`` is built (and
+    registered) at stage post_clip, so the order rule refuses it after ``gaussian_noise`` whether or
+    not ``allow_non_private`` is set; a copy moved to post_noise is no longer the registered
+    built-in and is refused as a private read after the noise. (The chain's former "private
+    selection after the noise" branch could not be reached and was removed.)"""
+    for allow in (False, True):
+        with pytest.raises(ValueError, match=r"step 2 \('private_top_k', stage 'post_clip'\) comes after step 1 "
+                                             r"\('gaussian_noise"):
+            mech.chain(mech.clip(C), mech.gaussian_noise(1.0), mech.private_top_k(2, 1.0), allow_non_private=allow)
+    moved = dataclasses.replace(mech.private_top_k(2, 1.0), effect=Effect("post_noise", reads="private"))
+    with pytest.raises(ValueError, match=r"'private_top_k'\) at stage 'post_noise' reads private data after the noise"):
+        mech.chain(mech.clip(C), mech.gaussian_noise(1.0), moved)
+    ok = mech.chain(mech.clip(C), mech.private_top_k(2, 1.0), mech.gaussian_noise(1.0))
+    assert ok.privacy.private and any("selects 2 coordinates privately" in n for n in ok.privacy.notes)

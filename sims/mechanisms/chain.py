@@ -139,11 +139,10 @@ def _check_reads(i, t, noise_idx, fail, notes) -> float:
         if e.noise_on == "kept":
             fail(f"{where} selects per example but noise covers only the kept coordinates")
     if e.reads == "private" and _private_selection_made_here(t):
-        if i > noise_idx:
-            fail(f"{where} is a private selection after the noise: put it between clip and gaussian_noise")
-        else:
-            notes.append(f"step {i} ({t.name!r}) selects {t.info['k']} coordinates privately "
-                         f"(Gumbel top-k, selection_epsilon={t.info['selection_epsilon']:g}); noise on them only")
+        # always before the noise: private_top_k is built at stage post_clip, and _check_order
+        # refuses a post_clip step after the noise (a copy at another stage is not made here)
+        notes.append(f"step {i} ({t.name!r}) selects {t.info['k']} coordinates privately "
+                     f"(Gumbel top-k, selection_epsilon={t.info['selection_epsilon']:g}); noise on them only")
     elif e.reads == "private":
         if i <= noise_idx:
             fail(f"{where} chooses coordinates from private, un-noised data up to the noise: its support "

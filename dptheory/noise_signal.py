@@ -29,6 +29,7 @@ __all__ = [
     "noisy_top_k_energies", "nsr_top_k_noisy", "top_k_captured_lower_bound",
     "contraction_top_k", "contraction_random_k", "scaled_sign_delta",
     "FREEZE_KINDS", "freeze_schedule", "n_frozen", "freeze_mean_noise_energy",
+    "freeze_draws", "freeze_update_counts", "freeze_coverage",
     "tradeoff_coefficients", "tradeoff_bound", "optimal_keep_fraction", "sparsification_helps", "SPREADS",
     "spread_exponent",
 ]
@@ -526,6 +527,118 @@ def freeze_mean_noise_energy(r_final, epochs, kind="linear", d=None):
     if d is None:
         return float(1.0 - np.mean(r))
     return float(1.0 - np.mean(n_frozen(r, d)) / d)
+
+
+def freeze_draws(r_final, total_steps, steps_per_epoch, kind="linear", refresh=None):
+    """The draws of the frozen set over a random-freeze run: ``(starts, lengths, rates)``.
+
+    The rule of :func:`sims.mechanisms.random_freeze` (Zhu & Blaschko 2112.00845; ``refresh`` is
+    their option of redrawing every ``N`` steps instead of every epoch): with ``T`` steps,
+    ``E = ceil(T / spe)`` epochs and period ``P = spe`` (``refresh=None``) or ``P = refresh``, draw
+    ``i = 0 .. ceil(T/P) - 1`` is made at step ``t_i = i P``, is in force for
+    ``L_i = min(P, T - t_i)`` steps, and freezes a fraction ``r_{e_i}`` with ``e_i = floor(t_i / spe)``,
+    the epoch in which it is DRAWN (``r_e = freeze_schedule(r_final, E, kind)[e]``). So with
+    ``refresh`` not a divisor of ``spe`` (in particular ``refresh > spe``) a ramp takes effect only
+    at the next draw: the rate in force at step ``t`` is ``r_{floor(P floor(t/P) / spe)}``, not
+    ``r_{floor(t/spe)}``.
+
+    Parameters
+    ----------
+    r_final : float in [0, 1)
+    total_steps : int >= 1
+        ``T``.
+    steps_per_epoch : int >= 1
+        ``spe`` (``dptheory.accounting.steps_per_epoch(q)`` in the simulator).
+    kind : one of :data:`FREEZE_KINDS`
+    refresh : None or int >= 1
+
+    Returns
+    -------
+    starts, lengths : ndarray of int64
+        ``t_i`` and ``L_i`` (``lengths.sum() == T``).
+    rates : ndarray of float
+        ``r_{e_i}``; the draw freezes ``n_frozen(rates, d)`` coordinates.
+    """
+    T = check_int("total_steps", total_steps, low=1)
+    spe = check_int("steps_per_epoch", steps_per_epoch, low=1)
+    P = spe if refresh is None else check_int("refresh", refresh, low=1)
+    r = freeze_schedule(r_final, -(-T // spe), kind)
+    starts = np.arange(0, T, P, dtype=np.int64)
+    lengths = np.minimum(P, T - starts)
+    return starts, lengths, r[starts // spe]
+
+
+def _freeze_draw_fractions(r_final, d, total_steps, steps_per_epoch, kind, refresh):
+    """``(L_i, n_i / d)`` of the draws (:func:`freeze_draws`, counts :func:`n_frozen`)."""
+    d = check_int("d", d, low=1)
+    _, lengths, rates = freeze_draws(r_final, total_steps, steps_per_epoch, kind, refresh)
+    return d, lengths.astype(np.float64), n_frozen(rates, d) / d
+
+
+def freeze_update_counts(r_final, d, total_steps, steps_per_epoch, kind="linear", refresh=None):
+    """Mean and variance of ``U_j``, the number of the ``T`` steps at which coordinate ``j`` is trainable [S].
+
+    With the draws of :func:`freeze_draws` (lengths ``L_i``, ``n_i = floor(r_{e_i} d)`` frozen
+    coordinates, uniformly random and independent across draws)::
+
+        U_j = sum_i L_i (1 - F_ij),   F_ij = 1[j frozen in draw i] ~ Bernoulli(n_i / d), independent in i
+        E U_j   = sum_i L_i (1 - n_i/d)
+        Var U_j = sum_i L_i^2 (n_i/d)(1 - n_i/d)
+
+    (``P(j in a uniform n-subset of d) = n/d``; proved in :mod:`proofs.noise_signal`). ``E U_j / T``
+    is the expected fraction of steps at which a coordinate trains and, as the noise is drawn on
+    the trainable coordinates only, the run's noise energy relative to dense: a coordinate
+    accumulates noise ``s^2 chi^2_{U_j}``, mean ``s^2 E U_j`` and variance ``s^4 (2 E U_j + Var U_j)``.
+    The mean does not depend on ``refresh`` when ``refresh`` divides ``spe`` (it is then
+    ``T`` x :func:`freeze_mean_noise_energy` ``(..., d=d)`` for ``T`` a multiple of ``spe``); the
+    variance does: for a constant rate ``r`` with ``n = r d`` and ``P`` dividing ``T``,
+    ``Var U_j = T P r (1 - r)``, linear in the period, so frequent redraws spread the training
+    evenly over the coordinates. Note ``sum_j U_j = sum_i L_i (d - n_i)`` holds in every run
+    (each draw freezes exactly ``n_i``).
+
+    Parameters
+    ----------
+    r_final, total_steps, steps_per_epoch, kind, refresh : as in :func:`freeze_draws`
+    d : int >= 1
+        Number of coordinates.
+
+    Returns
+    -------
+    mean, variance : float
+    """
+    _, L, f = _freeze_draw_fractions(r_final, d, total_steps, steps_per_epoch, kind, refresh)
+    return float(np.sum(L * (1 - f))), float(np.sum(L * L * f * (1 - f)))
+
+
+def freeze_coverage(r_final, d, total_steps, steps_per_epoch, kind="linear", refresh=None):
+    """Mean and variance of the number of coordinates trainable at least once over the run [S].
+
+    A coordinate is never updated iff it is frozen in every draw of :func:`freeze_draws`; the draws
+    are independent uniform ``n_i``-subsets, so with ``p_1 = prod_i n_i/d`` (one coordinate frozen
+    in all draws) and ``p_2 = prod_i n_i (n_i - 1)/(d (d - 1))`` (two given coordinates)::
+
+        E #covered   = d (1 - p_1)
+        Var #covered = d p_1 + d (d - 1) p_2 - d^2 p_1^2
+
+    (the number never updated is a sum of ``d`` exchangeable indicators; ``p_2`` is the fraction of
+    ``n``-subsets containing two given coordinates). For a constant rate and ``M = ceil(T/P)`` draws,
+    ``d (1 - (n/d)^M)``: ``refresh`` raises the coverage from ``E`` draws (one per epoch) to
+    ``ceil(T / refresh)``. A ramp that starts at 0 (``linear``, ``cosine``, ``step``) covers every
+    coordinate in its first draw. Each coordinate that trains moves (its noise is a.s. non-zero); the
+    others keep their initial bits.
+
+    Parameters
+    ----------
+    r_final, d, total_steps, steps_per_epoch, kind, refresh : as in :func:`freeze_update_counts`
+
+    Returns
+    -------
+    mean, variance : float
+    """
+    d, _, f = _freeze_draw_fractions(r_final, d, total_steps, steps_per_epoch, kind, refresh)
+    p1 = float(np.prod(f))
+    pair = 0.0 if d == 1 else float(np.prod(f * (f * d - 1) / (d - 1))) * d * (d - 1)
+    return d * (1 - p1), max(0.0, d * p1 + pair - d * d * p1 * p1)
 
 
 # ----------------------------------------------------------------------------- trade-off

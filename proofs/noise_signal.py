@@ -155,6 +155,121 @@ def freeze_sum(show):
     return bool(ok)
 
 
+def _freeze_draw_sequences(d, counts):
+    """Every sequence of frozen sets (one uniform ``n_i``-subset per draw, independent): the definition
+    of random freeze with redraws, as equally likely tuples of subsets."""
+    return list(itertools.product(*[list(itertools.combinations(range(d), n)) for n in counts]))
+
+
+@derivation("random freeze redrawn: trainable steps U_j, mean sum L_i (1 - n_i/d), var sum L_i^2 (n_i/d)(1 - n_i/d); "
+            "coverage d (1 - prod n_i/d)",
+            covers=("noise_signal.freeze_draws", "noise_signal.freeze_update_counts", "noise_signal.freeze_coverage"))
+def freeze_redraws(show):
+    """From the definition (draw i: a uniform n_i-subset of the d coordinates, frozen for L_i steps;
+    draws independent) to the moments of the trainable-step count ``U_j`` and of the coverage.
+
+    1. Counting subsets: ``P(j in S) = C(d-1, n-1)/C(d, n) = n/d`` and
+       ``P(j, l in S) = C(d-2, n-2)/C(d, n) = n (n-1)/(d (d-1))``.
+    2. ``U_j = sum_i L_i (1 - F_i)`` with independent ``F_i ~ Bernoulli(q_i)``: mean and variance as
+       a sum over the ``2^3`` outcomes of three draws (symbolic ``L_i``, ``q_i``).
+    3. The number never updated ``X = sum_j prod_i F_ij``: ``E X = d prod q_i`` and
+       ``E X^2 = d prod q_i + d (d-1) prod_i P(j, l in S_i)`` by linearity and independence.
+    4. A constant rate with period ``P`` dividing ``T``: ``Var U_j = T P r (1 - r)`` by summation.
+    5. Exact enumeration of ALL frozen-set sequences of three small runs (a linear ramp redrawn
+       every 2 steps, 576 equally likely sequences; two constant rates, one per epoch) gives E, Var
+       of ``U_0`` and of the coverage, and ``freeze_draws`` is checked against the draw rule; then
+       ``freeze_update_counts`` and ``freeze_coverage`` against the enumerations and, at larger
+       runs, the expressions (rtol 1e-13), and the mean against ``freeze_mean_noise_energy``
+       (per-epoch draws).
+    """
+    from dptheory.noise_signal import (freeze_coverage, freeze_draws, freeze_mean_noise_energy, freeze_schedule,
+                                       freeze_update_counts, n_frozen)
+    d, n = sp.symbols("d n", positive=True, integer=True)
+    p_one = sp.simplify(sp.combsimp(sp.binomial(d - 1, n - 1) / sp.binomial(d, n)))
+    p_two = sp.simplify(sp.combsimp(sp.binomial(d - 2, n - 2) / sp.binomial(d, n)))
+    show("P(j in S) = C(d-1,n-1)/C(d,n)", p_one)
+    show("P(j, l in S) = C(d-2,n-2)/C(d,n)", sp.factor(p_two))
+    ok = sp.simplify(p_one - n / d) == 0 and sp.simplify(p_two - n * (n - 1) / (d * (d - 1))) == 0
+    # 2. three independent draws, symbolic lengths and frozen probabilities
+    L = sp.symbols("L1:4", positive=True)
+    q = sp.symbols("q1:4", positive=True)
+    mean_u, second_u = 0, 0
+    for F in itertools.product((0, 1), repeat=3):
+        prob = sp.Mul(*[qi if f else 1 - qi for qi, f in zip(q, F)])
+        u = sum(Li * (1 - f) for Li, f in zip(L, F))
+        mean_u += prob * u
+        second_u += prob * u ** 2
+    var_u = sp.expand(second_u - mean_u ** 2)
+    show("E U_j (three draws)", sp.factor(sp.expand(mean_u)))
+    show("Var U_j (three draws)", sp.factor(var_u))
+    ok &= sp.expand(mean_u - sum(Li * (1 - qi) for Li, qi in zip(L, q))) == 0
+    ok &= sp.expand(var_u - sum(Li ** 2 * qi * (1 - qi) for Li, qi in zip(L, q))) == 0
+    # 3. coverage: X = sum_j prod_i F_ij; E X^2 = sum_j E prod_i F_ij + sum_{j != l} E prod_i F_ij F_il
+    ns_ = sp.symbols("n1:4", positive=True, integer=True)
+    p1 = sp.Mul(*[p_one.subs(n, ni) for ni in ns_])
+    p2 = sp.Mul(*[p_two.subs(n, ni) for ni in ns_])
+    var_x = sp.simplify(d * p1 + d * (d - 1) * p2 - (d * p1) ** 2)
+    show("Var #never updated (three draws)", var_x)
+    # 4. constant rate r, period P, T/P draws
+    T, P, r, i = sp.symbols("T P r i", positive=True)
+    var_const = sp.simplify(sp.summation(P ** 2 * r * (1 - r), (i, 1, T / P)))
+    show("Var U_j, constant rate, P | T", sp.factor(var_const))
+    ok &= sp.simplify(var_const - T * P * r * (1 - r)) == 0
+    # 5. exact enumeration of small runs: d = 4, a linear ramp to 3/4 over E = 4 epochs of 3 steps redrawn
+    #    every 2 (576 sequences; a ramp from 0 covers everything), and constant rates (coverage < d)
+    pairs_u, pairs_c = [], []
+    for dd, T0, spe0, kind0, refresh0, r0 in ((4, 12, 3, "linear", 2, 0.75), (5, 7, 7, "constant", 3, 0.6),
+                                              (4, 6, 3, "constant", None, 0.5)):
+        starts, lengths, rates = freeze_draws(r0, T0, spe0, kind0, refresh0)
+        per = spe0 if refresh0 is None else refresh0
+        sched = freeze_schedule(r0, -(-T0 // spe0), kind0)
+        rule = [(t, min(per, T0 - t), float(sched[t // spe0])) for t in range(0, T0, per)]
+        ok &= [(int(a), int(b), float(c)) for a, b, c in zip(starts, lengths, rates)] == rule
+        counts = [int(c) for c in n_frozen(rates, dd)]
+        seqs = _freeze_draw_sequences(dd, counts)
+        u0 = [sum(int(Li) for Li, S in zip(lengths, seq) if 0 not in S) for seq in seqs]
+        cov = [sum(1 for j in range(dd) if not all(j in S for S in seq)) for seq in seqs]
+        M = sp.Integer(len(seqs))
+        e_u, e_u2 = sp.Add(*u0) / M, sp.Add(*[sp.Integer(u) ** 2 for u in u0]) / M
+        e_c, e_c2 = sp.Add(*cov) / M, sp.Add(*[sp.Integer(c) ** 2 for c in cov]) / M
+        show(f"{kind0} r={r0}, d={dd}: n_i, L_i", sp.Matrix([counts, [int(Li) for Li in lengths]]))
+        show(f"  enumerated ({len(seqs)} sequences): E U_0, Var U_0, E coverage, Var coverage",
+             sp.Matrix([[e_u, e_u2 - e_u ** 2, e_c, e_c2 - e_c ** 2]]))
+        qv = [sp.Rational(c, dd) for c in counts]
+        Lv = [int(Li) for Li in lengths]
+        ok &= e_u == sum(Li * (1 - qi) for Li, qi in zip(Lv, qv))
+        ok &= e_u2 - e_u ** 2 == sum(Li ** 2 * qi * (1 - qi) for Li, qi in zip(Lv, qv))
+        pv1 = sp.Mul(*[p_one.subs({d: dd, n: c}) for c in counts])
+        pv2 = sp.Mul(*[p_two.subs({d: dd, n: c}) for c in counts])
+        ok &= e_c == dd * (1 - pv1) and e_c2 - e_c ** 2 == dd * pv1 + dd * (dd - 1) * pv2 - dd ** 2 * pv1 ** 2
+        m, v = freeze_update_counts(r0, dd, T0, spe0, kind0, refresh0)
+        cm, cv_ = freeze_coverage(r0, dd, T0, spe0, kind0, refresh0)
+        pairs_u += [(m, e_u), (v, e_u2 - e_u ** 2)]
+        pairs_c += [(cm, e_c), (cv_, e_c2 - e_c ** 2)]
+    # constant-rate runs (coverage non-trivial) against the general expressions, and per-epoch means
+    for rr, dd2, TT, spe, ref in ((0.75, 40, 24, 8, 3), (0.5, 10, 30, 10, None), (0.9, 7, 25, 5, 7)):
+        _, Ls, rs = freeze_draws(rr, TT, spe, "constant", ref)
+        cs = [int(c) for c in n_frozen(rs, dd2)]
+        qs = [sp.Rational(c, dd2) for c in cs]
+        want_m = sum(int(Li) * (1 - qi) for Li, qi in zip(Ls, qs))
+        want_v = sum(int(Li) ** 2 * qi * (1 - qi) for Li, qi in zip(Ls, qs))
+        P1 = sp.Mul(*[p_one.subs({d: dd2, n: c}) for c in cs])
+        P2 = sp.Mul(*[p_two.subs({d: dd2, n: c}) for c in cs])
+        got_m, got_v = freeze_update_counts(rr, dd2, TT, spe, "constant", ref)
+        got_cm, got_cv = freeze_coverage(rr, dd2, TT, spe, "constant", ref)
+        pairs_u += [(got_m, want_m), (got_v, want_v)]
+        pairs_c += [(got_cm, dd2 * (1 - P1)), (got_cv, dd2 * P1 + dd2 * (dd2 - 1) * P2 - dd2 ** 2 * P1 ** 2)]
+    pairs_e = [(freeze_update_counts(rr, dd2, EE * spe, spe, kind)[0] / (EE * spe),
+                freeze_mean_noise_energy(rr, EE, kind, d=dd2))
+               for rr, dd2, EE, spe, kind in ((0.9, 40, 5, 6, "linear"), (0.5, 13, 4, 3, "cosine"),
+                                              (0.8, 9, 7, 2, "step"))]
+    ok &= check_points(show, "freeze_update_counts", pairs_u, rtol=1e-13)
+    ok &= check_points(show, "freeze_coverage", pairs_c, rtol=1e-13)
+    ok &= check_points(show, "freeze_update_counts / T = freeze_mean_noise_energy (per-epoch draws)", pairs_e,
+                       rtol=1e-13)
+    return bool(ok)
+
+
 @derivation("noise energy on k coordinates: mean k s^2, variance 2 k s^4 (chi-square)",
             covers=("noise_signal.noise_std", "noise_signal.noise_energy", "noise_signal.noise_energy_mean",
                     "noise_signal.noise_energy_var"))

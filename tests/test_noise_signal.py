@@ -132,6 +132,57 @@ def test_freeze_linear_closed_form():
     assert list(ns.freeze_schedule(0.9, 4)) == pytest.approx([0, 0.3, 0.6, 0.9])
 
 
+
+def test_freeze_draws_hand_values_and_the_lag():
+    """Linear ramp to 0.9 over E = 5 epochs of 6 steps, redrawn every 4 steps: draws at 0, 4, ..., 28
+    in epochs 0 0 1 2 2 3 4 4 (a draw keeps the rate of the epoch it is made in, e.g. steps 18-19 of
+    epoch 3 keep epoch 2's 0.45); ``refresh=None`` is ``refresh=spe``; the lengths sum to T."""
+    starts, lengths, rates = ns.freeze_draws(0.9, 30, 6, "linear", 4)
+    assert starts.tolist() == [0, 4, 8, 12, 16, 20, 24, 28] and lengths.tolist() == [4] * 7 + [2]
+    np.testing.assert_allclose(rates, [0, 0, 0.225, 0.45, 0.45, 0.675, 0.9, 0.9], rtol=1e-15)
+    for a, b in zip(ns.freeze_draws(0.9, 29, 6, "cosine"), ns.freeze_draws(0.9, 29, 6, "cosine", refresh=6)):
+        np.testing.assert_array_equal(a, b)
+    assert ns.freeze_draws(0.5, 7, 3, "constant", refresh=100)[1].tolist() == [7]
+
+
+def test_freeze_update_counts_hand_values():
+    """U_j over the run: E = sum L_i (1 - n_i/d), Var = sum L_i^2 (n_i/d)(1 - n_i/d). Constant
+    r = 3/4, d = 40 (n = 30), T = 24: mean 6 for every period, variance T P r (1-r) = 4.5 P. The lag
+    moves the mean of the ramp above (the per-epoch value is T x freeze_mean_noise_energy)."""
+    for P in (1, 2, 3, 4, 8):
+        m, v = ns.freeze_update_counts(0.75, 40, 24, 8, "constant", refresh=P)
+        assert m == pytest.approx(6.0, rel=1e-14) and v == pytest.approx(4.5 * P, rel=1e-14)
+    m, v = ns.freeze_update_counts(0.9, 40, 30, 6, "linear", refresh=4)
+    kept = [1, 1, 1 - 9 / 40, 1 - 18 / 40, 1 - 18 / 40, 1 - 27 / 40, 1 - 36 / 40, 1 - 36 / 40]   # per draw
+    assert m == pytest.approx(4 * sum(kept[:7]) + 2 * kept[7], rel=1e-14) and m == pytest.approx(17.4, rel=1e-14)
+    assert ns.freeze_update_counts(0.9, 40, 30, 6, "linear")[0] == pytest.approx(
+        30 * ns.freeze_mean_noise_energy(0.9, 5, "linear", d=40), rel=1e-14)
+    assert ns.freeze_update_counts(0.0, 7, 10, 3, "linear", refresh=2) == (10.0, 0.0)   # nothing frozen
+
+
+def test_freeze_coverage_hand_values():
+    """Coverage d (1 - prod n_i/d): constant r = 3/4, d = 40, M draws: 40 (1 - 0.75^M); a ramp from 0
+    covers all d with variance 0; d = 1 (never frozen: a rate < 1 freezes floor(r) = 0) covers 1."""
+    for P, M in ((None, 3), (8, 3), (4, 6), (3, 8), (1, 24)):
+        m, v = ns.freeze_coverage(0.75, 40, 24, 8, "constant", refresh=P)
+        assert m == pytest.approx(40 * (1 - 0.75 ** M), rel=1e-14)
+        p1, p2 = 0.75 ** M, (30 * 29 / (40 * 39)) ** M
+        assert v == pytest.approx(40 * p1 + 40 * 39 * p2 - 1600 * p1 * p1, rel=1e-12)
+    assert ns.freeze_coverage(0.9, 40, 30, 6, "linear", refresh=4) == (40.0, 0.0)
+    assert ns.freeze_coverage(0.5, 1, 5, 1, "constant") == (1.0, 0.0)
+    covered = [ns.freeze_coverage(0.6, 25, 40, 10, "constant", refresh=P)[0] for P in (10, 5, 2, 1)]
+    assert covered == sorted(covered) and covered[-1] < 25          # more redraws, more coverage
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ns.freeze_draws(0.5, 10, 5, refresh=0), lambda: ns.freeze_draws(0.5, 0, 5),
+    lambda: ns.freeze_draws(0.5, 10, 0), lambda: ns.freeze_draws(1.0, 10, 5), lambda: ns.freeze_draws(0.5, 10, 5, "exp"),
+    lambda: ns.freeze_update_counts(0.5, 0, 10, 5), lambda: ns.freeze_coverage(0.5, 10, 10, 5, refresh=2.5),
+])
+def test_freeze_redraw_functions_validate(call):
+    with pytest.raises(ValueError):
+        call()
+
 @settings(max_examples=25)
 @given(setting(), st.floats(0.01, 100.0), st.floats(0.1, 10.0), st.floats(0.001, 1.0), st.integers(10, 10 ** 5))
 def test_optimal_keep_fraction_is_grid_argmin(cfg, dF, L, lr, T):

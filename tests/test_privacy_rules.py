@@ -558,30 +558,13 @@ def test_replacing_the_sum_without_a_declared_factor_is_refused_at_the_step():
         _release(audit, np.ones((3, 4)))
 
 
-class _UncheckedEffect(Effect):
-    """An Effect subclass that skips ``Effect.__post_init__`` (the declaration checks)."""
-
-    def __post_init__(self):
-        pass
-
-
-def test_restrict_after_the_noise_refuses_noise_on_kept_even_from_an_unchecked_effect():
-    """``Work.restrict(noise_on='kept')`` at the post_noise stage. ``Effect`` refuses to declare
-    ``noise_on='kept'`` after the noise, and the step refuses a call that differs from the
-    declaration (:func:`test_release_and_post_noise_restrict_check_their_input`); so the step's own
-    "noise_on must be 'all' after the noise stage" is reached only by a declaration that skipped
-    those checks, here a subclass of Effect that overrides ``__post_init__``. It must still refuse
-    (and leave the release as drawn). If Effect ever refuses such subclasses, this branch becomes
-    unreachable and should go, with this test."""
-    def kept_after_noise(ctx, state, work):
-        work.restrict(np.ones(work.d, dtype=bool), "kept")
-        return state
-
-    ch = mech.chain(mech.clip(C), mech.gaussian_noise(1.0),
-                    Transform("late_kept", _UncheckedEffect("post_noise", "kept"), _noop_init, kept_after_noise))
-    with pytest.raises(ValueError, match=r"noise_on must be 'all' after the noise stage \(the noise is already "
-                                         r"drawn\)"):
-        _release(ch, np.ones((3, 4)))
+def test_effect_cannot_be_subclassed_to_skip_its_checks():
+    """A subclass of Effect could skip ``__post_init__`` and declare, e.g., a sensitivity factor of
+    0.01 (a 100x overstated noise multiplier) or noise on kept coordinates after the noise: refused."""
+    with pytest.raises(TypeError, match="Effect cannot be subclassed"):
+        class _UncheckedEffect(Effect):
+            def __post_init__(self):
+                pass
 
 
 def test_private_top_k_after_the_noise_is_refused_by_the_order():

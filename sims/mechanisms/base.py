@@ -155,6 +155,10 @@ class Effect:
     reads: str = "none"
     sensitivity_factor: float | None = None
 
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("Effect cannot be subclassed: a subclass could skip the declaration checks (e.g. "
+                        "declare a sensitivity_factor below 1 and overstate the privacy)")
+
     def __post_init__(self):
         check_choice("stage", self.stage, STAGES)
         check_choice("noise_on", self.noise_on, NOISE_ON)
@@ -215,7 +219,7 @@ class Transform:
     info: Any = field(default_factory=dict)
 
     def __post_init__(self):
-        if not isinstance(self.effect, Effect):
+        if type(self.effect) is not Effect:
             raise ValueError(f"effect of transform {self.name!r} must be an Effect, got {type(self.effect).__name__}")
         if self.per_example is not None:
             if not isinstance(self.per_example, PerExampleMap):
@@ -509,9 +513,7 @@ class Work:
         if stage == "post_clip":
             s = self._materialize()
             s[~keep] = 0
-        elif stage == "post_noise":
-            if noise_on != "all":
-                raise ValueError("noise_on must be 'all' after the noise stage (the noise is already drawn)")
+        elif stage == "post_noise":  # noise_on is "all" here: Effect refuses "kept" after the noise
             self._update[~keep] = 0
         it = self._it
         if it.mask is None:

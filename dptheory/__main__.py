@@ -34,8 +34,10 @@ _EXAMPLES = """examples:
 """
 _ACCOUNTANT_HELP = ("one of: rdp (default) = Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & "
                     "Zhang 2019), a rigorous upper bound, converted with Balle et al. 2020; pld = privacy loss "
-                    "distributions (dp-accounting, pip install 'dpsparse[pld]'), tighter: pessimistic at two "
-                    "grid sizes chosen from the loss scale, finer value reported (gap ~0.2%% of epsilon)")
+                    "distributions (dp-accounting, pip install 'dpsparse[pld]'), usually tighter: pessimistic "
+                    "discretisation on grids refined from the loss scale until the accuracy target or a cost "
+                    "budget; returns min(PLD, RDP), says which, and the accuracy reached (the RDP bound when "
+                    "the PLD does not settle monotonely)")
 
 
 def _common(sp, *, noise: bool) -> None:
@@ -146,14 +148,30 @@ _AMPLIFIED_LABEL = ("clip-then-mask random-k only: fresh uniform data-independen
                     "coordinates only, support released; integer RDP orders, min with dense; docs/mask_amplification.md")
 
 
+def _pld_fields(info) -> dict:
+    """The JSON fields of a PLD result (:class:`dptheory.accounting.PLDInfo`): which bound the
+    epsilon is, its accuracy and the PLD's status; none for RDP."""
+    if info is None:
+        return {}
+    return {"pld_gap": info.gap, "pld_bound": info.bound, "pld_status": info.status, "rdp_epsilon": info.rdp}
+
+
+def _pld_words(info) -> str:
+    """One phrase for a PLD result: the bound returned, its accuracy, the PLD's status."""
+    if info.bound == "rdp":
+        return f"the RDP bound: the PLD was {info.status}"
+    return f"PLD, {info.status}, estimated accuracy {info.gap:.2g}; RDP bound {info.rdp:.6g}"
+
+
 def _epsilon_command(args) -> str:
-    """The output of ``python -m dptheory epsilon`` (PLD: with the gap between its two grids)."""
+    """The output of ``python -m dptheory epsilon`` (PLD: which bound it returns, and its accuracy)."""
     from .accounting import epsilon, epsilon_pld
 
     steps = _steps(args.steps)
-    gap = None
+    info = None
     if args.accountant == "pld":
-        (eps, gap), order = epsilon_pld(args.sampling_rate, args.noise_multiplier, steps, args.delta), None
+        info, order = epsilon_pld(args.sampling_rate, args.noise_multiplier, steps, args.delta).info, None
+        eps = info.epsilon
     else:
         eps, order = epsilon(args.sampling_rate, args.noise_multiplier, steps, args.delta)
     amp = None
@@ -162,14 +180,14 @@ def _epsilon_command(args) -> str:
 
         amp = epsilon_random_mask(args.sampling_rate, args.noise_multiplier, steps, args.delta, args.keep_fraction)
     if args.json:
-        extra = {"pld_gap": gap} if gap is not None else {}
+        extra = _pld_fields(info)
         if amp is not None:
             extra.update({"keep_fraction": args.keep_fraction, "amplified_epsilon": amp[0], "amplified_order": amp[1],
                           "amplified_accounting": _AMPLIFIED_LABEL})
         return json.dumps({"epsilon": eps, "order": order, "delta": args.delta, "sampling_rate": args.sampling_rate,
                            "noise_multiplier": args.noise_multiplier, "steps": steps,
                            "accountant": args.accountant, **extra})
-    where = f" (optimal RDP order {order:.4g})" if order is not None else f" (PLD grid gap {gap:.2g})"
+    where = f" (optimal RDP order {order:.4g})" if info is None else f" ({_pld_words(info)})"
     out = (f"epsilon = {eps:.6g} at delta = {args.delta:g}{where} [{args.accountant}; "
            f"q = {args.sampling_rate:g}, sigma = {args.noise_multiplier:g}, steps = {steps}]")
     if amp is not None:
@@ -193,10 +211,11 @@ def main(argv=None) -> int:
                                     accountant=args.accountant)
             eps, order = epsilon(args.sampling_rate, sigma, _steps(args.steps), args.delta,
                                  accountant=args.accountant)
+            info, order = (order, None) if args.accountant == "pld" else (None, order)
             if args.json:
                 out = json.dumps({"noise_multiplier": sigma, "epsilon": eps, "order": order,
                                   "delta": args.delta, "sampling_rate": args.sampling_rate,
-                                  "steps": _steps(args.steps), "accountant": args.accountant})
+                                  "steps": _steps(args.steps), "accountant": args.accountant, **_pld_fields(info)})
             else:
                 out = (f"noise_multiplier = {sigma:.6g} gives epsilon = {eps:.6g} at delta = {args.delta:g} "
                        f"[{args.accountant}; q = {args.sampling_rate:g}, steps = {_steps(args.steps)}]")

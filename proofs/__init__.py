@@ -57,8 +57,9 @@ DPTHEORY_MODULES = ("accounting", "gdp", "events", "noise_signal", "convergence"
 NOT_CLOSED_FORMS = {
     "accounting.check_orders": "argument validation",
     "accounting.require_dp_accounting": "optional-import helper",
-    "accounting.epsilon_pld": "numerical PLD accounting delegated to dp-accounting, at two grids (its gap is "
-                              "the accuracy it reports; tests/test_accounting_speed.py)",
+    "accounting.epsilon_pld": "numerical PLD accounting on dp-accounting's PMFs over a ladder of grids, "
+                              "min with the RDP bound (its gap is the accuracy it reports; "
+                              "tests/test_accounting.py, tests/test_accounting_speed.py)",
     "accounting.calibrate_sigma": "a search, not a closed form: brackets the root of a caller's non-increasing "
                                   "eps(sigma) - target on log sigma, then Illinois false position; its users "
                                   "calibrate_noise (proofs.compositions) and selection.calibrate_noise_selected "

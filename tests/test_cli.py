@@ -32,6 +32,18 @@ def test_epsilon_pld(capsys):
                        "--steps", "100", "--delta", "1e-5", "--accountant", "pld", "--json")
     data = json.loads(out)
     assert code == 0 and data["order"] is None and 0 < data["epsilon"] < epsilon(0.01, 1.1, 100, 1e-5)[0]
+    assert data["pld_bound"] == "pld" and data["pld_status"] == "settled" and data["rdp_epsilon"] > data["epsilon"]
+    assert 0 < data["pld_gap"] < 0.01 * data["epsilon"]
+    code, out, _ = run(capsys, "epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1.1",
+                       "--steps", "100", "--delta", "1e-5", "--accountant", "pld")
+    assert code == 0 and "PLD, settled, estimated accuracy" in out and "RDP bound" in out
+
+
+def test_noise_pld_reports_which_bound(capsys):
+    code, out, _ = run(capsys, "noise", "--sampling-rate", "0.01", "--steps", "100", "--epsilon", "2",
+                       "--delta", "1e-5", "--accountant", "pld", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["order"] is None and data["pld_bound"] in ("pld", "rdp") and data["epsilon"] <= 2.0
 
 
 def test_noise(capsys):

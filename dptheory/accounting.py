@@ -38,6 +38,7 @@ from .validation import check_choice, check_finite_array, check_int, check_real
 
 __all__ = [
     "DEFAULT_ORDERS",
+    "compose_pld",
     "ACCOUNTANTS",
     "check_orders",
     "require_dp_accounting",
@@ -970,6 +971,18 @@ def _pld_compose(pmfs, steps: int, delta: float, windows):
         e, n = _pld_epsilon_for_delta(_pld_self_compose(p, steps, w), delta)
         eps, noise = max(eps, e), max(noise, n)
     return eps, noise
+
+
+def compose_pld(pmfs, steps: int, delta: float) -> tuple:
+    """``(epsilon, unstable)`` of ``steps`` compositions of the one-step dense PLD PMFs ``pmfs``
+    (dp-accounting ``DensePLDPmf``, one per neighbouring direction): the larger epsilon of the
+    directions for ``delta`` after the FFT composition of :func:`epsilon_pld`, and whether its
+    floating-point noise above that epsilon reaches ``1e-2 delta`` (then the value cannot be trusted:
+    the noise has both signs and can pull epsilon below the truth). One composition for every PLD
+    of the package, so each gets the same check."""
+    _, _, windows = _pld_sizes(pmfs, steps)
+    eps, noise = _pld_compose(pmfs, steps, delta, windows)
+    return eps, noise >= _PLD_NOISE * delta
 
 
 def _pld_extent(q: float, sigma: float) -> float:

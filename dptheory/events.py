@@ -416,7 +416,10 @@ def _selection_pld(event, delta: float):
     q, t = (event.sampling_rate, event.steps) if isinstance(event, PoissonSelectedGaussian) else (1.0, 1)
     pld, gap = epsilon_pld_selected_gaussian(q, event.noise_multiplier, event.k, event.selection_epsilon, t, delta)
     rdp = epsilon_of(event, delta)[0]
-    status = "settled" if gap <= PLD_SELECTION_ACCURACY * pld + 1e-9 else "unsettled"
+    if not math.isfinite(pld):  # FFT noise near delta, or a PLD that rose on the finer grid: not used
+        status, gap = "unstable", math.inf
+    else:
+        status = "settled" if gap <= PLD_SELECTION_ACCURACY * pld + 1e-9 else "unsettled"
     eps, bound = (pld, "pld") if pld <= rdp else (rdp, "rdp")
     return eps, PLDInfo(eps, gap, bound, status, pld, gap, rdp, (), ())
 

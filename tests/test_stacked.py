@@ -117,6 +117,29 @@ def test_top_k_ties_keep_exactly_k_lowest_indices_in_both_engines():
         assert np.array_equal(a[r], np.where(keep, u[r], 0.0)) and np.array_equal(b[r], a[r])
 
 
+def test_top_k_keeps_nan_as_the_largest_in_both_engines():
+    """A NaN coordinate is kept (never silently zeroed), so a non-finite update stays non-finite."""
+    from sims.mechanisms._util import top_k_mask
+
+    u = np.array([[np.nan, 1.0, 2.0, -0.5, 0.0, 3.0, 0.25, 1.5]])
+    a, b = u.copy(), u.copy()
+    K.top_k_rows(a, np.array([2]))
+    K.top_k_rows_reference(b, np.array([2]))
+    keep = top_k_mask(u[0], 2, linear_regression(7).layout, False)
+    assert np.flatnonzero(keep).tolist() == [0, 5]
+    assert np.isnan(a[0, 0]) and np.isnan(b[0, 0]) and a[0, 5] == b[0, 5] == 3.0
+    assert np.count_nonzero(a[0, 1:] != 0) == 1 and np.count_nonzero(b[0, 1:] != 0) == 1
+
+
+def test_topagg_refuses_feedback_and_reference_norm():
+    model, ds = mlp((6, 5, 3)), _data("mixture")
+    base = dict(seeds=[0], epochs=1, batch_size=24, mechanism="topagg", k=3, clip_norm=None)
+    with pytest.raises(ValueError, match="feedback is an argument of mechanism in"):
+        train_stacked(model, ds, feedback="ef", **base)
+    with pytest.raises(ValueError, match="reference_norm belongs to the noise-only ablation"):
+        train_stacked(model, ds, reference_norm=50.0, **base)
+
+
 def test_clean_top_k_with_tied_gradients_equals_train():
     """Softmax regression starts at zero parameters, so the first clean sums tie exactly."""
     model, ds = softmax_regression(6, 3), make_mixture(300, 6, 3, random_state=5)
@@ -609,7 +632,9 @@ def test_refuses_what_it_does_not_run():
         (dict(mechanism="public_freeze", fraction=0.5, options=3), "options must be a dict"),
         (dict(mechanism="public_freeze", fraction=0.5), "public"),
         (dict(fraction=0.5), "fraction is an argument of mechanism in"),
-        (dict(feedback="ef"), "feedback .*wraps the compressor"),
+        (dict(feedback="ef"), "feedback is an argument of mechanism in"),
+        (dict(mechanism="top_k_noisy", k=3, noise_multiplier=None, allow_non_private=True, feedback="ef"),
+         "feedback .*wraps the compressor"),
         (dict(mechanism="top_k_noisy", k=3, feedback="bogus"), "feedback"),
         (dict(mechanism="topagg", k=3), "topagg' takes clip_norm=None"),
         (dict(mechanism="topagg", k=3, clip_norm=None, noise_multiplier=None), "topagg' takes clip_norm=None"),

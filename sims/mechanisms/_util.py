@@ -58,11 +58,13 @@ def top_k_mask(x: np.ndarray, k: int, layout, layerwise: bool) -> np.ndarray:
     Exactly ``k`` per block: every coordinate with ``|x_c| > t`` (``t`` the k-th largest
     magnitude), then the lowest-index coordinates with ``|x_c| = t``. The tie rule is the one of
     :func:`sims.stacked.kernels.top_k_rows`, so both engines keep the same set when magnitudes tie
-    (a clean gradient at zero parameters does).
+    (a clean gradient at zero parameters does). A NaN counts as the largest magnitude, so it is
+    kept and the run's divergence check sees it.
     """
     keep = np.zeros(x.shape[-1], dtype=bool)
     for sl in blocks(layout, layerwise):
         seg = np.abs(x[sl])
+        seg[np.isnan(seg)] = np.inf  # a NaN is kept (as the largest), so a non-finite update stays visible
         n = seg.shape[0]
         if k >= n:
             keep[sl] = True

@@ -147,6 +147,9 @@ def _top_k_kernel(u, k, phi):
     d = u.shape[1]
     for r in prange(u.shape[0]):
         a = np.abs(u[r])
+        for c in range(d):
+            if np.isnan(a[c]):
+                a[c] = np.inf  # kept as the largest: a non-finite update stays visible (top_k_mask's rule)
         kr = k[r]
         total = 0.0
         for c in range(d):
@@ -190,7 +193,9 @@ def top_k_rows_reference(u, k):
     for r in range(u.shape[0]):
         total = float(np.dot(u[r], u[r]))
         keep = np.zeros(d, dtype=bool)
-        keep[np.argsort(-np.abs(u[r]), kind="stable")[:int(k[r])]] = True
+        mag = np.abs(u[r])
+        mag[np.isnan(mag)] = np.inf
+        keep[np.argsort(-mag, kind="stable")[:int(k[r])]] = True
         phi[r] = float(np.dot(u[r, keep], u[r, keep])) / total if total > 0 else 1.0
         u[r, ~keep] = 0.0
     return phi

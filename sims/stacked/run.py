@@ -317,10 +317,9 @@ def _mechanism_arrays(mechanism, r_final, k, R, d):
     return rf, kk
 
 
-#: The arguments that only some mechanisms take (``fraction`` and ``options``: :func:`_mask_args`;
-#: ``feedback``: :func:`chain_for`).
+#: The arguments that only some mechanisms take (``fraction`` and ``options``: :func:`_mask_args`).
 ARGUMENT_OF = {"r_final": ("random_freeze",), "k": K_MECHANISMS,
-               "order": tuple(ORDERS), "rank": ("low_rank",)}
+               "order": tuple(ORDERS), "rank": ("low_rank",), "feedback": ("top_k_noisy", "low_rank")}
 
 
 def _check_arguments_used(a: dict) -> None:
@@ -331,7 +330,8 @@ def _check_arguments_used(a: dict) -> None:
             raise ValueError(f"{name} is an argument of mechanism in {mechs} only, got mechanism={mech!r}")
     if a["ramp"] != "linear" and mech != "random_freeze":
         raise ValueError(f"ramp is an argument of mechanism='random_freeze' only, got mechanism={mech!r}")
-    if a["reference_norm"] is not None and not (a["clip_norm"] is None and a["noise_multiplier"] is not None):
+    if a["reference_norm"] is not None and (mech == "topagg" or a["clip_norm"] is not None
+                                            or a["noise_multiplier"] is None):
         raise ValueError("reference_norm belongs to the noise-only ablation (clip_norm=None with a "
                          f"noise_multiplier), got clip_norm={a['clip_norm']!r}, "
                          f"noise_multiplier={a['noise_multiplier']!r}")

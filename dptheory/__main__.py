@@ -97,8 +97,8 @@ def _have_pld() -> bool:
 def table_rows():
     """Rows (sigma, epochs, steps, classic, balle, clt, pld, pld_gap) of the standard table.
 
-    ``pld`` and ``pld_gap`` (:func:`dptheory.accounting.epsilon_pld`: the finer-grid epsilon and its
-    gap to the coarser grid) are None without dp-accounting.
+    ``pld`` and ``pld_gap`` (:func:`dptheory.accounting.epsilon_pld`: min(PLD, RDP) and its
+    estimated accuracy, ``inf`` when the RDP bound was returned) are None without dp-accounting.
     """
     from .accounting import epsilon, epsilon_pld, steps_for_epochs
     from .gdp import epsilon_gdp
@@ -126,8 +126,8 @@ def _table(as_json: bool) -> str:
         return json.dumps({"sampling_rate": q, "delta": TABLE_DELTA,
                            "columns": {"rdp_classic": "upper bound", "rdp_balle": "upper bound",
                                        "gdp_clt_approx": "approximation, not a bound",
-                                       "pld": "upper bound up to its discretisation (pessimistic)",
-                                       "pld_gap": "eps(coarser grid) - pld: the PLD accuracy reached"},
+                                       "pld": "min(PLD, RDP): an upper bound up to the PLD's discretisation",
+                                       "pld_gap": "its estimated accuracy (inf: the RDP bound was returned)"},
                            "rows": [dict(zip(keys, r)) for r in rows]})
     lines = [f"epsilon at delta={TABLE_DELTA:g}, q={TABLE_BATCH}/{TABLE_N} (Poisson sampling)",
              (f"{'sigma':>6} {'epochs':>6} {'steps':>6} {'RDP-classic':>12} {'RDP-Balle':>10} "
@@ -136,8 +136,8 @@ def _table(as_json: bool) -> str:
         pld = f"{tight:8.3f} {gap:8.1e}" if tight is not None else f"{'n/a':>8} {'':>8}"
         lines.append(f"{sigma:6.2f} {epochs:6d} {steps:6d} {classic:12.3f} {balle:10.3f} {clt:9.3f} {pld}")
     lines += ["RDP-classic, RDP-Balle: rigorous upper bounds (Mironov 2017 Prop. 3; Balle et al. 2020 Thm 21);",
-              "  Balle is tighter. PLD: dp-accounting's pessimistic PLD, an upper bound up to its discretisation;",
-              "  PLD-gap = eps(coarser grid) - PLD, its accuracy (the error is ~1/3 of it; the tightest column).",
+              "  Balle is tighter. PLD: min(pessimistic PLD, RDP-Balle), an upper bound up to the PLD's",
+              "  discretisation; PLD-gap: its estimated accuracy (inf: the PLD did not settle, RDP returned).",
               "* GDP-CLT is an asymptotic approximation (Bu et al. 2020), NOT an upper bound."]
     if not _have_pld():
         lines.append('PLD column needs dp-accounting: pip install "dpsparse[pld]"')
@@ -217,7 +217,8 @@ def main(argv=None) -> int:
                                   "delta": args.delta, "sampling_rate": args.sampling_rate,
                                   "steps": _steps(args.steps), "accountant": args.accountant, **_pld_fields(info)})
             else:
-                out = (f"noise_multiplier = {sigma:.6g} gives epsilon = {eps:.6g} at delta = {args.delta:g} "
+                how = "" if info is None else f" ({_pld_words(info)})"
+                out = (f"noise_multiplier = {sigma:.6g} gives epsilon = {eps:.6g} at delta = {args.delta:g}{how} "
                        f"[{args.accountant}; q = {args.sampling_rate:g}, steps = {_steps(args.steps)}]")
         else:
             out = _table(args.json)

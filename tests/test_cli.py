@@ -44,6 +44,9 @@ def test_noise_pld_reports_which_bound(capsys):
                        "--delta", "1e-5", "--accountant", "pld", "--json")
     data = json.loads(out)
     assert code == 0 and data["order"] is None and data["pld_bound"] in ("pld", "rdp") and data["epsilon"] <= 2.0
+    code, out, _ = run(capsys, "noise", "--sampling-rate", "0.01", "--steps", "100", "--epsilon", "2",
+                       "--delta", "1e-5", "--accountant", "pld")
+    assert code == 0 and "RDP bound" in out
 
 
 def test_noise(capsys):

@@ -161,7 +161,7 @@ def test_claim_checks_its_grid_and_labels():
     assert not _claim(lr_grid=()).tuned
 
 
-@pytest.mark.parametrize("mode", ["quick", "default", "full"])
+@pytest.mark.parametrize("mode", ["quick", "default", pytest.param("full", marks=pytest.mark.slow)])
 def test_catalog_claims_are_well_formed(mode):
     claims = catalog.claims(mode)
     names = [c.name for c in claims]

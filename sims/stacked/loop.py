@@ -250,7 +250,8 @@ class StackedLoop:
         return PE.vote_sums(self.res.model.layout, acts, deltas, valid, self.a["vk"][positions], rngs, opts)
 
     def batch_sums(self, idx, counts):
-        """``(S, n_clipped, norms)`` of the step's Poisson batches, in chunks of ``res.rows`` rows.
+        """``(S, n_clipped, norms, extra)`` of the step's Poisson batches, in chunks of ``res.rows`` rows
+        (``extra``: :meth:`clipped_sums`'s, summed over the chunks).
 
         Chunk ``c`` holds rows ``[c rows, (c + 1) rows)`` of the runs whose batch reaches it; a run's
         sum is the sum of its chunks' sums, so every GEMM has the shape ``(rows, .)`` and a run's
